@@ -1,0 +1,1 @@
+"""The ``fewintent`` command line (installed as ``fewintent.cli``)."""

@@ -1,0 +1,71 @@
+"""Shared CLI plumbing: one-line errors, rich progress, the console."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from fewintent.errors import FewIntentError
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (HF warnings, tokenizer forks) out of the CLI's output."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def guarded(fn: F) -> F:
+    """User mistakes print one line on stderr and exit 1, with no traceback; Ctrl-C exits 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet_libraries()
+        try:
+            return fn(*args, **kwargs)
+        except FewIntentError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(description: str, total: int, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar (on stderr, so ``--json`` output stays clean); yields an ``advance(n)`` callback."""
+    if not enabled or total < 200 or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def print_warnings(warnings_: list[str]) -> None:
+    for w in warnings_:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)

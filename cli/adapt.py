@@ -1,0 +1,66 @@
+"""``fewintent adapt``: build a classifier from example utterances and save it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from fewintent.cli._common import console, guarded, print_warnings, progress_bar
+
+from fewintent.data import read_intent_file
+from fewintent.model import AdaptArguments, IntentClassifier
+
+
+@guarded
+def adapt(
+    train_file: Path = typer.Argument(..., help="Examples per intent: .jsonl, .csv (text,intent) or Rasa nlu.yml."),
+    output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (replaced atomically)."),
+    base: str = typer.Option(
+        None, "--base", help="Encoder: Hugging Face id or local path. Default: packaged all-MiniLM-L6-v2."
+    ),
+    adapter: str = typer.Option(
+        "auto",
+        "--adapter",
+        help="Meta-learned LoRA adapter: shipped name, directory, 'auto' (shipped default) or 'none'.",
+    ),
+    steps: int = typer.Option(
+        0, "--steps", min=0, max=1000, help="Inner-loop LoRA steps on your examples (0 = prototypes only)."
+    ),
+    inner_lr: float = typer.Option(None, "--inner-lr", help="Learning rate for --steps (default: the adapter's)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (for --steps)."),
+    oos_label: str = typer.Option("oos", "--oos-label", help="Intent name that marks out-of-scope rows."),
+    in_scope_recall: float = typer.Option(
+        0.95, "--in-scope-recall", min=0.5, max=1.0, help="Share of in-scope messages the OOS threshold aims to keep."
+    ),
+) -> None:
+    """Adapt a classifier to the intents in TRAIN_FILE and save it to a model directory.
+
+    Rows whose intent is the OOS label calibrate the out-of-scope threshold; without them it comes from
+    your examples alone (leave-one-out).
+    """
+    data = read_intent_file(train_file, oos_label=oos_label)
+    print_warnings(data.warnings)
+    args = AdaptArguments(
+        base=base,
+        adapter=adapter,
+        steps=steps,
+        inner_lr=inner_lr,
+        device=device,
+        seed=seed,
+        oos_label=oos_label,
+        in_scope_recall=in_scope_recall,
+    )
+    start = time.perf_counter()
+    with progress_bar("encoding examples", len(data)) as advance:
+        clf = IntentClassifier.adapt(data, args, progress=advance)
+    seconds = time.perf_counter() - start
+    clf.save(output)
+    adapter_name = (clf.meta.get("adapter") or {}).get("source", "none")
+    console.print(
+        f"adapted {len(clf.labels)} intents from {len(data.texts)} examples"
+        f"{f' + {len(data.oos_texts)} out-of-scope' if data.oos_texts else ''} in {seconds:.2f}s "
+        f"(adapter: {adapter_name}, steps: {steps}, OOS threshold {clf.threshold:.3f}) -> {output}",
+        highlight=False,
+    )

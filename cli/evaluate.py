@@ -1,0 +1,67 @@
+"""``fewintent evaluate``: score a saved model on a labelled file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from fewintent.cli._common import console, guarded, print_warnings, progress_bar
+from rich.table import Table
+
+from fewintent.data import read_intent_file
+from fewintent.model import IntentClassifier
+from fewintent.model import evaluate as run_evaluation
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+@guarded
+def evaluate(
+    model_dir: Path = typer.Argument(..., help="Model directory written by `fewintent adapt`."),
+    test_files: list[Path] = typer.Argument(
+        ..., help="Labelled file(s); several are concatenated (e.g. test + oos_test)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every metric."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Score a model on labelled data. Rows with the model's OOS label must come back out of scope."""
+    clf = IntentClassifier.load(model_dir, device=device)
+    parts = [read_intent_file(f, oos_label=clf.oos_label, for_training=False) for f in test_files]
+    data = parts[0]
+    for extra in parts[1:]:
+        data.texts += extra.texts
+        data.intents += extra.intents
+        data.oos_texts += extra.oos_texts
+        data.warnings += extra.warnings
+    with progress_bar("classifying", len(data)) as advance:
+        result = run_evaluation(clf, data, progress=advance)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    print_warnings(data.warnings)
+    if result.unknown_intents:
+        unknown = ", ".join(result.unknown_intents[:10])
+        print_warnings([f"{len(result.unknown_intents)} test intent(s) unknown to the model: {unknown}"])
+    table = Table("metric", "value", title=f"{model_dir} on {', '.join(map(str, test_files))}")
+    for key in (
+        "n",
+        "accuracy",
+        "in_scope_accuracy",
+        "top1_accuracy",
+        "oos_recall",
+        "oos_precision",
+        "oos_f1",
+        "macro_f1",
+        "mcc",
+    ):
+        value = getattr(result, key)
+        table.add_row(key, str(value) if key == "n" else _fmt(value))
+    console.print(table)
+    if result.confused_pairs:
+        confused = Table("gold", "predicted", "count", title="most confused intents")
+        for pair in result.confused_pairs:
+            confused.add_row(pair["gold"], pair["predicted"], str(pair["count"]))
+        console.print(confused)

@@ -1,0 +1,39 @@
+"""``fewintent``: adapt an intent classifier from a few examples, predict, evaluate, meta-train, benchmark, serve."""
+
+from __future__ import annotations
+
+import typer
+from fewintent.cli import adapt, data, evaluate, predict
+
+from fewintent import __version__
+
+app = typer.Typer(
+    name="fewintent",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Few-shot intent classification for chatbots: 5-10 examples per intent, out-of-scope fallback, in seconds.",
+)
+app.command("adapt")(adapt.adapt)
+app.command("predict")(predict.predict)
+app.command("evaluate")(evaluate.evaluate)
+app.add_typer(data.app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fewintent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Few-shot intent classification for chatbots."""
+
+
+if __name__ == "__main__":
+    app()

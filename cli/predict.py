@@ -1,0 +1,74 @@
+"""``fewintent predict``: classify messages with a saved model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from fewintent.cli._common import console, guarded, progress_bar
+from rich.table import Table
+
+from fewintent.errors import FewIntentError
+from fewintent.model import IntentClassifier
+
+MAX_INPUT_TEXTS = 1_000_000
+
+
+def _read_texts(path: Path) -> list[str]:
+    """One text per line, or JSONL with a ``text`` field; ``-`` reads standard input."""
+    try:
+        raw = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as e:
+        raise FewIntentError(f"{path}: no such file") from e
+    except UnicodeDecodeError as e:
+        raise FewIntentError(f"{path}: not UTF-8 text (undecodable byte at offset {e.start})") from e
+    texts = []
+    for lineno, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                texts.append(str(json.loads(line)["text"]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise FewIntentError(f"{path}:{lineno}: expected a JSON object with a 'text' field") from e
+        else:
+            texts.append(line.strip())
+    if len(texts) > MAX_INPUT_TEXTS:
+        raise FewIntentError(f"{path}: {len(texts)} texts is more than the {MAX_INPUT_TEXTS} limit; split the file")
+    return texts
+
+
+@guarded
+def predict(
+    model_dir: Path = typer.Argument(..., help="Model directory written by `fewintent adapt`."),
+    texts: list[str] = typer.Argument(None, help="Messages to classify."),
+    input_file: Path = typer.Option(
+        None, "--input", "-i", help="File of messages: one per line, or JSONL with 'text' ('-' = stdin)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per message (the DESIGN.md contract)."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Intents listed in each ranking."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Classify messages given as arguments or in a file; out-of-scope ones get the OOS label."""
+    all_texts = list(texts or [])
+    if input_file is not None:
+        all_texts += _read_texts(input_file)
+    if not all_texts:
+        raise FewIntentError("nothing to classify: give messages as arguments or --input FILE")
+    clf = IntentClassifier.load(model_dir, device=device)
+    with progress_bar("classifying", len(all_texts), enabled=True) as advance:
+        predictions = clf.predict(all_texts, top_k=top_k, progress=advance)
+    if as_json:
+        for p in predictions:
+            sys.stdout.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+        return
+    table = Table("text", "intent", "confidence", "runner-up")
+    for p in predictions:
+        runner = p.intent_ranking[1] if len(p.intent_ranking) > 1 else None
+        name = f"[dim]{p.intent.name}[/]" if p.is_oos else f"[bold]{p.intent.name}[/]"
+        table.add_row(
+            p.text, name, f"{p.intent.confidence:.2f}", f"{runner.name} {runner.confidence:.2f}" if runner else ""
+        )
+    console.print(table)

@@ -1,0 +1,194 @@
+"""Readers for the intent file formats of DESIGN.md: JSONL, CSV, Rasa ``nlu.yml`` and HF ``datasets``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fewintent.data.intentset import DEFAULT_OOS_LABEL, IntentSet
+from fewintent.errors import FewIntentError
+
+TEXT_COLUMNS = ("text",)
+INTENT_COLUMNS = ("intent", "label")
+# Files larger than this are almost certainly not a few-shot support set or a test set.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+# Rasa entity markup: "[Berlin](city)" or "[Berlin]{"entity": "city"}" -> "Berlin"
+_RASA_ENTITY = re.compile(r"\[([^\]]+)\](\([^)]*\)|\{[^}]*\})")
+
+
+def read_intent_file(
+    path: str | Path,
+    *,
+    oos_label: str = DEFAULT_OOS_LABEL,
+    for_training: bool = True,
+    text_column: str | None = None,
+    intent_column: str | None = None,
+) -> IntentSet:
+    """Read and validate an intent file; the format comes from the extension (or the content).
+
+    Example:
+        >>> examples = read_intent_file("data/demo_company.jsonl")  # doctest: +SKIP
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FewIntentError(f"{p}: no such file")
+    if p.is_dir():
+        raise FewIntentError(f"{p}: is a directory, expected an intent file (.jsonl, .csv or Rasa .yml)")
+    if p.stat().st_size > MAX_FILE_BYTES:
+        raise FewIntentError(
+            f"{p}: {p.stat().st_size / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES >> 20} MiB limit"
+        )
+    try:
+        content = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FewIntentError(f"{p}: not UTF-8 text (undecodable byte at offset {e.start}); save it as UTF-8") from e
+    if not content.strip():
+        raise FewIntentError(f"{p}: the file is empty")
+    fmt = _detect_format(p, content)
+    if fmt == "jsonl":
+        rows = _jsonl_rows(content, p, text_column, intent_column)
+    elif fmt == "csv":
+        rows = _csv_rows(content, p, text_column, intent_column)
+    else:
+        rows = _rasa_rows(content, p)
+    return IntentSet.from_pairs(rows, oos_label=oos_label, source=str(p), for_training=for_training)
+
+
+def _detect_format(p: Path, content: str) -> str:
+    ext = p.suffix.lower()
+    if ext in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if ext in (".csv", ".tsv"):
+        return "csv"
+    if ext in (".yml", ".yaml"):
+        return "rasa"
+    head = content.lstrip()[:200]
+    if head.startswith("{"):
+        return "jsonl"
+    if head.startswith(("version:", "nlu:")):
+        return "rasa"
+    return "csv"
+
+
+def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, p: Path) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise FewIntentError(f"{p}: no column '{wanted}' (columns: {', '.join(columns)})")
+        return wanted
+    for c in candidates:
+        if c in columns:
+            return c
+    raise FewIntentError(
+        f"{p}: no {what} column; expected one of {', '.join(candidates)} (columns: {', '.join(columns) or 'none'})"
+    )
+
+
+def _jsonl_rows(content: str, p: Path, text_col: str | None, intent_col: str | None) -> Iterator[tuple[Any, Any]]:
+    # Parse everything first so a malformed line fails before any work is done.
+    records: list[tuple[int, dict[str, Any]]] = []
+    for lineno, line in enumerate(content.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FewIntentError(f"{p}:{lineno}: not valid JSON ({e.msg})") from e
+        if not isinstance(obj, dict):
+            raise FewIntentError(f'{p}:{lineno}: expected an object like {{"text": ..., "intent": ...}}')
+        records.append((lineno, obj))
+    columns = list(dict.fromkeys(k for _, r in records[:100] for k in r))
+    tcol = _pick(columns, text_col, TEXT_COLUMNS, "text", p)
+    icol = _pick(columns, intent_col, INTENT_COLUMNS, "intent", p)
+    for lineno, r in records:
+        if tcol not in r or icol not in r:
+            raise FewIntentError(f"{p}:{lineno}: missing '{tcol}' or '{icol}'")
+        yield r[tcol], r[icol]
+
+
+def _csv_rows(content: str, p: Path, text_col: str | None, intent_col: str | None) -> Iterator[tuple[Any, Any]]:
+    delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(content), delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except (StopIteration, csv.Error) as e:
+        raise FewIntentError(f"{p}: could not read a CSV header ({e})") from e
+    lowered = [h.lower() for h in header]
+    tcol = _pick(lowered, text_col.lower() if text_col else None, TEXT_COLUMNS, "text", p)
+    icol = _pick(lowered, intent_col.lower() if intent_col else None, INTENT_COLUMNS, "intent", p)
+    ti, ii = lowered.index(tcol), lowered.index(icol)
+    try:
+        for row in reader:
+            if not row:
+                continue
+            if len(row) <= max(ti, ii):
+                raise FewIntentError(f"{p}:{reader.line_num}: expected {len(header)} fields, found {len(row)}")
+            yield row[ti], row[ii]
+    except csv.Error as e:
+        raise FewIntentError(f"{p}:{reader.line_num}: malformed CSV ({e})") from e
+
+
+def _rasa_rows(content: str, p: Path) -> Iterator[tuple[str, str]]:
+    try:
+        doc = yaml.safe_load(content)
+    except yaml.YAMLError as e:
+        raise FewIntentError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("nlu"), list):
+        raise FewIntentError(f"{p}: not a Rasa NLU file (expected a top-level 'nlu:' list of '- intent:' blocks)")
+    for block in doc["nlu"]:
+        if not isinstance(block, dict) or "intent" not in block:
+            continue  # synonyms, regexes and lookup tables are not intent examples
+        examples = block.get("examples", "")
+        if not isinstance(examples, str):
+            raise FewIntentError(f"{p}: intent '{block['intent']}' has no 'examples: |' block")
+        for line in examples.splitlines():
+            line = line.strip()
+            if line.startswith("- "):
+                line = line[2:]
+            elif line == "-":
+                line = ""
+            yield _RASA_ENTITY.sub(r"\1", line), block["intent"]
+
+
+def load_hf_intents(
+    name_or_path: str,
+    *,
+    split: str = "train",
+    text_column: str = "text",
+    intent_column: str = "intent",
+    oos_label: str = DEFAULT_OOS_LABEL,
+    for_training: bool = True,
+    **load_kwargs: Any,
+) -> IntentSet:
+    """Read a Hugging Face ``datasets`` dataset (hub id or local path) through a column mapping.
+
+    Integer labels with a ``ClassLabel`` feature are turned into their names. This reaches the network
+    only for a hub id, and only when ``HF_HUB_OFFLINE`` is not set.
+
+    Example:
+        >>> s = load_hf_intents("PolyAI/banking77", split="train", intent_column="label")  # doctest: +SKIP
+    """
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name_or_path, split=split, **load_kwargs)
+    except Exception as e:  # datasets raises many types; all mean "could not get it"
+        raise FewIntentError(f"could not load dataset '{name_or_path}' split '{split}': {e}") from e
+    for col in (text_column, intent_column):
+        if col not in ds.column_names:
+            raise FewIntentError(f"dataset '{name_or_path}' has no column '{col}' (columns: {ds.column_names})")
+    feature = ds.features[intent_column]
+    names = getattr(feature, "names", None)
+    intents = [names[i] if names is not None else i for i in ds[intent_column]]
+    return IntentSet.from_pairs(
+        zip(ds[text_column], intents),
+        oos_label=oos_label,
+        source=f"{name_or_path}[{split}]",
+        for_training=for_training,
+    )

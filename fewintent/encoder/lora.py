@@ -1,0 +1,155 @@
+"""LoRA adapters on the encoder through ``peft``: settings, attach, read and write the adapter weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from fewintent.encoder.encoder import SentenceEncoder
+from fewintent.errors import FewIntentError
+
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters; the defaults suit BERT-style encoders (MiniLM, BERT, RoBERTa).
+
+    ``target_modules`` are matched by peft against module-name suffixes (BERT: query/key/value).
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoraSettings:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def has_lora(encoder: SentenceEncoder) -> bool:
+    return any("lora_" in n for n, _ in encoder.model.named_parameters())
+
+
+def attach_lora(encoder: SentenceEncoder, settings: LoraSettings | None = None) -> LoraSettings:
+    """Wrap the encoder's transformer with fresh LoRA layers (B = 0, so outputs are unchanged at first)."""
+    from peft import LoraConfig, get_peft_model
+
+    settings = settings or LoraSettings()
+    if has_lora(encoder):
+        raise FewIntentError("the encoder already carries a LoRA adapter")
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+    )
+    encoder.model = get_peft_model(encoder.model, config)
+    encoder.to(encoder.device)
+    encoder.model.eval()
+    return settings
+
+
+def lora_parameters(encoder: SentenceEncoder) -> dict[str, torch.nn.Parameter]:
+    """The adaptable parameters, by name (the only ones meta-training and ``--steps`` change)."""
+    return {n: p for n, p in encoder.model.named_parameters() if "lora_" in n}
+
+
+def lora_state(encoder: SentenceEncoder) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in lora_parameters(encoder).items()}
+
+
+def load_lora_state(encoder: SentenceEncoder, state: dict[str, torch.Tensor]) -> None:
+    params = lora_parameters(encoder)
+    missing = set(params) - set(state)
+    unexpected = set(state) - set(params)
+    if missing or unexpected:
+        raise FewIntentError(
+            f"adapter does not fit this encoder ({len(missing)} missing, {len(unexpected)} unexpected tensors): "
+            "it was trained for another base model or LoRA layout"
+        )
+    with torch.no_grad():
+        for n, p in params.items():
+            if state[n].shape != p.shape:
+                raise FewIntentError(
+                    f"adapter tensor {n} has shape {tuple(state[n].shape)}, expected {tuple(p.shape)}"
+                )
+            p.copy_(state[n].to(p.dtype))
+
+
+def save_adapter(
+    encoder: SentenceEncoder, directory: str | Path, settings: LoraSettings, meta: dict[str, Any]
+) -> None:
+    """Write LoRA weights (fp16 safetensors, well under 1 MB for MiniLM) and a JSON config into ``directory``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in lora_state(encoder).items()}, str(d / ADAPTER_WEIGHTS))
+    config = {"lora": settings.to_dict(), "base_model": encoder.name, "base_sha256": encoder.sha256, **meta}
+    (d / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def read_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    d = Path(directory)
+    if not (d / ADAPTER_CONFIG).is_file() or not (d / ADAPTER_WEIGHTS).is_file():
+        raise FewIntentError(f"{d}: not a fewintent adapter (expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
+    try:
+        config = json.loads((d / ADAPTER_CONFIG).read_text())
+        state = load_file(str(d / ADAPTER_WEIGHTS))
+    except (OSError, ValueError) as e:
+        raise FewIntentError(f"{d}: adapter files are corrupt ({e})") from e
+    return config, {k: v.float() for k, v in state.items()}
+
+
+def load_adapter(encoder: SentenceEncoder, directory: str | Path) -> dict[str, Any]:
+    """Attach LoRA layers as the adapter describes and load its weights; returns the adapter's config."""
+    config, state = read_adapter(directory)
+    if config.get("base_sha256") and encoder.sha256 and config["base_sha256"] != encoder.sha256:
+        raise FewIntentError(
+            f"{directory}: adapter was trained on base model {config.get('base_model')} "
+            f"(sha256 {config['base_sha256'][:12]}...), not on {encoder.name}"
+        )
+    attach_lora(encoder, LoraSettings.from_dict(config.get("lora", {})))
+    load_lora_state(encoder, state)
+    return config
+
+
+SHIPPED_ADAPTERS_DIR = Path(__file__).resolve().parent.parent / "adapters"
+DEFAULT_ADAPTER = "minilm-meta"
+
+
+def shipped_adapters() -> list[str]:
+    """Names of the meta-learned adapters that come inside the package."""
+    if not SHIPPED_ADAPTERS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_ADAPTERS_DIR.iterdir() if (p / ADAPTER_CONFIG).is_file())
+
+
+def resolve_adapter(name_or_path: str | Path | None, base_name: str) -> Path | None:
+    """``none``: no adapter; ``auto``: the shipped default on the packaged MiniLM; else a shipped name or a path."""
+    from fewintent.encoder.encoder import DEFAULT_BASE
+
+    value = str(name_or_path) if name_or_path is not None else "none"
+    if value.lower() == "none":
+        return None
+    if value.lower() == "auto":
+        if base_name == DEFAULT_BASE and DEFAULT_ADAPTER in shipped_adapters():
+            return SHIPPED_ADAPTERS_DIR / DEFAULT_ADAPTER
+        return None
+    if value in shipped_adapters():
+        return SHIPPED_ADAPTERS_DIR / value
+    p = Path(value).expanduser()
+    if p.is_dir():
+        return p
+    names = ", ".join(shipped_adapters()) or "none shipped"
+    raise FewIntentError(f"unknown adapter '{value}': give a directory, 'none', 'auto' or a shipped name ({names})")

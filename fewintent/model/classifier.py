@@ -1,0 +1,331 @@
+"""IntentClassifier: adapt to a company's intents from a few examples, predict with an out-of-scope fallback."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet
+from fewintent.data.io import read_intent_file
+from fewintent.encoder.encoder import SentenceEncoder
+from fewintent.encoder.lora import LoraSettings, has_lora, load_adapter, resolve_adapter
+from fewintent.errors import FewIntentError
+from fewintent.heads.proto import class_means
+from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold, leave_one_out_scores
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class IntentScore:
+    name: str
+    confidence: float
+
+
+@dataclass
+class Prediction:
+    """One classified text; ``to_dict()`` is the ``predict --json`` line of DESIGN.md."""
+
+    text: str
+    intent: IntentScore
+    is_oos: bool
+    intent_ranking: list[IntentScore] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Everything prediction reads, swapped as one object so concurrent readers never see half an update."""
+
+    labels: tuple[str, ...]
+    prototypes: torch.Tensor  # (n_labels, dim), L2-normalised
+    support: torch.Tensor  # (n_examples, dim)
+    support_labels: torch.Tensor  # (n_examples,) int64 into labels
+    oos: torch.Tensor  # (n_oos, dim) out-of-scope examples, possibly empty
+    threshold: float
+
+
+@dataclass
+class AdaptArguments:
+    """How ``IntentClassifier.adapt`` builds a model (also what the CLI's ``adapt`` options map to)."""
+
+    base: str | None = None
+    """Hugging Face id or local path of the encoder; None = packaged all-MiniLM-L6-v2."""
+    adapter: str | None = "auto"
+    """Meta-learned LoRA adapter: a shipped name, a directory, 'auto' (the shipped default if any) or 'none'."""
+    steps: int = 0
+    """Inner-loop steps on the support set before prototypes are built (0 = prototypes only)."""
+    inner_lr: float | None = None
+    """Learning rate of those steps; None = the adapter's meta-learned or default value."""
+    device: str = "auto"
+    seed: int = 0
+    oos_label: str = DEFAULT_OOS_LABEL
+    in_scope_recall: float = DEFAULT_IN_SCOPE_RECALL
+    """Share of in-scope queries the out-of-scope threshold aims to keep (when no OOS examples are given)."""
+    scale: float = 20.0
+    """Temperature of the softmax over cosine similarities that gives confidences."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AdaptArguments:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise FewIntentError(f"unknown adapt argument(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class IntentClassifier:
+    """Names the intent of a message, or says it is out of scope.
+
+    Safe to share across threads: predictions read one immutable table; ``add_intent`` / ``remove_intent``
+    build a new table and swap it in atomically.
+
+    Example:
+        >>> clf = IntentClassifier.adapt({"greet": ["hi", "hello there"], "bye": ["bye", "see you"]})
+        >>> clf.predict(["hey, hello!"])[0].intent.name
+        'greet'
+    """
+
+    def __init__(
+        self,
+        encoder: SentenceEncoder,
+        *,
+        oos_label: str = DEFAULT_OOS_LABEL,
+        scale: float = 20.0,
+        in_scope_recall: float = DEFAULT_IN_SCOPE_RECALL,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.oos_label = oos_label
+        self.scale = scale
+        self.in_scope_recall = in_scope_recall
+        self.threshold_manual = False
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._write_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+        self._table: _Table | None = None
+
+    # ----------------------------------------------------------------- building
+    @classmethod
+    def adapt(
+        cls,
+        examples: IntentSet | Mapping[str, Sequence[str]] | str | Path,
+        args: AdaptArguments | None = None,
+        *,
+        progress: Progress | None = None,
+        **overrides: Any,
+    ) -> IntentClassifier:
+        """Build a classifier from example utterances (an IntentSet, ``{intent: [texts]}`` or a file path).
+
+        Keyword overrides set fields of :class:`AdaptArguments`, e.g. ``adapter="none"``, ``steps=5``.
+        """
+        args = replace(args or AdaptArguments(), **overrides)
+        data = _as_intentset(examples, args.oos_label)
+        torch.manual_seed(args.seed)
+        encoder = SentenceEncoder(args.base, device=args.device)
+        meta: dict[str, Any] = {"adapter": None, "steps": 0, "seed": args.seed}
+        adapter_dir = resolve_adapter(args.adapter, encoder.name)
+        if adapter_dir is not None:
+            adapter_config = load_adapter(encoder, adapter_dir)
+            meta["adapter"] = {"source": str(args.adapter), **adapter_config}
+        if args.steps > 0:
+            if adapter_dir is None:
+                from fewintent.encoder.lora import attach_lora
+
+                attach_lora(encoder)
+            from fewintent.meta.inner import adapt_on_support
+
+            lr = args.inner_lr or float((meta["adapter"] or {}).get("inner_lr", 1e-3))
+            adapt_on_support(encoder, data, steps=args.steps, lr=lr, seed=args.seed)
+            meta["steps"], meta["inner_lr"] = args.steps, lr
+        clf = cls(encoder, oos_label=args.oos_label, scale=args.scale, in_scope_recall=args.in_scope_recall, meta=meta)
+        clf.fit(data, progress=progress)
+        return clf
+
+    def fit(self, data: IntentSet, *, progress: Progress | None = None) -> IntentClassifier:
+        """(Re)build prototypes and the OOS threshold from ``data``, replacing every intent."""
+        if len(data.labels) < 2:
+            raise FewIntentError("at least 2 intents are needed to build a classifier")
+        labels = tuple(data.labels)
+        index = {label: i for i, label in enumerate(labels)}
+        emb = self._encode(data.texts + data.oos_texts, progress)
+        support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
+        y = torch.tensor([index[i] for i in data.intents], dtype=torch.long)
+        self._table = self._build_table(labels, support, y, oos)
+        return self
+
+    def _build_table(
+        self,
+        labels: tuple[str, ...],
+        support: torch.Tensor,
+        y: torch.Tensor,
+        oos: torch.Tensor,
+        threshold: float | None = None,
+    ) -> _Table:
+        protos = torch.nn.functional.normalize(class_means(support, y, len(labels)), dim=-1)
+        if threshold is None:
+            if self.threshold_manual and self._table is not None:
+                threshold = self._table.threshold
+            else:
+                in_scores = leave_one_out_scores(support, y, len(labels))
+                oos_scores = (oos @ protos.T).max(1).values.numpy() if len(oos) else None
+                threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=self.in_scope_recall)
+        return _Table(labels, protos, support, y, oos, float(threshold))
+
+    def _encode(self, texts: Sequence[str], progress: Progress | None = None) -> torch.Tensor:
+        # The encoder holds no per-call state, but LoRA dropout/train flags are process-wide: one at a time.
+        with self._encode_lock:
+            return self.encoder.encode(texts, progress=progress)
+
+    # ----------------------------------------------------------------- reading
+    @property
+    def table(self) -> _Table:
+        if self._table is None:
+            raise FewIntentError("the classifier has no intents yet: call adapt() or fit() first")
+        return self._table
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.table.labels)
+
+    @property
+    def threshold(self) -> float:
+        return self.table.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        """Set the out-of-scope threshold by hand (cosine similarity); it then survives add/remove intent."""
+        with self._write_lock:
+            self._table = replace(self.table, threshold=float(value))
+            self.threshold_manual = True
+
+    def counts(self) -> dict[str, int]:
+        t = self.table
+        c = torch.bincount(t.support_labels, minlength=len(t.labels)).tolist()
+        return dict(zip(t.labels, c))
+
+    def similarities(self, texts: Sequence[str], *, progress: Progress | None = None) -> tuple[_Table, torch.Tensor]:
+        """Cosine similarity of each text to each prototype, with the table used (for consistent reads)."""
+        texts = _check_texts(texts)
+        table = self.table
+        return table, self._encode(texts, progress) @ table.prototypes.T
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Softmax over intents (no OOS column), shape ``(len(texts), len(labels))``, columns in ``labels`` order."""
+        _, sims = self.similarities(texts)
+        return torch.softmax(sims * self.scale, dim=-1).numpy()
+
+    def predict(self, texts: Sequence[str], *, top_k: int = 10, progress: Progress | None = None) -> list[Prediction]:
+        """Classify texts; an intent whose best similarity is below the threshold becomes the OOS label."""
+        table, sims = self.similarities(texts, progress=progress)
+        return self._decide(texts, table, sims, top_k)
+
+    def _decide(self, texts: Sequence[str], table: _Table, sims: torch.Tensor, top_k: int) -> list[Prediction]:
+        probs = torch.softmax(sims * self.scale, dim=-1)
+        k = min(top_k, len(table.labels))
+        top_p, top_i = probs.topk(k, dim=-1)
+        best_sim = sims.gather(1, top_i[:, :1]).squeeze(1)
+        # OOS confidence grows with the distance below the threshold; 0.5 exactly at it.
+        oos_conf = torch.sigmoid((table.threshold - best_sim) * self.scale)
+        out = []
+        for row, text in enumerate(texts):
+            ranking = [IntentScore(table.labels[int(i)], float(p)) for p, i in zip(top_p[row], top_i[row])]
+            is_oos = bool(best_sim[row] < table.threshold)
+            intent = IntentScore(self.oos_label, float(oos_conf[row])) if is_oos else ranking[0]
+            out.append(Prediction(text, intent, is_oos, ranking))
+        return out
+
+    # ----------------------------------------------------------------- editing
+    def add_intent(self, name: str, examples: Sequence[str]) -> None:
+        """Add an intent (or replace its examples) without touching the others' prototypes."""
+        name = name.strip()
+        if not name:
+            raise FewIntentError("an intent needs a non-empty name")
+        if name == self.oos_label:
+            raise FewIntentError(f"'{name}' is the out-of-scope label and cannot be an intent")
+        clean = list(dict.fromkeys(_check_texts([" ".join(t.split()) for t in examples if t and t.strip()])))
+        if not clean:
+            raise FewIntentError(f"intent '{name}' needs at least one non-empty example")
+        emb = self._encode(clean)
+        with self._write_lock:
+            t = self.table
+            keep = (
+                t.support_labels != t.labels.index(name)
+                if name in t.labels
+                else torch.ones_like(t.support_labels, dtype=torch.bool)
+            )
+            old_labels = [label for label in t.labels if label != name]
+            remap = {t.labels.index(label): i for i, label in enumerate(old_labels)}
+            y_old = torch.tensor([remap[int(i)] for i in t.support_labels[keep]], dtype=torch.long)
+            labels = (*old_labels, name)
+            support = torch.cat([t.support[keep], emb])
+            y = torch.cat([y_old, torch.full((len(clean),), len(old_labels), dtype=torch.long)])
+            self._table = self._build_table(labels, support, y, t.oos)
+
+    def remove_intent(self, name: str) -> None:
+        with self._write_lock:
+            t = self.table
+            if name not in t.labels:
+                raise FewIntentError(f"unknown intent '{name}' (known: {', '.join(t.labels)})")
+            if len(t.labels) <= 2:
+                raise FewIntentError("cannot remove an intent: a classifier needs at least 2 intents")
+            gone = t.labels.index(name)
+            keep = t.support_labels != gone
+            y = t.support_labels[keep]
+            y = y - (y > gone).long()
+            self._table = self._build_table(tuple(x for x in t.labels if x != name), t.support[keep], y, t.oos)
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | Path, *, card_extra: dict[str, Any] | None = None) -> Path:
+        """Write the model directory atomically (see :mod:`fewintent.model.persistence`)."""
+        from fewintent.model.persistence import save_model
+
+        return save_model(self, Path(path), card_extra=card_extra)
+
+    save_pretrained = save
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto") -> IntentClassifier:
+        """Load a model directory written by :meth:`save`; refuses foreign or corrupt directories."""
+        from fewintent.model.persistence import load_model
+
+        return load_model(Path(path), device=device)
+
+    from_pretrained = load
+
+    @property
+    def lora_settings(self) -> LoraSettings | None:
+        if not has_lora(self.encoder):
+            return None
+        adapter = self.meta.get("adapter") or {}
+        return LoraSettings.from_dict(adapter.get("lora", {}))
+
+
+def _as_intentset(examples: IntentSet | Mapping[str, Sequence[str]] | str | Path, oos_label: str) -> IntentSet:
+    if isinstance(examples, IntentSet):
+        return examples
+    if isinstance(examples, (str, Path)):
+        return read_intent_file(examples, oos_label=oos_label)
+    pairs = [(text, intent) for intent, texts in examples.items() for text in texts]
+    return IntentSet.from_pairs(pairs, oos_label=oos_label)
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise FewIntentError("pass a list of texts, not a single string")
+    out = []
+    for t in texts:
+        if not isinstance(t, str):
+            raise FewIntentError(f"texts must be strings, got {type(t).__name__}")
+        out.append(t[:MAX_TEXT_CHARS])
+    return out

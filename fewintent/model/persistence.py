@@ -1,0 +1,219 @@
+"""Model directory: safetensors tensors + JSON config + README model card, written atomically. Never pickle."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from fewintent.errors import FewIntentError
+
+if TYPE_CHECKING:
+    from fewintent.model.classifier import IntentClassifier
+
+FORMAT = "fewintent-model"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+TENSORS = "model.safetensors"
+LORA = "lora.safetensors"
+CARD = "README.md"
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    from fewintent import __version__
+
+    return {"fewintent": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_model_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] | None = None) -> Path:
+    """Write into a temporary sibling, then swap it in with renames: a crash leaves the old model loadable."""
+    from fewintent.encoder.lora import lora_state
+
+    path = path.expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise FewIntentError(f"{path}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not _is_model_dir(path):
+        raise FewIntentError(f"{path}: a non-empty directory that is not a fewintent model; refusing to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = clf.table
+    settings = clf.lora_settings
+    config: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "base_model": clf.encoder.name,
+        "base_sha256": clf.encoder.sha256,
+        "max_length": clf.encoder.max_length,
+        "lora": settings.to_dict() if settings else None,
+        "labels": list(table.labels),
+        "counts": clf.counts(),
+        "oos_label": clf.oos_label,
+        "threshold": table.threshold,
+        "threshold_manual": clf.threshold_manual,
+        "in_scope_recall": clf.in_scope_recall,
+        "scale": clf.scale,
+        "meta": _jsonable(clf.meta),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        tensors = {
+            "prototypes": table.prototypes.contiguous(),
+            "support": table.support.contiguous(),
+            "support_labels": table.support_labels.contiguous(),
+            "oos": table.oos.contiguous(),
+        }
+        save_file(tensors, str(tmp / TENSORS))
+        if settings is not None:
+            save_file({k: v.contiguous() for k, v in lora_state(clf.encoder).items()}, str(tmp / LORA))
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / CARD).write_text(model_card(config, card_extra or {}))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.rename(path, old)
+        os.rename(tmp, path)
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _recover(path: Path) -> Path:
+    """A crash between the two renames of a save leaves only the backup: use it."""
+    if path.exists():
+        return path
+    backups = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    for b in reversed(backups):
+        if _is_model_dir(b):
+            os.rename(b, path)
+            return path
+    return path
+
+
+def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
+    from fewintent.encoder.encoder import SentenceEncoder
+    from fewintent.encoder.lora import LoraSettings, attach_lora, load_lora_state
+    from fewintent.model.classifier import IntentClassifier, _Table
+
+    path = _recover(path.expanduser().absolute())
+    if not path.exists():
+        raise FewIntentError(f"{path}: no such model directory (create one with `fewintent adapt`)")
+    if not path.is_dir():
+        raise FewIntentError(f"{path}: not a directory; a model is a directory written by `fewintent adapt`")
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except FileNotFoundError as e:
+        raise FewIntentError(f"{path}: not a fewintent model (no {CONFIG})") from e
+    except ValueError as e:
+        raise FewIntentError(f"{path}: {CONFIG} is corrupt ({e})") from e
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise FewIntentError(f'{path}: not a fewintent model ({CONFIG} has no "format": "{FORMAT}")')
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise FewIntentError(f"{path}: written by a newer fewintent (format {config['format_version']}); upgrade")
+    try:
+        t = load_file(str(path / TENSORS))
+        labels = tuple(config["labels"])
+        threshold = float(config["threshold"])
+    except (FileNotFoundError, SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+        raise FewIntentError(f"{path}: model files are missing or corrupt ({type(e).__name__}: {e})") from e
+    needed = {"prototypes", "support", "support_labels", "oos"}
+    if not needed <= set(t) or t["prototypes"].shape[0] != len(labels):
+        raise FewIntentError(f"{path}: {TENSORS} does not match {CONFIG} (labels and prototypes differ)")
+    base = config.get("base_model")
+    encoder = SentenceEncoder(base, device=device, max_length=int(config.get("max_length", 128)))
+    if config.get("base_sha256") and encoder.sha256 and config["base_sha256"] != encoder.sha256:
+        raise FewIntentError(
+            f"{path}: adapted on {base} with sha256 {config['base_sha256'][:12]}..., but the encoder found has "
+            f"{encoder.sha256[:12]}...; install the same base model"
+        )
+    if config.get("lora"):
+        try:
+            lora = load_file(str(path / LORA))
+        except (FileNotFoundError, SafetensorError, OSError) as e:
+            raise FewIntentError(f"{path}: {LORA} is missing or corrupt ({e})") from e
+        attach_lora(encoder, LoraSettings.from_dict(config["lora"]))
+        load_lora_state(encoder, lora)
+    clf = IntentClassifier(
+        encoder,
+        oos_label=config.get("oos_label", "oos"),
+        scale=float(config.get("scale", 20.0)),
+        in_scope_recall=float(config.get("in_scope_recall", 0.95)),
+        meta=config.get("meta") or {},
+    )
+    clf.threshold_manual = bool(config.get("threshold_manual", False))
+    clf._table = _Table(labels, t["prototypes"], t["support"], t["support_labels"].long(), t["oos"], threshold)
+    return clf
+
+
+def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
+    """README with YAML front matter, in the style of Hugging Face model cards."""
+    import yaml
+
+    adapter = (config.get("meta") or {}).get("adapter") or {}
+    front = {
+        "library_name": "fewintent",
+        "pipeline_tag": "text-classification",
+        "base_model": config["base_model"],
+        "tags": ["intent-classification", "few-shot", "fewintent"],
+        "labels": config["labels"],
+        "examples_per_intent": config["counts"],
+        "oos_label": config["oos_label"],
+        "oos_threshold": round(config["threshold"], 4),
+        "adapter": adapter.get("source"),
+        **extra,
+    }
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),
+        "---",
+        "",
+        "# fewintent intent classifier",
+        "",
+        f"Adapted from {sum(config['counts'].values())} examples over {len(config['labels'])} intents on "
+        f"`{config['base_model']}`"
+        + (f" with the meta-learned adapter `{adapter.get('source')}`." if adapter else "."),
+        f"Messages whose best cosine similarity to an intent prototype is below {config['threshold']:.3f} are "
+        f"answered `{config['oos_label']}` (out of scope).",
+        "",
+        "```bash",
+        'fewintent predict THIS_DIR "your message here" --json',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
