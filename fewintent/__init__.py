@@ -4,6 +4,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# In a source checkout the CLI lives in the top-level cli/ folder (installed as fewintent.cli); make
+# `fewintent.cli` importable from the checkout too, e.g. when Python runs with the repo root on sys.path.
+import pathlib as _pathlib  # noqa: E402
+
+_root = _pathlib.Path(__file__).resolve().parent.parent
+if (
+    not (_root / "fewintent" / "cli").exists()
+    and (_root / "cli" / "main.py").is_file()
+    and (_root / "pyproject.toml").is_file()
+):
+    __path__.append(str(_root))  # type: ignore[name-defined]
+
 from fewintent.data import IntentSet, load_hf_intents, read_intent_file  # noqa: E402
 from fewintent.encoder import SentenceEncoder  # noqa: E402
 from fewintent.errors import FewIntentError  # noqa: E402

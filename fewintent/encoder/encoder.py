@@ -135,7 +135,8 @@ class SentenceEncoder(nn.Module):
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+        config: Any = self.model.config
+        return int(config.hidden_size)
 
     def to(self, *args: Any, **kwargs: Any) -> SentenceEncoder:  # type: ignore[override]
         super().to(*args, **kwargs)

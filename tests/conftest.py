@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny random encoders for fast unit tests, the real packaged MiniLM once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests must never reach a hub: everything they load is on disk.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = Path(os.environ.get("FEWINTENT_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    if not (DATASETS / "snips").is_dir():
+        pytest.fail(f"the shared datasets are missing at {DATASETS} (set FEWINTENT_DATASETS)")
+    return DATASETS
+
+
+_TINY_DIRS: dict[tuple[int, int, int], Path] = {}
+
+
+def tiny_model_dir(seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """A random 2-layer BERT with MiniLM's tokenizer, saved once per process as a local HF model directory."""
+    import tempfile
+
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from fewintent.encoder.encoder import packaged_model_path
+
+    key = (seed, hidden, layers)
+    if key not in _TINY_DIRS:
+        torch.manual_seed(seed)
+        tokenizer = AutoTokenizer.from_pretrained(str(packaged_model_path()), local_files_only=True)
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=128,
+        )
+        path = Path(tempfile.mkdtemp(prefix="fewintent-tiny-bert-"))
+        BertModel(config).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        _TINY_DIRS[key] = path
+    return _TINY_DIRS[key]
+
+
+def make_tiny_encoder(seed: int = 0, hidden: int = 32, layers: int = 2):
+    """A tiny random encoder (milliseconds per batch, real code paths), loadable again by its path."""
+    from fewintent.encoder.encoder import SentenceEncoder
+
+    return SentenceEncoder(str(tiny_model_dir(seed, hidden, layers)), device="cpu")
+
+
+@pytest.fixture
+def tiny_encoder():
+    return make_tiny_encoder()
+
+
+@pytest.fixture(scope="session")
+def real_encoder():
+    """The packaged all-MiniLM-L6-v2 (loaded once; tests must not attach LoRA to it)."""
+    from fewintent.encoder import SentenceEncoder
+
+    return SentenceEncoder(device="cpu")

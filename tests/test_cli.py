@@ -1,0 +1,143 @@
+"""The CLI end to end on the real packaged MiniLM: adapt -> predict -> evaluate, and bad input handled cleanly."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fewintent.cli.main import app
+from typer.testing import CliRunner
+
+from fewintent.data import read_intent_file
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "demo_company.jsonl"
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "demo"
+    result = run("adapt", DEMO, "-o", out, "--adapter", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "adapted 12 intents from 73 examples + 6 out-of-scope" in result.output
+    return out
+
+
+def test_predict_json_contract(demo_model):
+    result = run("predict", demo_model, "is my bike ready yet", "who won the football last night", "--json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        assert set(line) == {"text", "intent", "is_oos", "intent_ranking"}
+        assert set(line["intent"]) == {"name", "confidence"} and 0 <= line["intent"]["confidence"] <= 1
+        assert all(set(r) == {"name", "confidence"} for r in line["intent_ranking"])
+    assert lines[0]["intent"]["name"] == "repair_status" and not lines[0]["is_oos"]
+    assert lines[1]["is_oos"] and lines[1]["intent"]["name"] == "oos"
+
+
+def test_predict_from_file_and_table(demo_model, tmp_path):
+    f = tmp_path / "msgs.txt"
+    f.write_text("where is my order\n\n" + json.dumps({"text": "are you open on sunday"}) + "\n")
+    result = run("predict", demo_model, "--input", f, "--json")
+    assert [json.loads(x)["intent"]["name"] for x in result.stdout.splitlines()] == ["order_status", "opening_hours"]
+    table = run("predict", demo_model, "what time do you close")
+    assert table.exit_code == 0 and "opening_hours" in table.output
+
+
+def test_evaluate_json(demo_model):
+    result = run("evaluate", demo_model, ROOT / "data" / "demo_company_test.jsonl", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    for key in ("n", "accuracy", "in_scope_accuracy", "oos_recall", "oos_precision", "macro_f1", "mcc"):
+        assert key in metrics
+    assert metrics["n"] == 15 and metrics["accuracy"] > 0.7 and metrics["oos_recall"] is not None
+    table = run("evaluate", demo_model, ROOT / "data" / "demo_company_test.jsonl")
+    assert "in_scope_accuracy" in table.output
+
+
+def test_data_validate(tmp_path):
+    result = run("data", "validate", DEMO)
+    assert result.exit_code == 0 and "12 intents, 73 examples, 6 out-of-scope" in result.output
+    f = tmp_path / "one.csv"
+    f.write_text("text,intent\nhi,greet\nhello,greet\nbye,leave\n")
+    result = run("data", "validate", f)
+    assert result.exit_code == 0 and "single example (leave)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["adapt", "missing.jsonl", "-o", "{tmp}/m"], "missing.jsonl: no such file"),
+        (["adapt", "{tmp}/empty.csv", "-o", "{tmp}/m"], "the file is empty"),
+        (["adapt", "{demo}", "-o", "{tmp}/m", "--adapter", "nonexistent"], "unknown adapter 'nonexistent'"),
+        (["adapt", "{demo}", "-o", "{tmp}/m", "--base", "./no/such/model"], "no such model directory"),
+        (["predict", "{tmp}/nomodel", "hello"], "no such model directory"),
+        (["predict", "{tmp}", "hello"], "not a fewintent model"),
+        (["predict", "{demo_model}"], "nothing to classify"),
+        (["evaluate", "{demo_model}", "{tmp}/empty.csv"], "the file is empty"),
+    ],
+)
+def test_bad_input_one_line_error(args, message, tmp_path, demo_model):
+    (tmp_path / "empty.csv").write_text("")
+    args = [a.format(tmp=tmp_path, demo=DEMO, demo_model=demo_model) for a in args]
+    result = run(*args)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hi", "intent": "a"}\n{broken\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "fewintent.cli.main", "adapt", str(bad), "-o", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {bad}:2: not valid JSON (Expecting property name enclosed in double quotes)"
+    assert not (tmp_path / "m").exists()
+
+
+def test_adapt_never_leaves_half_written_model(demo_model, tmp_path):
+    """A failing adapt into an existing model directory leaves that model as it was."""
+    import shutil
+
+    target = tmp_path / "model"
+    shutil.copytree(demo_model, target)
+    before = (target / "model.safetensors").read_bytes()
+    bad = tmp_path / "one_intent.csv"
+    bad.write_text("text,intent\nhi,greet\nhello,greet\n")
+    assert run("adapt", bad, "-o", target).exit_code == 1
+    assert (target / "model.safetensors").read_bytes() == before
+
+
+def test_snips_ten_shot_well_above_chance(datasets_dir, real_encoder, tmp_path):
+    """Adapting on 10 examples per intent of SNIPS train scores far above chance (1/7) on its test split."""
+    from fewintent import IntentClassifier, IntentSet, evaluate
+
+    train = read_intent_file(datasets_dir / "snips" / "train.jsonl")
+    rng = random.Random(0)
+    pairs = [(t, i) for i, texts in train.by_intent().items() for t in rng.sample(texts, 10)]
+    clf = IntentClassifier(real_encoder).fit(IntentSet.from_pairs(pairs))
+    test = read_intent_file(datasets_dir / "snips" / "test.jsonl", for_training=False)
+    result = evaluate(clf, test)
+    assert result.n == 700
+    assert result.top1_accuracy is not None and result.top1_accuracy > 0.75
+    assert result.in_scope_accuracy is not None and result.in_scope_accuracy > 0.6
+    # saved then loaded: identical predictions on real data
+    clf.save(tmp_path / "snips")
+    loaded = IntentClassifier.load(tmp_path / "snips", device="cpu")
+    sample = test.texts[:50]
+    assert [p.to_dict() for p in loaded.predict(sample)] == [p.to_dict() for p in clf.predict(sample)]

@@ -1,0 +1,170 @@
+"""IntentClassifier mechanics on a tiny random encoder: prototypes, thresholds, editing, save/load, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fewintent import FewIntentError, IntentClassifier, IntentSet
+from fewintent.heads import PrototypicalHead, class_means
+from fewintent.model import persistence
+from fewintent.model.calibration import calibrate_threshold, leave_one_out_scores
+from fewintent.model.evaluation import multiclass_mcc, score_predictions
+
+DATA = IntentSet.from_pairs(
+    [
+        ("where is my card", "card"),
+        ("my card has not arrived", "card"),
+        ("card delivery time", "card"),
+        ("what is my balance", "balance"),
+        ("how much money do I have", "balance"),
+        ("show my account balance", "balance"),
+        ("tell me a joke", "oos"),
+    ]
+)
+
+
+@pytest.fixture
+def clf(tiny_encoder):
+    return IntentClassifier(tiny_encoder).fit(DATA)
+
+
+def test_prototypes_are_class_means():
+    emb = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
+    means = class_means(emb, torch.tensor([0, 0, 1]), 2)
+    assert torch.allclose(means, torch.tensor([[2.0, 0.0], [0.0, 2.0]]))
+    head = PrototypicalHead(temperature=10.0).fit(emb, torch.tensor([0, 0, 1]))
+    assert head(torch.tensor([[1.0, 0.1]])).argmax().item() == 0
+
+
+def test_leave_one_out_uses_own_class_without_the_example():
+    emb = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.0], [1.0, 0.2], [0.0, 1.0], [0.2, 1.0], [0.5, 0.5]]), dim=-1
+    )
+    scores = leave_one_out_scores(emb, torch.tensor([0, 0, 1, 1, 2]), 3)
+    assert scores.shape == (4,)  # the single-example class is skipped
+    # example 0 against class 0 rebuilt from example 1 only
+    own = torch.nn.functional.cosine_similarity(emb[0], emb[1], dim=0).item()
+    assert scores[0] == pytest.approx(
+        max(own, (emb[0] @ torch.nn.functional.normalize(emb[4], dim=0)).item()), abs=1e-6
+    )
+
+
+def test_threshold_from_support_quantile_and_from_oos():
+    pos = np.linspace(0.5, 0.9, 101)
+    assert calibrate_threshold(pos, in_scope_recall=0.9) == pytest.approx(np.quantile(pos, 0.1))
+    # OOS examples scoring well below the in-scope ones: the cut lands between them and keeps every in-scope one
+    t = calibrate_threshold(pos, np.linspace(0.1, 0.3, 20))
+    assert 0.3 <= t <= 0.5
+    assert calibrate_threshold(np.empty(0)) == 0.0
+
+
+def test_predict_shapes_and_contract(clf):
+    preds = clf.predict(["where is my card", "balance please"], top_k=5)
+    d = preds[0].to_dict()
+    assert set(d) == {"text", "intent", "is_oos", "intent_ranking"}
+    assert set(d["intent"]) == {"name", "confidence"}
+    assert [r["name"] for r in d["intent_ranking"]] and len(d["intent_ranking"]) == 2
+    proba = clf.predict_proba(["a", "b", "c"])
+    assert proba.shape == (3, 2) and np.allclose(proba.sum(1), 1.0, atol=1e-5)
+    clf.threshold = 2.0  # nothing reaches a cosine of 2: everything is out of scope
+    p = clf.predict(["where is my card"])[0]
+    assert p.is_oos and p.intent.name == "oos" and p.intent_ranking[0].name in clf.labels
+
+
+def test_add_and_remove_intent_leave_others_untouched(clf):
+    before = clf.table.prototypes.clone()
+    clf.add_intent("greet", ["hi", "hello there", "hi"])
+    assert clf.labels == ["card", "balance", "greet"] and clf.counts()["greet"] == 2
+    assert torch.allclose(clf.table.prototypes[:2], before)
+    clf.add_intent("greet", ["good morning"])  # replaces its examples
+    assert clf.counts()["greet"] == 1
+    clf.remove_intent("card")
+    assert clf.labels == ["balance", "greet"]
+    assert torch.allclose(clf.table.prototypes[0], before[1])
+    with pytest.raises(FewIntentError, match="unknown intent 'nope'"):
+        clf.remove_intent("nope")
+    with pytest.raises(FewIntentError, match="at least 2 intents"):
+        clf.remove_intent("greet")
+    with pytest.raises(FewIntentError, match="out-of-scope label"):
+        clf.add_intent("oos", ["x"])
+    with pytest.raises(FewIntentError, match="non-empty example"):
+        clf.add_intent("empty", ["", "  "])
+
+
+def test_save_load_gives_identical_predictions(clf, tmp_path):
+    texts = ["where is my card", "balance", "tell me something else"]
+    clf.save(tmp_path / "m")
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert files == ["README.md", "config.json", "model.safetensors"]
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: fewintent\npipeline_tag: text-classification")
+    loaded = IntentClassifier.load(tmp_path / "m", device="cpu")
+    assert loaded.labels == clf.labels and loaded.threshold == clf.threshold
+    assert [p.to_dict() for p in loaded.predict(texts)] == [p.to_dict() for p in clf.predict(texts)]
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary leftovers
+
+
+def test_crash_during_save_leaves_old_model_loadable(clf, tmp_path, monkeypatch):
+    path = tmp_path / "m"
+    clf.save(path)
+    old_labels = clf.labels
+    clf.add_intent("greet", ["hi", "hello"])
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(persistence, "model_card", boom)
+    with pytest.raises(OSError, match="disk full"):
+        clf.save(path)
+    assert IntentClassifier.load(path).labels == old_labels
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_crash_between_renames_is_recovered(clf, tmp_path):
+    path = tmp_path / "m"
+    clf.save(path)
+    os.rename(path, tmp_path / ".m.old-123")  # what a kill between the two renames leaves
+    assert IntentClassifier.load(path).labels == clf.labels
+
+
+def test_load_refuses_missing_foreign_and_corrupt_dirs(clf, tmp_path):
+    with pytest.raises(FewIntentError, match="no such model directory"):
+        IntentClassifier.load(tmp_path / "missing")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(FewIntentError, match="not a fewintent model"):
+        IntentClassifier.load(tmp_path / "foreign")
+    with pytest.raises(FewIntentError, match="not a fewintent model"):
+        clf.save(tmp_path / "foreign")  # refuses to overwrite someone else's directory
+    clf.save(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(FewIntentError, match="missing or corrupt"):
+        IntentClassifier.load(tmp_path / "m")
+    clf.save(tmp_path / "m2")
+    (tmp_path / "m2" / "config.json").write_text("{not json")
+    with pytest.raises(FewIntentError, match="config.json is corrupt"):
+        IntentClassifier.load(tmp_path / "m2")
+    clf.save(tmp_path / "m3")
+    cfg = json.loads((tmp_path / "m3" / "config.json").read_text())
+    cfg["labels"].append("extra")
+    (tmp_path / "m3" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(FewIntentError, match="does not match"):
+        IntentClassifier.load(tmp_path / "m3")
+
+
+def test_metrics_on_known_labels():
+    gold = ["a", "a", "b", "oos", "oos"]
+    pred = ["a", "oos", "b", "oos", "a"]
+    r = score_predictions(gold, pred, "oos", top1=["a", "b", "b", "a", "a"])
+    assert r.n == 5 and r.accuracy == pytest.approx(3 / 5)
+    assert r.in_scope_accuracy == pytest.approx(2 / 3) and r.top1_accuracy == pytest.approx(2 / 3)
+    assert r.oos_recall == pytest.approx(1 / 2) and r.oos_precision == pytest.approx(1 / 2)
+    sklearn = pytest.importorskip("sklearn.metrics")
+    assert multiclass_mcc(gold, pred) == pytest.approx(sklearn.matthews_corrcoef(gold, pred))
+    assert r.macro_f1 == pytest.approx(sklearn.f1_score(gold, pred, average="macro"))
+    assert score_predictions(["a"], ["a"], "oos").oos_precision is None
