@@ -63,4 +63,5 @@ def adapt(
         f"{f' + {len(data.oos_texts)} out-of-scope' if data.oos_texts else ''} in {seconds:.2f}s "
         f"(adapter: {adapter_name}, steps: {steps}, OOS threshold {clf.threshold:.3f}) -> {output}",
         highlight=False,
+        soft_wrap=True,
     )

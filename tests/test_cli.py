@@ -28,7 +28,7 @@ def demo_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "demo"
     result = run("adapt", DEMO, "-o", out, "--adapter", "none", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert "adapted 12 intents from 73 examples + 6 out-of-scope" in result.output
+    assert "adapted 12 intents from 74 examples + 9 out-of-scope" in result.output
     return out
 
 
@@ -67,7 +67,7 @@ def test_evaluate_json(demo_model):
 
 def test_data_validate(tmp_path):
     result = run("data", "validate", DEMO)
-    assert result.exit_code == 0 and "12 intents, 73 examples, 6 out-of-scope" in result.output
+    assert result.exit_code == 0 and "12 intents, 74 examples, 9 out-of-scope" in result.output
     f = tmp_path / "one.csv"
     f.write_text("text,intent\nhi,greet\nhello,greet\nbye,leave\n")
     result = run("data", "validate", f)
@@ -81,6 +81,8 @@ def test_data_validate(tmp_path):
         (["adapt", "{tmp}/empty.csv", "-o", "{tmp}/m"], "the file is empty"),
         (["adapt", "{demo}", "-o", "{tmp}/m", "--adapter", "nonexistent"], "unknown adapter 'nonexistent'"),
         (["adapt", "{demo}", "-o", "{tmp}/m", "--base", "./no/such/model"], "no such model directory"),
+        (["adapt", "{demo}", "-o", "{tmp}/m", "--base", "someorg/not-cached"], "HF_HUB_OFFLINE is set"),
+        (["adapt", "{demo}", "-o", "{tmp}/m", "--device", "tpu"], "unknown device 'tpu'"),
         (["predict", "{tmp}/nomodel", "hello"], "no such model directory"),
         (["predict", "{tmp}", "hello"], "not a fewintent model"),
         (["predict", "{demo_model}"], "nothing to classify"),

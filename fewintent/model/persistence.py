@@ -72,7 +72,8 @@ def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] 
         "max_length": clf.encoder.max_length,
         "lora": settings.to_dict() if settings else None,
         "labels": list(table.labels),
-        "counts": clf.counts(),
+        # From the one table read above, not clf.counts(): a concurrent add_intent must not split labels/counts.
+        "counts": dict(zip(table.labels, torch.bincount(table.support_labels, minlength=len(table.labels)).tolist())),
         "oos_label": clf.oos_label,
         "threshold": table.threshold,
         "threshold_manual": clf.threshold_manual,
@@ -81,6 +82,7 @@ def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] 
         "meta": _jsonable(clf.meta),
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    old = None
     try:
         tensors = {
             "prototypes": table.prototypes.contiguous(),
@@ -96,7 +98,6 @@ def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] 
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"
             os.rename(path, old)
@@ -106,6 +107,8 @@ def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] 
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():  # failed between the two renames: put the previous model back
+            os.rename(old, path)
         raise
     return path
 
