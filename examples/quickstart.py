@@ -16,7 +16,12 @@ examples = read_intent_file(DATA / "demo_company.jsonl")
 clf = IntentClassifier.adapt(examples)  # packaged all-MiniLM-L6-v2 (+ the shipped meta-learned adapter)
 print(f"{len(clf.labels)} intents, out-of-scope below cosine {clf.threshold:.3f}")
 
-for p in clf.predict(["my back brake squeaks, can you have a look?", "how much is a cargo bike for a day", "write me a poem about the sea"]):
+messages = [
+    "my back brake squeaks, can you have a look?",
+    "how much is a cargo bike for a day",
+    "write me a poem about the sea",
+]
+for p in clf.predict(messages):
     runner_up = p.intent_ranking[1]
     print(f"{p.text!r:50} -> {p.intent.name:15} {p.intent.confidence:.2f}  (next: {runner_up.name})")
 
