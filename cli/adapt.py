@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 
 import typer
-from fewintent.cli._common import console, guarded, print_warnings, progress_bar
 
+from fewintent.cli._common import console, guarded, print_warnings, progress_bar
 from fewintent.data import read_intent_file
 from fewintent.model import AdaptArguments, IntentClassifier
+from fewintent.model.persistence import check_model_path
 
 
 @guarded
@@ -40,6 +41,7 @@ def adapt(
     Rows whose intent is the OOS label calibrate the out-of-scope threshold; without them it comes from
     your examples alone (leave-one-out).
     """
+    check_model_path(output)
     data = read_intent_file(train_file, oos_label=oos_label)
     print_warnings(data.warnings)
     args = AdaptArguments(

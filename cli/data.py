@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from fewintent.cli._common import console, guarded, print_warnings
 from rich.table import Table
 
+from fewintent.cli._common import console, guarded, print_warnings
 from fewintent.data import read_intent_file
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and validate intent files.")

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from fewintent.cli._common import console, guarded, print_warnings, progress_bar
 from rich.table import Table
 
+from fewintent.cli._common import console, guarded, print_warnings, progress_bar
 from fewintent.data import read_intent_file
 from fewintent.model import IntentClassifier
 from fewintent.model import evaluate as run_evaluation

@@ -1,11 +1,10 @@
-"""``fewintent``: adapt an intent classifier from a few examples, predict, evaluate, meta-train, benchmark, serve."""
 
 from __future__ import annotations
 
 import typer
-from fewintent.cli import adapt, data, evaluate, predict
 
 from fewintent import __version__
+from fewintent.cli import adapt, data, evaluate, predict, serve
 
 app = typer.Typer(
     name="fewintent",
@@ -17,6 +16,7 @@ app = typer.Typer(
 app.command("adapt")(adapt.adapt)
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
+app.command("serve")(serve.serve)
 app.add_typer(data.app, name="data")
 
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import typer
-from fewintent.cli._common import console, guarded, progress_bar
 from rich.table import Table
 
+from fewintent.cli._common import console, guarded, progress_bar
 from fewintent.errors import FewIntentError
 from fewintent.model import IntentClassifier
 

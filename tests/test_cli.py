@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fewintent.cli.main import app
 from typer.testing import CliRunner
 
+from fewintent.cli.main import app
 from fewintent.data import read_intent_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,17 +112,32 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_adapt_never_leaves_half_written_model(demo_model, tmp_path):
-    """A failing adapt into an existing model directory leaves that model as it was."""
+def test_adapt_never_leaves_half_written_model(demo_model, tmp_path, monkeypatch):
+    """An adapt that fails while saving over an existing model leaves that model exactly as it was."""
     import shutil
+
+    from fewintent.model import persistence
 
     target = tmp_path / "model"
     shutil.copytree(demo_model, target)
-    before = (target / "model.safetensors").read_bytes()
-    bad = tmp_path / "one_intent.csv"
-    bad.write_text("text,intent\nhi,greet\nhello,greet\n")
-    assert run("adapt", bad, "-o", target).exit_code == 1
-    assert (target / "model.safetensors").read_bytes() == before
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(persistence, "model_card", disk_full)
+    result = run("adapt", DEMO, "-o", target, "--adapter", "none")
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_adapt_refuses_foreign_output_before_work(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    result = run("adapt", DEMO, "-o", tmp_path / "notes")
+    assert result.exit_code == 1 and "not a fewintent model; refusing to overwrite it" in result.stderr
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
 
 
 def test_snips_ten_shot_well_above_chance(datasets_dir, real_encoder, tmp_path):

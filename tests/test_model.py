@@ -13,7 +13,7 @@ from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.heads import PrototypicalHead, class_means
 from fewintent.model import persistence
 from fewintent.model.calibration import calibrate_threshold, leave_one_out_scores
-from fewintent.model.evaluation import multiclass_mcc, score_predictions
+from fewintent.model.evaluation import macro_f1, multiclass_mcc, score_predictions
 
 DATA = IntentSet.from_pairs(
     [
@@ -125,6 +125,34 @@ def test_crash_during_save_leaves_old_model_loadable(clf, tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
 
+def test_failed_swap_puts_the_old_model_back(clf, tmp_path, monkeypatch):
+    path = tmp_path / "m"
+    clf.save(path)
+    old_labels = clf.labels
+    clf.add_intent("greet", ["hi", "hello"])
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if ".tmp-" in str(src):  # the second rename: the new model into place
+            raise OSError("killed")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(persistence.os, "rename", rename)
+    with pytest.raises(OSError, match="killed"):
+        clf.save(path)
+    monkeypatch.undo()
+    assert IntentClassifier.load(path).labels == old_labels
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert oct((path).stat().st_mode & 0o777) != oct(0o700)
+
+
+def test_mapping_values_must_be_lists(tiny_encoder):
+    from fewintent.model.classifier import _as_intentset
+
+    with pytest.raises(FewIntentError, match="must be a list of texts"):
+        _as_intentset({"greet": "hello", "bye": ["bye", "ciao"]}, "oos")
+
+
 def test_crash_between_renames_is_recovered(clf, tmp_path):
     path = tmp_path / "m"
     clf.save(path)
@@ -168,3 +196,6 @@ def test_metrics_on_known_labels():
     assert multiclass_mcc(gold, pred) == pytest.approx(sklearn.matthews_corrcoef(gold, pred))
     assert r.macro_f1 == pytest.approx(sklearn.f1_score(gold, pred, average="macro"))
     assert score_predictions(["a"], ["a"], "oos").oos_precision is None
+    # a class only ever predicted (the fallback on a file without OOS rows) still counts, as in scikit-learn
+    gold2, pred2 = ["a", "a", "b"], ["a", "oos", "b"]
+    assert macro_f1(gold2, pred2) == pytest.approx(sklearn.f1_score(gold2, pred2, average="macro"))

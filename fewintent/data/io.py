@@ -99,7 +99,8 @@ def _jsonl_rows(content: str, p: Path, text_col: str | None, intent_col: str | N
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise FewIntentError(f"{p}:{lineno}: not valid JSON ({e.msg})") from e
+            hint = "; a .json file must hold one object per line (JSON Lines)" if line.strip() in ("[", "{") else ""
+            raise FewIntentError(f"{p}:{lineno}: not valid JSON ({e.msg}){hint}") from e
         if not isinstance(obj, dict):
             raise FewIntentError(f'{p}:{lineno}: expected an object like {{"text": ..., "intent": ...}}')
         records.append((lineno, obj))
@@ -185,7 +186,8 @@ def load_hf_intents(
             raise FewIntentError(f"dataset '{name_or_path}' has no column '{col}' (columns: {ds.column_names})")
     feature = ds.features[intent_column]
     names = getattr(feature, "names", None)
-    intents = [names[i] if names is not None else i for i in ds[intent_column]]
+    # ClassLabel -1 means "no label": keep it empty so validation drops the row instead of mislabelling it.
+    intents: list[Any] = [(names[i] if i >= 0 else None) if names is not None else i for i in ds[intent_column]]
     return IntentSet.from_pairs(
         zip(ds[text_column], intents),
         oos_label=oos_label,

@@ -88,7 +88,9 @@ class IntentClassifier:
     """Names the intent of a message, or says it is out of scope.
 
     Safe to share across threads: predictions read one immutable table; ``add_intent`` / ``remove_intent``
-    build a new table and swap it in atomically.
+    build a new table and swap it in atomically. Encoder calls are serialised (torch already uses every core).
+    In async code keep the event loop free: ``await asyncio.to_thread(clf.predict, texts)``, or, for many
+    concurrent callers, ``fewintent.serve.MicroBatcher(clf)`` which merges them into one encoder pass.
 
     Example:
         >>> clf = IntentClassifier.adapt({"greet": ["hi", "hello there"], "bye": ["bye", "see you"]})
@@ -161,7 +163,8 @@ class IntentClassifier:
         emb = self._encode(data.texts + data.oos_texts, progress)
         support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
         y = torch.tensor([index[i] for i in data.intents], dtype=torch.long)
-        self._table = self._build_table(labels, support, y, oos)
+        with self._write_lock:
+            self._table = self._build_table(labels, support, y, oos)
         return self
 
     def _build_table(
@@ -227,6 +230,8 @@ class IntentClassifier:
 
     def predict(self, texts: Sequence[str], *, top_k: int = 10, progress: Progress | None = None) -> list[Prediction]:
         """Classify texts; an intent whose best similarity is below the threshold becomes the OOS label."""
+        if top_k < 1:
+            raise FewIntentError("top_k must be at least 1")
         table, sims = self.similarities(texts, progress=progress)
         return self._decide(texts, table, sims, top_k)
 
@@ -273,6 +278,7 @@ class IntentClassifier:
             self._table = self._build_table(labels, support, y, t.oos)
 
     def remove_intent(self, name: str) -> None:
+        name = name.strip()
         with self._write_lock:
             t = self.table
             if name not in t.labels:
@@ -316,6 +322,9 @@ def _as_intentset(examples: IntentSet | Mapping[str, Sequence[str]] | str | Path
         return examples
     if isinstance(examples, (str, Path)):
         return read_intent_file(examples, oos_label=oos_label)
+    bad = [intent for intent, texts in examples.items() if isinstance(texts, str)]
+    if bad:
+        raise FewIntentError(f"examples for '{bad[0]}' must be a list of texts, not one string")
     pairs = [(text, intent) for intent, texts in examples.items() for text in texts]
     return IntentSet.from_pairs(pairs, oos_label=oos_label)
 

@@ -54,7 +54,7 @@ def multiclass_mcc(gold: Sequence[str], pred: Sequence[str]) -> float:
 
 
 def macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
-    """Unweighted mean F1 over the classes present in the gold labels."""
+    """Unweighted mean F1 over every class that is gold or predicted (scikit-learn's default)."""
     tp: Counter[str] = Counter()
     fp: Counter[str] = Counter()
     fn: Counter[str] = Counter()
@@ -64,7 +64,7 @@ def macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
         else:
             fp[p] += 1
             fn[g] += 1
-    scores = [_safe_div(2 * tp[c], 2 * tp[c] + fp[c] + fn[c]) for c in set(gold)]
+    scores = [_safe_div(2 * tp[c], 2 * tp[c] + fp[c] + fn[c]) for c in set(gold) | set(pred)]
     return float(np.mean(scores)) if scores else 0.0
 
 

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,8 @@ CONFIG = "config.json"
 TENSORS = "model.safetensors"
 LORA = "lora.safetensors"
 CARD = "README.md"
+# One save at a time per process: two threads saving the same classifier must not race on the renames.
+_SAVE_LOCK = threading.Lock()
 
 
 def _versions() -> dict[str, str]:
@@ -50,15 +54,28 @@ def _is_model_dir(path: Path) -> bool:
         return False
 
 
-def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] | None = None) -> Path:
-    """Write into a temporary sibling, then swap it in with renames: a crash leaves the old model loadable."""
-    from fewintent.encoder.lora import lora_state
-
+def check_model_path(path: Path) -> Path:
+    """Fail early (before minutes of work) when ``path`` cannot become a model directory."""
     path = path.expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise FewIntentError(f"{path}: exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not _is_model_dir(path):
         raise FewIntentError(f"{path}: a non-empty directory that is not a fewintent model; refusing to overwrite it")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is None or not os.access(parent, os.W_OK):
+        raise FewIntentError(f"{path}: cannot write there (parent directory {parent} is not writable)")
+    return path
+
+
+def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] | None = None) -> Path:
+    """Write into a temporary sibling, then swap it in with renames: a crash leaves the old model loadable."""
+    with _SAVE_LOCK:
+        return _save_model(clf, check_model_path(path), card_extra or {})
+
+
+def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -> Path:
+    from fewintent.encoder.lora import lora_state
+
     path.parent.mkdir(parents=True, exist_ok=True)
     table = clf.table
     settings = clf.lora_settings
@@ -82,6 +99,9 @@ def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] 
         "meta": _jsonable(clf.meta),
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a model should be readable like any other directory
     old = None
     try:
         tensors = {
@@ -94,12 +114,12 @@ def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] 
         if settings is not None:
             save_file({k: v.contiguous() for k, v in lora_state(clf.encoder).items()}, str(tmp / LORA))
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        (tmp / CARD).write_text(model_card(config, card_extra or {}))
+        (tmp / CARD).write_text(model_card(config, card_extra))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            old = path.parent / f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.rename(path, old)
         os.rename(tmp, path)
         _fsync_dir(path.parent)
@@ -158,8 +178,15 @@ def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
     needed = {"prototypes", "support", "support_labels", "oos"}
     if not needed <= set(t) or t["prototypes"].shape[0] != len(labels):
         raise FewIntentError(f"{path}: {TENSORS} does not match {CONFIG} (labels and prototypes differ)")
+    if t["support_labels"].numel() and int(t["support_labels"].max()) >= len(labels):
+        raise FewIntentError(f"{path}: {TENSORS} does not match {CONFIG} (example labels out of range)")
     base = config.get("base_model")
     encoder = SentenceEncoder(base, device=device, max_length=int(config.get("max_length", 128)))
+    if t["prototypes"].shape[1] != encoder.dim:
+        raise FewIntentError(
+            f"{path}: prototypes have {t['prototypes'].shape[1]} dimensions but {base} gives {encoder.dim}: "
+            "wrong base model"
+        )
     if config.get("base_sha256") and encoder.sha256 and config["base_sha256"] != encoder.sha256:
         raise FewIntentError(
             f"{path}: adapted on {base} with sha256 {config['base_sha256'][:12]}..., but the encoder found has "

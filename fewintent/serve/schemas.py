@@ -1,0 +1,83 @@
+"""Request and response bodies of the HTTP API (they are also what ``/docs`` shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class PredictRequest(BaseModel):
+    texts: list[str] = Field(..., description="Messages to classify (at most the server's --max-texts).")
+    top_k: int | None = Field(default=None, ge=1, le=100, description="Intents per ranking (default 5).")
+
+    model_config = {"json_schema_extra": {"examples": [{"texts": ["where is my order?", "what's the weather"]}]}}
+
+
+class IntentScoreOut(BaseModel):
+    name: str
+    confidence: float
+
+
+class PredictionOut(BaseModel):
+    """Exactly one line of ``fewintent predict --json``."""
+
+    text: str
+    intent: IntentScoreOut
+    is_oos: bool
+    intent_ranking: list[IntentScoreOut]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionOut]
+
+
+class AddIntentRequest(BaseModel):
+    name: str = Field(..., min_length=1, max_length=200, description="Intent name; an existing one is replaced.")
+    examples: list[str] = Field(..., min_length=1, description="Example utterances (5-10 is plenty).")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"name": "cancel_order", "examples": ["cancel my order", "I don't want it anymore"]}]
+        }
+    }
+
+
+class IntentInfo(BaseModel):
+    name: str
+    examples: int
+
+
+class IntentsResponse(BaseModel):
+    intents: list[IntentInfo]
+    oos_label: str
+
+
+class IntentChange(BaseModel):
+    name: str
+    created: bool = Field(default=False, description="True when the intent is new, false when it replaced one.")
+    removed: bool = False
+    examples: int = Field(default=0, description="Examples the intent now has (after removing duplicates).")
+    intents: int = Field(..., description="Intents the model has now.")
+
+
+class HealthResponse(BaseModel):
+    status: str
+    model: str
+    intents: int
+    oos_label: str
+    version: str
+    batching: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    status: int
+    type: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error, whatever its status, has this shape."""
+
+    error: ErrorBody

@@ -1,0 +1,160 @@
+"""The served model and its directory: edits are persisted before anyone sees them, other processes' saves reload.
+
+Several server processes (``fewintent serve --workers N``) can serve one model directory. Each holds its own
+classifier; an edit takes an exclusive ``flock`` on a lock file beside the directory, reloads first if another
+process saved since, applies the change to a copy, saves it atomically and only then swaps the copy in. Every
+request checks the ``config.json`` stamp (inode, mtime, size: one ``stat``) and reloads under a shared lock when
+it changed, so an intent added through one worker is answered by all of them from the next request on. The same
+check picks up a model re-adapted in place with ``fewintent adapt -o MODEL_DIR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from fewintent.errors import FewIntentError
+from fewintent.model.classifier import IntentClassifier
+from fewintent.model.persistence import CONFIG
+
+logger = logging.getLogger("fewintent.serve")
+
+Stamp = tuple[int, int, int]
+
+
+class IntentNotFoundError(FewIntentError):
+    """The client named an intent the model does not have (HTTP 404)."""
+
+
+class EditConflictError(FewIntentError):
+    """The edit is valid but the model's state forbids it, e.g. removing one of the last two intents (HTTP 409)."""
+
+
+class PersistError(RuntimeError):
+    """Saving the edited model failed; the previous model is still on disk and still served (HTTP 500)."""
+
+
+@contextlib.contextmanager
+def _dir_lock(model_dir: Path, *, exclusive: bool) -> Iterator[None]:
+    """An advisory lock shared by every fewintent server on ``model_dir`` (a no-op where flock is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: one process per model directory
+        yield
+        return
+    lock_path = model_dir.parent / f".{model_dir.name}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # read-only parent: no other fewintent process can be saving there either
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+class ModelStore:
+    """Holds the classifier a server answers with; see the module docstring for the multi-process protocol.
+
+    Example:
+        >>> store = ModelStore("models/demo")  # doctest: +SKIP
+        >>> clf = await store.current()  # doctest: +SKIP
+        >>> await store.add_intent("cancel_order", ["cancel my order", "I want to cancel"])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, model_dir: str | Path, classifier: IntentClassifier | None = None, *, device: str = "auto"
+    ) -> None:
+        self.model_dir = Path(model_dir).expanduser().absolute()
+        self.device = device
+        self._lock = threading.Lock()  # one reload or edit at a time in this process
+        with _dir_lock(self.model_dir, exclusive=False):
+            self._stamp = self._read_stamp()  # before loading: a save racing the load triggers a second load
+            self.classifier = classifier or IntentClassifier.load(self.model_dir, device=device)
+        self.reloads = 0
+
+    def _read_stamp(self) -> Stamp | None:
+        try:
+            st = os.stat(self.model_dir / CONFIG)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def is_stale(self) -> bool:
+        stamp = self._read_stamp()
+        return stamp is not None and stamp != self._stamp
+
+    async def current(self) -> IntentClassifier:
+        """The classifier to answer with, reloaded first if another process saved the directory since."""
+        if self.is_stale():
+            await asyncio.to_thread(self._reload_if_stale)
+        return self.classifier
+
+    def _reload_if_stale(self) -> None:
+        with self._lock, _dir_lock(self.model_dir, exclusive=False):
+            self._reload_locked()
+
+    def _reload_locked(self) -> None:
+        stamp = self._read_stamp()
+        if stamp is None or stamp == self._stamp:
+            return
+        device = str(self.classifier.encoder.device) if self.device == "auto" else self.device
+        try:
+            clf = IntentClassifier.load(self.model_dir, device=device)
+        except FewIntentError as e:
+            # Keep answering with the model we have; a later save changes the stamp and is tried again.
+            logger.error("reload of %s failed, still serving the previous model: %s", self.model_dir, e)
+            self._stamp = stamp
+            return
+        self.classifier, self._stamp = clf, stamp
+        self.reloads += 1
+        logger.info("reloaded %s (%d intents): it was saved by another process", self.model_dir, len(clf.labels))
+
+    # ----------------------------------------------------------------- edits
+    async def add_intent(self, name: str, examples: Sequence[str]) -> tuple[IntentClassifier, bool]:
+        """Add or replace one intent and persist it; returns the new classifier and whether the intent is new."""
+        created: list[bool] = []
+
+        def change(clf: IntentClassifier) -> None:
+            created.append(name.strip() not in clf.labels)
+            clf.add_intent(name, examples)
+
+        clf = await asyncio.to_thread(self._edit, change)
+        return clf, created[0]
+
+    async def remove_intent(self, name: str) -> IntentClassifier:
+        """Remove one intent and persist it; ``IntentNotFoundError`` when the model has no such intent."""
+
+        def change(clf: IntentClassifier) -> None:
+            if name not in clf.labels:
+                raise IntentNotFoundError(f"unknown intent '{name}' (GET /intents lists them)")
+            if len(clf.labels) <= 2:
+                raise EditConflictError(f"cannot remove '{name}': a classifier needs at least 2 intents")
+            clf.remove_intent(name)
+
+        return await asyncio.to_thread(self._edit, change)
+
+    def _edit(self, change: Callable[[IntentClassifier], None]) -> IntentClassifier:
+        with self._lock, _dir_lock(self.model_dir, exclusive=True):
+            self._reload_locked()  # edit on top of what another process saved, never over it
+            # A shallow copy shares the encoder (and its lock); the change swaps in a new table on the copy only,
+            # so requests keep the old model until the new one is on disk.
+            staged = copy.copy(self.classifier)
+            staged.meta = dict(staged.meta)
+            change(staged)
+            try:
+                staged.save(self.model_dir)
+            except Exception as e:
+                logger.exception("saving %s failed; the previous model is kept", self.model_dir)
+                raise PersistError(f"could not save the model ({type(e).__name__}: {e}); nothing was changed") from e
+            self.classifier, self._stamp = staged, self._read_stamp()
+        logger.info("saved %s (%d intents)", self.model_dir, len(staged.labels))
+        return staged
