@@ -1,10 +1,11 @@
+"""``fewintent``: adapt an intent classifier from a few examples, predict, evaluate, meta-train, benchmark, serve."""
 
 from __future__ import annotations
 
 import typer
 
 from fewintent import __version__
-from fewintent.cli import adapt, data, evaluate, predict, serve
+from fewintent.cli import adapt, benchmark, data, evaluate, meta_train, predict, serve
 
 app = typer.Typer(
     name="fewintent",
@@ -16,7 +17,9 @@ app = typer.Typer(
 app.command("adapt")(adapt.adapt)
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
+app.command("meta-train")(meta_train.meta_train)
 app.command("serve")(serve.serve)
+app.command("benchmark")(benchmark.benchmark)
 app.add_typer(data.app, name="data")
 
 

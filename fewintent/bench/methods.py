@@ -1,0 +1,271 @@
+"""The methods compared, behind one interface: adapt on a support set, score query sets.
+
+Names are fixed so results compare across runs:
+
+- ``frozen-prototype``: the shipped encoder without adapter, class-mean prototypes, cosine (fewintent with
+  ``--adapter none``).
+- ``frozen-logreg``: scikit-learn ``LogisticRegression`` (defaults) on the frozen embeddings.
+- ``setfit``: the SetFit library on the same packaged MiniLM, its default training recipe.
+- ``fewintent-protonet`` / ``fewintent-fomaml``: the meta-learned adapter of that algorithm, prototypes only
+  (``--steps 0``); ``fewintent-<algo>-steps<N>``: the same adapter with ``N`` inner-loop steps on the support
+  set before the prototypes (``fewintent adapt --steps N``). Each row also carries ``steps``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fewintent.bench.encoders import EncoderPool
+from fewintent.data.intentset import IntentSet
+from fewintent.encoder.lora import load_lora_state, lora_state
+from fewintent.errors import FewIntentError
+from fewintent.heads.proto import class_means
+from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold, leave_one_out_scores
+
+FROZEN_PROTOTYPE = "frozen-prototype"
+FROZEN_LOGREG = "frozen-logreg"
+SETFIT = "setfit"
+ALGORITHMS = ("protonet", "fomaml")
+DEFAULT_METHODS = (
+    FROZEN_PROTOTYPE,
+    FROZEN_LOGREG,
+    SETFIT,
+    "fewintent-protonet",
+    "fewintent-fomaml",
+    "fewintent-fomaml-steps5",
+)
+_FEWINTENT = re.compile(r"^fewintent-(protonet|fomaml)(?:-steps(\d+))?$")
+
+
+@dataclass
+class Outcome:
+    """What one adaptation produced: per query set, a score per intent (higher = more likely)."""
+
+    labels: list[str]
+    scores: dict[str, np.ndarray]
+    adapt_seconds: float
+    support_threshold: float | None = None
+    """OOS threshold on the max score, from the support set alone (None when the method has no such rule)."""
+    score_kind: str = "cosine"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    family: str  # frozen-prototype | frozen-logreg | setfit | fewintent
+    algorithm: str | None = None
+    steps: int = 0
+
+
+def parse_method(name: str) -> MethodSpec:
+    """``fewintent-fomaml-steps5`` -> family fewintent, algorithm fomaml, 5 steps; unknown names are refused."""
+    if name in (FROZEN_PROTOTYPE, FROZEN_LOGREG, SETFIT):
+        return MethodSpec(name, name)
+    m = _FEWINTENT.match(name)
+    if m:
+        return MethodSpec(name, "fewintent", m.group(1), int(m.group(2) or 0))
+    known = ", ".join((FROZEN_PROTOTYPE, FROZEN_LOGREG, SETFIT, "fewintent-protonet", "fewintent-fomaml"))
+    raise FewIntentError(f"unknown method '{name}': use {known}, or fewintent-<protonet|fomaml>-steps<N>")
+
+
+def _label_index(support: IntentSet) -> tuple[list[str], torch.Tensor]:
+    labels = support.labels
+    index = {label: i for i, label in enumerate(labels)}
+    return labels, torch.tensor([index[i] for i in support.intents], dtype=torch.long)
+
+
+def prototype_head(
+    support_emb: torch.Tensor, y: torch.Tensor, n_labels: int, oos_emb: torch.Tensor | None = None
+) -> tuple[torch.Tensor, float]:
+    """Normalised class means and the support-calibrated OOS threshold, exactly as ``IntentClassifier.fit``."""
+    protos = torch.nn.functional.normalize(class_means(support_emb, y, n_labels), dim=-1)
+    in_scores = leave_one_out_scores(support_emb, y, n_labels)
+    oos_scores = (oos_emb @ protos.T).max(1).values.numpy() if oos_emb is not None and len(oos_emb) else None
+    return protos, calibrate_threshold(in_scores, oos_scores, in_scope_recall=DEFAULT_IN_SCOPE_RECALL)
+
+
+class Method:
+    spec: MethodSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
+        raise NotImplementedError
+
+
+class PrototypeMethod(Method):
+    """Prototypes on an encoder (frozen, or with a meta-learned adapter), optionally after inner-loop steps."""
+
+    def __init__(
+        self,
+        spec: MethodSpec,
+        pool: EncoderPool,
+        adapter_dir: Path | None,
+        *,
+        seed: int = 0,
+        inner_lr: float | None = None,
+    ) -> None:
+        self.spec, self.pool, self.adapter_dir, self.seed, self.inner_lr = spec, pool, adapter_dir, seed, inner_lr
+
+    def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
+        key, encoder = self.pool.get(self.adapter_dir)
+        labels, y = _label_index(support)
+        if self.spec.steps == 0:
+            emb, enc_cost = self.pool.embed(key, support.texts)
+            oos_emb, oos_cost = self.pool.embed(key, support.oos_texts)
+            start = time.perf_counter()
+            protos, threshold = prototype_head(emb, y, len(labels), oos_emb)
+            # encoding time as if uncached (remembered per text) + the head's own time
+            adapt = enc_cost + oos_cost + time.perf_counter() - start
+            scores = {k: (self.pool.embed(key, v)[0] @ protos.T).numpy() for k, v in queries.items()}
+            return Outcome(labels, scores, adapt, threshold, extra={"adapter": adapter_note(self.adapter_dir)})
+        return self._run_with_steps(encoder, support, labels, y, queries)
+
+    def _run_with_steps(self, encoder, support, labels, y, queries) -> Outcome:  # type: ignore[no-untyped-def]
+        from fewintent.meta.inner import adapt_on_support  # issue 3's inner loop, the one `adapt --steps` runs
+
+        key = self.pool.key(self.adapter_dir)
+        lr = self.inner_lr or float(self.pool.adapter_config(key).get("inner_lr", 1e-3))
+        saved = lora_state(encoder)
+        try:
+            torch.manual_seed(self.seed)
+            start = time.perf_counter()
+            adapt_on_support(encoder, support, steps=self.spec.steps, lr=lr, seed=self.seed)
+            emb = encoder.encode(support.texts)
+            oos_emb = encoder.encode(support.oos_texts) if support.oos_texts else None
+            protos, threshold = prototype_head(emb, y, len(labels), oos_emb)
+            adapt = time.perf_counter() - start
+            scores = {k: (encoder.encode(v) @ protos.T).numpy() for k, v in queries.items()}
+        finally:
+            load_lora_state(encoder, saved)  # the next task starts from the meta-learned weights again
+        extra = {"adapter": adapter_note(self.adapter_dir), "inner_lr": lr}
+        return Outcome(labels, scores, adapt, threshold, extra=extra)
+
+
+def adapter_note(adapter_dir: Path | None) -> str | None:
+    if adapter_dir is None:
+        return None
+    return adapter_dir.name if "fewintent/adapters" in adapter_dir.as_posix() else str(adapter_dir)
+
+
+class LogRegMethod(Method):
+    """Logistic regression with scikit-learn's defaults on the frozen encoder's embeddings."""
+
+    def __init__(self, pool: EncoderPool, *, seed: int = 0) -> None:
+        self.spec, self.pool, self.seed = MethodSpec(FROZEN_LOGREG, FROZEN_LOGREG), pool, seed
+
+    def _fit(self, x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=1000, random_state=self.seed).fit(x, y)
+
+    def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
+        key, _ = self.pool.get(None)
+        labels, y_t = _label_index(support)
+        emb, enc_cost = self.pool.embed(key, support.texts)
+        x, y = emb.numpy(), y_t.numpy()
+        start = time.perf_counter()
+        clf = self._fit(x, y)
+        adapt = enc_cost + time.perf_counter() - start
+        threshold = self._support_threshold(x, y) if want_threshold else None
+        scores = {k: clf.predict_proba(self.pool.embed(key, v)[0].numpy()) for k, v in queries.items()}
+        return Outcome(labels, scores, adapt, threshold, score_kind="probability")
+
+    def _support_threshold(self, x: np.ndarray, y: np.ndarray) -> float | None:
+        """Out-of-fold max probabilities of the support examples, cut to keep 95% of them (k-fold, k <= 5)."""
+        from sklearn.model_selection import StratifiedKFold
+
+        k = min(5, int(np.bincount(y).min()))
+        if k < 2:
+            return None
+        top = np.empty(len(y))
+        n_classes = int(y.max()) + 1
+        for train, held in StratifiedKFold(k, shuffle=True, random_state=self.seed).split(x, y):
+            clf = self._fit(x[train], y[train])
+            proba = np.zeros((len(held), n_classes))
+            proba[:, clf.classes_] = clf.predict_proba(x[held])
+            top[held] = proba.max(1)
+        return calibrate_threshold(top, None, in_scope_recall=DEFAULT_IN_SCOPE_RECALL)
+
+
+def setfit_available() -> str | None:
+    """None when SetFit can run, else why not (with the fix)."""
+    try:
+        import setfit  # noqa: F401
+    except ImportError:
+        return "setfit is not installed: pip install 'fewintent[bench]'"
+    return None
+
+
+class SetFitMethod(Method):
+    """SetFit (contrastive fine-tuning of the same MiniLM, then a logistic-regression head).
+
+    ``iterations=None`` is the library's default recipe (every pair, oversampled); an integer sets
+    ``num_iterations`` (the SetFit paper's recipe is 20), recorded in each row.
+    """
+
+    def __init__(self, *, device: str = "cpu", seed: int = 0, iterations: int | None = None) -> None:
+        self.spec, self.device, self.seed, self.iterations = MethodSpec(SETFIT, SETFIT), device, seed, iterations
+        self.last_model: Any = None
+
+    def default_steps(self, n_texts: int, labels: list[int]) -> int:
+        """Training steps the library's default recipe takes on this support set (batch 16, one epoch)."""
+        counts = np.bincount(labels)
+        same = int(sum(c * (c + 1) // 2 for c in counts))  # setfit pairs include each text with itself
+        different = n_texts * (n_texts + 1) // 2 - same
+        return math.ceil(2 * max(same, different) / 16)
+
+    def load(self):  # type: ignore[no-untyped-def]
+        from setfit import SetFitModel
+
+        from fewintent.encoder.encoder import packaged_model_path
+
+        return SetFitModel.from_pretrained(str(packaged_model_path()), device=self.device)
+
+    def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
+        from datasets import Dataset
+        from setfit import Trainer, TrainingArguments
+
+        labels, y = _label_index(support)
+        model = self.load()
+        args = TrainingArguments(seed=self.seed, report_to="none")
+        if self.iterations is not None:
+            args.num_iterations = self.iterations
+        train = Dataset.from_dict({"text": support.texts, "label": y.tolist()})
+        trainer = Trainer(model=model, args=args, train_dataset=train)
+        start = time.perf_counter()
+        trainer.train()
+        adapt = time.perf_counter() - start
+        default_steps = self.default_steps(len(support.texts), y.tolist())
+        batch = int(args.embedding_batch_size)
+        # setfit makes 2 * num_iterations pairs per text (one positive, one negative), one epoch by default
+        steps = (
+            default_steps if self.iterations is None else math.ceil(2 * self.iterations * len(support.texts) / batch)
+        )
+        scores = {}
+        for k, v in queries.items():
+            proba = np.asarray(model.predict_proba(v, batch_size=64, as_numpy=True))
+            full = np.zeros((len(v), len(labels)))
+            full[:, np.asarray(model.model_head.classes_)] = proba  # columns by class id
+            scores[k] = full
+        extra: dict[str, Any] = {
+            "recipe": "default" if self.iterations is None else f"num_iterations={self.iterations}",
+            "train_steps": steps,
+            "default_recipe_steps": default_steps,
+        }
+        if steps:
+            extra["seconds_per_step"] = adapt / steps
+            extra["projected_default_seconds"] = adapt / steps * default_steps
+        self.last_model = model
+        return Outcome(labels, scores, adapt, None, score_kind="probability", extra=extra)

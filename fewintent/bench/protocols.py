@@ -1,0 +1,343 @@
+"""The accuracy protocols: full-way K-shot, episodic held-out domains, out-of-scope detection.
+
+Each protocol writes one row per (dataset, setting, method) as soon as it is done. A method that cannot run
+(adapter missing, SetFit not installed, support too large for the SetFit budget) writes a ``skipped`` row
+with the reason, which a later ``--append`` run replaces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fewintent.bench.context import BenchContext, Skip
+from fewintent.bench.data import FULLWAY_DATASETS, HELDOUT_DOMAINS
+from fewintent.bench.episodes import EpisodeSpec, build_episodes, episodes_fingerprint
+from fewintent.bench.methods import SETFIT, Method, Outcome, SetFitMethod, parse_method
+from fewintent.bench.metrics import auroc, mean_ci95, precision_recall_curve
+from fewintent.bench.progress import Tracker
+from fewintent.data.intentset import DEFAULT_OOS_LABEL, IntentSet
+from fewintent.model.calibration import calibrate_threshold
+from fewintent.model.evaluation import macro_f1, multiclass_mcc, score_predictions
+
+
+def _rnd(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), digits)
+
+
+def _write(ctx: BenchContext, tracker: Tracker, row: dict[str, Any]) -> None:
+    ctx.store.add(row)
+    if row.get("status") == "skipped":
+        ctx.note_skip(row)
+        tracker.log(f"{row['dataset']} {row.get('shots')}-shot {row['method']}: skipped ({row['note']})")
+        return
+    shown = f"acc {row['accuracy']:.4f}" if row.get("accuracy") is not None else ""
+    if row.get("ci95") is not None:
+        shown += f" ± {row['ci95']:.4f}"
+    if row.get("oos_f1") is not None:
+        shown += f" oos-f1 {row['oos_f1']:.4f}"
+    where = f"{row['dataset']} {row.get('ways') or ''}{'-way ' if row.get('ways') else ''}{row.get('shots')}-shot"
+    source = f" ({row['threshold_source']} threshold)" if row.get("threshold_source") else ""
+    tracker.log(f"{where} {row['method']}{source}: {shown} adapt {row.get('adapt_seconds') or 0:.2f}s")
+
+
+def limit(ctx: BenchContext, support: IntentSet, *evaluation: IntentSet) -> tuple[IntentSet, ...]:
+    """Quick mode: the first ``max_intents`` intents and at most ``eval_limit`` rows of each kind (no-op otherwise)."""
+    cfg = ctx.config
+    if cfg.max_intents is None:
+        return (support, *evaluation)
+    keep = set(sorted(support.labels)[: cfg.max_intents])
+    n = cfg.eval_limit or 10**9
+    out = [support.subset(sorted(keep))]
+    for data in evaluation:
+        pairs = [(t, i) for t, i in zip(data.texts, data.intents) if i in keep][:n]
+        out.append(IntentSet([t for t, _ in pairs], [i for _, i in pairs], data.oos_texts[:n], data.oos_label))
+    return tuple(out)
+
+
+def _skip_row(base: dict[str, Any], method: str, reason: str) -> dict[str, Any]:
+    return {**base, "method": method, "status": "skipped", "note": reason}
+
+
+def _method_fields(method: Method, outcome: Outcome) -> dict[str, Any]:
+    fields = {"method": method.name, "steps": method.spec.steps, "adapt_seconds": _rnd(outcome.adapt_seconds, 3)}
+    return {**fields, **{k: (_rnd(v, 3) if isinstance(v, float) else v) for k, v in outcome.extra.items()}}
+
+
+def _setfit_budget(ctx: BenchContext, method: Method | Skip, support: IntentSet) -> Method | Skip:
+    n = len(support.texts)
+    if isinstance(method, SetFitMethod) and n > ctx.config.setfit_max_support:
+        index = {label: i for i, label in enumerate(support.labels)}
+        steps = method.default_steps(n, [index[i] for i in support.intents])
+        return Skip(
+            f"support of {n} texts is over --setfit-max-support {ctx.config.setfit_max_support} "
+            f"(SetFit's default recipe would train {steps} steps here; raise the budget to run it)"
+        )
+    return method
+
+
+# ------------------------------------------------------------------------------------------------ fullway
+def fullway(ctx: BenchContext) -> None:
+    """Every intent at once: adapt on ``train_K``, score on ``test``; closed-set top-1 accuracy and more."""
+    cfg = ctx.config
+    cells = [(d, k) for d in FULLWAY_DATASETS if cfg.wants(d) for k in cfg.shots]
+    with Tracker("fullway", len(cells) * len(cfg.methods)) as tracker:
+        for dataset, shots in cells:
+            support, test = limit(
+                ctx, ctx.corpora.support(dataset, f"train_{shots}"), ctx.corpora.labelled(dataset, "test")
+            )
+            base = {"protocol": "fullway", "dataset": dataset, "shots": shots, "ways": len(support.labels)}
+            for name in cfg.methods:
+                if ctx.already_done({**base, "method": name}):
+                    tracker.advance()
+                    continue
+                method = _setfit_budget(ctx, ctx.method(name, "fullway", dataset), support)
+                if isinstance(method, Skip):
+                    _write(ctx, tracker, _skip_row(base, name, method.reason))
+                    tracker.advance()
+                    continue
+                outcome = method.run(support, {"test": test.texts})
+                row = {**base, **_method_fields(method, outcome), **_closed_set(outcome, "test", test)}
+                row["n_support"], row["n_test"] = len(support.texts), len(test.texts)
+                if outcome.support_threshold is not None:
+                    row["fallback_accuracy"] = _fallback_accuracy(outcome, "test", test)
+                _write(ctx, tracker, row)
+                if isinstance(method, SetFitMethod) and dataset == "banking77" and shots == 5:
+                    ctx.artifacts["setfit_banking77_5"] = (method.last_model, row["adapt_seconds"])
+                tracker.advance()
+
+
+def _closed_set(outcome: Outcome, key: str, data: IntentSet) -> dict[str, Any]:
+    pred = [outcome.labels[i] for i in outcome.scores[key].argmax(1)]
+    gold = data.intents
+    return {
+        "accuracy": _rnd(float(np.mean([g == p for g, p in zip(gold, pred)]))),
+        "macro_f1": _rnd(macro_f1(gold, pred)),
+        "mcc": _rnd(multiclass_mcc(gold, pred)),
+    }
+
+
+def _fallback_accuracy(outcome: Outcome, key: str, data: IntentSet) -> float | None:
+    """Accuracy with the support-calibrated OOS fallback on: a rejected in-scope query counts as wrong."""
+    scores = outcome.scores[key]
+    pred = np.where(scores.max(1) >= (outcome.support_threshold or 0.0), scores.argmax(1), -1)
+    return _rnd(float(np.mean([p >= 0 and outcome.labels[p] == g for p, g in zip(pred, data.intents)])))
+
+
+# ------------------------------------------------------------------------------------------------ episodic
+def episode_specs(ctx: BenchContext) -> list[EpisodeSpec]:
+    cfg = ctx.config
+    return [EpisodeSpec(w, k, cfg.queries) for w in cfg.episode_ways for k in cfg.episode_shots]
+
+
+def episodic(ctx: BenchContext) -> None:
+    """N-way K-shot episodes on held-out domains; every method sees the same episodes (same fingerprint)."""
+    cfg = ctx.config
+    plans = []
+    for dataset, domains in HELDOUT_DOMAINS.items():
+        if not cfg.wants(dataset):
+            continue
+        train, test = ctx.corpora.rows(dataset, "train"), ctx.corpora.rows(dataset, "test")
+        for spec in episode_specs(ctx):
+            episodes = build_episodes(train, test, domains, spec, cfg.episodes, cfg.seed)
+            plans.append((dataset, domains, spec, episodes))
+
+    def planned(name: str, n: int) -> int:
+        """Methods that train on every episode may run on the first N episodes only (CPU budget)."""
+        if name == SETFIT:
+            return min(n, cfg.setfit_episodes)
+        if parse_method(name).steps and cfg.steps_episodes:
+            return min(n, cfg.steps_episodes)
+        return n
+
+    total = sum(planned(m, len(e)) for *_, e in plans for m in cfg.methods)
+    with Tracker("episodic", total) as tracker:
+        for dataset, domains, spec, episodes in plans:
+            fingerprint = episodes_fingerprint(episodes)
+            base = {
+                "protocol": "episodic",
+                "dataset": dataset,
+                "domains": list(domains),
+                "shots": spec.shots,
+                "ways": spec.ways,
+                "queries_per_intent": spec.queries,
+                "support_split": "train",
+                "query_split": "test",
+                "episodes_sha256": fingerprint,
+            }
+            for name in cfg.methods:
+                if ctx.already_done({**base, "method": name}):
+                    tracker.advance(planned(name, len(episodes)))
+                    continue
+                method = ctx.method(name, "episodic", dataset, heldout=domains)
+                if name == SETFIT and not cfg.setfit_episodes and not isinstance(method, Skip):
+                    method = Skip("SetFit trains once per episode: give --setfit-episodes N to run it on N episodes")
+                if isinstance(method, Skip):
+                    _write(ctx, tracker, _skip_row(base, name, method.reason))
+                    tracker.advance(planned(name, len(episodes)))
+                    continue
+                run = episodes[: planned(name, len(episodes))]
+                _warm(ctx, method, run)
+                accs: list[float] = []
+                seconds: list[float] = []
+                per_domain: dict[str, list[float]] = {}
+                for ep in run:
+                    outcome = method.run(ep.support_set(), {"query": ep.query_texts})
+                    pred = outcome.scores["query"].argmax(1)
+                    acc = float(np.mean([outcome.labels[p] == g for p, g in zip(pred, ep.query_intents)]))
+                    accs.append(acc)
+                    seconds.append(outcome.adapt_seconds)
+                    per_domain.setdefault(ep.domain, []).append(acc)
+                    tracker.advance()
+                mean, ci = mean_ci95(accs)
+                row = {
+                    **base,
+                    "method": name,
+                    "steps": method.spec.steps,
+                    "episodes": len(run),
+                    "accuracy": _rnd(mean),
+                    "ci95": _rnd(ci),
+                    "adapt_seconds": _rnd(float(np.mean(seconds)), 4),
+                    "per_domain": {d: _rnd(float(np.mean(a))) for d, a in per_domain.items()},
+                    "episode_accuracy": [round(a, 4) for a in accs],  # in episode order: paired comparisons
+                }
+                if len(run) < len(episodes):
+                    flag = "--setfit-episodes" if name == SETFIT else "--steps-episodes"
+                    row["note"] = f"first {len(run)} of the {len(episodes)} episodes ({flag})"
+                _write(ctx, tracker, row)
+
+
+def _warm(ctx: BenchContext, method: Method, episodes: list) -> None:  # type: ignore[type-arg]
+    """Encode every text of the episodes in one pass for methods that read the shared cache."""
+    from fewintent.bench.methods import LogRegMethod, PrototypeMethod
+
+    if isinstance(method, LogRegMethod) or (isinstance(method, PrototypeMethod) and method.spec.steps == 0):
+        adapter = method.adapter_dir if isinstance(method, PrototypeMethod) else None
+        key, _ = ctx.pool.get(adapter)
+        ctx.pool.warm(key, [t for ep in episodes for t, _ in (*ep.support, *ep.query)])
+
+
+# ------------------------------------------------------------------------------------------------ oos
+def oos_settings(ctx: BenchContext) -> list[dict[str, Any]]:
+    """Each OOS benchmark: support, validation (in scope + OOS) and test (in scope + OOS) splits."""
+    out = []
+    if ctx.config.wants_oos("clinc150"):
+        out.append(
+            {
+                "dataset": "clinc150",
+                "support": ("clinc150", "train_10"),
+                "valid": ("clinc150", ("valid", "oos_valid")),
+                "test": ("clinc150", ("test", "oos_test")),
+            }
+        )
+    if ctx.config.wants_oos("banking77_oos"):
+        for kind in ("id", "ood"):
+            out.append(
+                {
+                    "dataset": f"banking77_oos:{kind}",
+                    "support": ("banking77_oos", "train@10"),
+                    "valid": ("banking77_oos", ("valid", f"{kind}_oos_valid")),
+                    "test": ("banking77_oos", ("test", f"{kind}_oos_test")),
+                }
+            )
+    return out
+
+
+def _support_of(ctx: BenchContext, source: tuple[str, str]) -> IntentSet:
+    dataset, split = source
+    if "@" in split:  # no standard few-shot file: a seeded sample per intent
+        name, k = split.split("@")
+        return ctx.corpora.sample_per_intent(dataset, name, int(k), ctx.config.seed)
+    return ctx.corpora.support(dataset, split)
+
+
+def choose_threshold(outcome: Outcome, valid: IntentSet) -> float:
+    """The cut on the max score that best separates ``valid``'s in-scope and OOS rows (Youden's J).
+
+    Only the ``valid`` query set is read here: test scores never reach a threshold.
+    """
+    top = outcome.scores["valid"].max(1)
+    n_in = len(valid.texts)
+    return calibrate_threshold(top[:n_in], top[n_in:])
+
+
+def oos(ctx: BenchContext) -> None:
+    """OOS recall/precision/F1, AUROC, in-scope accuracy and MCC with thresholds from support or ``valid``."""
+    cfg = ctx.config
+    settings = oos_settings(ctx)
+    with Tracker("oos", len(settings) * len(cfg.methods)) as tracker:
+        for s in settings:
+            support, valid, test = limit(
+                ctx,
+                _support_of(ctx, s["support"]),
+                ctx.corpora.labelled(s["valid"][0], *s["valid"][1]),
+                ctx.corpora.labelled(s["test"][0], *s["test"][1]),
+            )
+            base = {
+                "protocol": "oos",
+                "dataset": s["dataset"],
+                "shots": 10,
+                "ways": len(support.labels),
+                "support_split": s["support"][1],
+                "valid_splits": list(s["valid"][1]),
+                "test_splits": list(s["test"][1]),
+            }
+            for name in cfg.methods:
+                if ctx.already_done({**base, "method": name, "threshold_source": "valid"}):
+                    tracker.advance()
+                    continue
+                method = _setfit_budget(ctx, ctx.method(name, "oos", s["dataset"]), support)
+                if isinstance(method, Skip):
+                    for source in ("support", "valid"):
+                        row = _skip_row({**base, "threshold_source": source}, name, method.reason)
+                        _write(ctx, tracker, row)
+                    tracker.advance()
+                    continue
+                queries = {"valid": valid.texts + valid.oos_texts, "test": test.texts + test.oos_texts}
+                outcome = method.run(support, queries, want_threshold=True)
+                thresholds = {"support": outcome.support_threshold, "valid": choose_threshold(outcome, valid)}
+                for source, threshold in thresholds.items():
+                    row = {**base, **_method_fields(method, outcome), "threshold_source": source}
+                    if threshold is None:
+                        _write(
+                            ctx,
+                            tracker,
+                            {
+                                **row,
+                                "status": "skipped",
+                                "note": f"{name} has no support-only OOS calibration; see its valid-threshold row",
+                            },
+                        )
+                        continue
+                    row.update(oos_metrics(outcome, test, threshold, curve=source == "valid"))
+                    _write(ctx, tracker, row)
+                tracker.advance()
+
+
+def oos_metrics(outcome: Outcome, test: IntentSet, threshold: float, *, curve: bool = False) -> dict[str, Any]:
+    scores = outcome.scores["test"]
+    n_in = len(test.texts)
+    top, best = scores.max(1), scores.argmax(1)
+    pred = [DEFAULT_OOS_LABEL if t < threshold else outcome.labels[b] for t, b in zip(top, best)]
+    gold = test.intents + [DEFAULT_OOS_LABEL] * len(test.oos_texts)
+    r = score_predictions(gold, pred, DEFAULT_OOS_LABEL, top1=[outcome.labels[b] for b in best])
+    # OOS is the positive class; a lower best score means "more out of scope"
+    out: dict[str, Any] = {
+        "threshold": _rnd(threshold),
+        "score_kind": outcome.score_kind,
+        "accuracy": _rnd(r.accuracy),
+        "in_scope_accuracy": _rnd(r.in_scope_accuracy),
+        "top1_accuracy": _rnd(r.top1_accuracy),
+        "oos_recall": _rnd(r.oos_recall),
+        "oos_precision": _rnd(r.oos_precision),
+        "oos_f1": _rnd(r.oos_f1),
+        "auroc": _rnd(auroc(-top[n_in:], -top[:n_in])),
+        "mcc": _rnd(r.mcc),
+        "macro_f1": _rnd(r.macro_f1),
+        "n_test": len(gold),
+        "n_test_oos": len(test.oos_texts),
+    }
+    if curve:
+        out["pr_curve"] = precision_recall_curve(-top[n_in:], -top[:n_in])
+    return out

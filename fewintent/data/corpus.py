@@ -1,0 +1,232 @@
+"""The corpus registry: the public intent datasets by name, with their domains, from a data directory or the hub.
+
+A *corpus* here is one split of one dataset with a domain per intent (a CLINC150 domain, an HWU64 scenario, or
+the whole dataset for single-domain ones). Meta-training samples episodes from corpora; it never reads a ``test``
+split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fewintent.data.intentset import DEFAULT_OOS_LABEL
+from fewintent.data.io import load_hf_intents, read_intent_file
+from fewintent.errors import FewIntentError
+
+SPLITS_FOR_TRAINING = ("train", "train_5", "train_10", "valid")
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where a public corpus lives: its folder under ``--data-dir`` and its Hugging Face hub dataset.
+
+    The hub copies carry no domain column (``domain_column`` None): read from the hub, the whole dataset is one
+    domain. The ``--data-dir`` JSONL files carry ``domain`` on every line.
+    """
+
+    name: str
+    hf_id: str
+    hf_config: str | None
+    text_column: str
+    intent_column: str
+    hf_splits: dict[str, str] = field(default_factory=dict)
+    """Our split name -> the hub's split name (a missing key means the same name)."""
+    domain_column: str | None = None
+    description: str = ""
+
+
+CORPORA: dict[str, CorpusSpec] = {
+    "banking77": CorpusSpec(
+        "banking77", "PolyAI/banking77", None, "text", "label", description="BANKING77: 77 intents, 1 domain"
+    ),
+    "clinc150": CorpusSpec(
+        "clinc150",
+        "clinc_oos",
+        "plus",
+        "text",
+        "intent",
+        hf_splits={"valid": "validation"},
+        description="CLINC150: 150 intents in 10 domains, plus out-of-scope",
+    ),
+    "hwu64": CorpusSpec(
+        "hwu64", "DeepPavlov/hwu64", None, "utterance", "label", description="HWU64: 64 intents in 18 scenarios"
+    ),
+    "snips": CorpusSpec(
+        "snips", "DeepPavlov/snips", None, "utterance", "label", description="SNIPS: 7 intents, 1 domain"
+    ),
+}
+
+
+@dataclass
+class Corpus:
+    """In-scope examples of one dataset split, each intent in one domain.
+
+    Example:
+        >>> c = load_corpus("clinc150", "train", data_dir="../shared/datasets")  # doctest: +SKIP
+        >>> sorted(c.domains())[:2]  # doctest: +SKIP
+        ['auto_and_commute', 'banking']
+    """
+
+    name: str
+    split: str
+    by_intent: dict[str, list[str]]
+    domain_of: dict[str, str]
+
+    def domains(self) -> dict[str, list[str]]:
+        """Domain -> its intents, in a stable (sorted) order."""
+        out: dict[str, list[str]] = {}
+        for intent in sorted(self.by_intent):
+            out.setdefault(self.domain_of[intent], []).append(intent)
+        return dict(sorted(out.items()))
+
+    def without_domains(self, domains: set[str]) -> Corpus:
+        keep = {i: t for i, t in self.by_intent.items() if self.domain_of[i] not in domains}
+        return Corpus(self.name, self.split, keep, {i: self.domain_of[i] for i in keep})
+
+    def only_domains(self, domains: set[str]) -> Corpus:
+        keep = {i: t for i, t in self.by_intent.items() if self.domain_of[i] in domains}
+        return Corpus(self.name, self.split, keep, {i: self.domain_of[i] for i in keep})
+
+    @property
+    def n_examples(self) -> int:
+        return sum(len(t) for t in self.by_intent.values())
+
+    def summary(self) -> dict[str, int | str]:
+        return {
+            "name": self.name,
+            "split": self.split,
+            "intents": len(self.by_intent),
+            "domains": len(self.domains()),
+            "examples": self.n_examples,
+        }
+
+
+def parse_domain_list(values: str | list[str] | None) -> list[tuple[str, str]]:
+    """``"clinc150:banking,hwu64:alarm"`` (or a list of such items) -> ``[("clinc150", "banking"), ...]``."""
+    if not values:
+        return []
+    items = values.split(",") if isinstance(values, str) else [x for v in values for x in str(v).split(",")]
+    out = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        ds, sep, dom = item.partition(":")
+        if not sep or not ds or not dom:
+            raise FewIntentError(f"'{item}': a held-out domain is written dataset:domain, e.g. clinc150:banking")
+        out.append((ds, dom))
+    return out
+
+
+def _file_for(data_dir: Path, name: str, split: str) -> Path | None:
+    for ext in (".jsonl", ".csv", ".yml", ".yaml"):
+        p = data_dir / name / f"{split}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _read_with_domains(path: Path, default_domain: str, oos_label: str) -> tuple[dict[str, list[str]], dict[str, str]]:
+    data = read_intent_file(path, oos_label=oos_label)
+    domain_of = {intent: default_domain for intent in data.labels}
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        # read_intent_file validates; the domain field (extra key of the JSONL contract) is read here.
+        votes: dict[str, Counter[str]] = {}
+        for line in path.read_text(encoding="utf-8-sig").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                intent = str(row.get("intent", "")).strip()
+                if row.get("domain") and intent in domain_of:
+                    votes.setdefault(intent, Counter())[str(row["domain"])] += 1
+        for intent, counter in votes.items():
+            domain_of[intent] = counter.most_common(1)[0][0]
+    return data.by_intent(), domain_of
+
+
+def load_corpus(
+    name_or_path: str | Path,
+    split: str = "train",
+    *,
+    data_dir: str | Path | None = None,
+    oos_label: str = DEFAULT_OOS_LABEL,
+    allow_test: bool = False,
+) -> Corpus:
+    """Load one split of a registered corpus (from ``data_dir``, else from the hub) or a user's intent file.
+
+    A user's file is one corpus named after its stem; JSONL rows may carry a ``domain`` field, otherwise the
+    whole file is one domain. ``test`` splits are refused unless ``allow_test`` (benchmarks only): meta-training
+    and early stopping must never see them.
+    """
+    if split.startswith("test") and not allow_test:
+        raise FewIntentError(f"refusing to read the '{split}' split for training; use train or valid")
+    p = Path(str(name_or_path)).expanduser()
+    if p.is_file():
+        by_intent, domain_of = _read_with_domains(p, p.stem, oos_label)
+        return Corpus(p.stem, split, by_intent, domain_of)
+    name = str(name_or_path)
+    if data_dir is not None:
+        d = Path(data_dir).expanduser()
+        if (d / name).is_dir():
+            f = _file_for(d, name, split)
+            if f is None:
+                raise FewIntentError(f"{d / name}: no '{split}' split (expected {split}.jsonl)")
+            by_intent, domain_of = _read_with_domains(f, name, oos_label)
+            return Corpus(name, split, by_intent, domain_of)
+        if name not in CORPORA:
+            raise FewIntentError(f"no dataset '{name}' in {d} (folders there: {_folders(d)})")
+    if name not in CORPORA:
+        known = ", ".join(CORPORA)
+        raise FewIntentError(f"unknown dataset '{name}': give an intent file, a folder under --data-dir, or {known}")
+    return _load_from_hub(CORPORA[name], split, oos_label)
+
+
+def _folders(d: Path) -> str:
+    return ", ".join(sorted(p.name for p in d.iterdir() if p.is_dir())) if d.is_dir() else f"{d} does not exist"
+
+
+def _load_from_hub(spec: CorpusSpec, split: str, oos_label: str) -> Corpus:
+    kwargs: dict[str, Any] = {"name": spec.hf_config} if spec.hf_config else {}
+    data = load_hf_intents(
+        spec.hf_id,
+        split=spec.hf_splits.get(split, split),
+        text_column=spec.text_column,
+        intent_column=spec.intent_column,
+        oos_label=oos_label,
+        **kwargs,
+    )
+    return Corpus(spec.name, split, data.by_intent(), {intent: spec.name for intent in data.labels})
+
+
+def load_corpora(
+    names: list[str],
+    split: str = "train",
+    *,
+    data_dir: str | Path | None = None,
+    exclude: list[str] | None = None,
+    exclude_domains: list[tuple[str, str]] | None = None,
+    oos_label: str = DEFAULT_OOS_LABEL,
+) -> dict[str, Corpus]:
+    """Several corpora, with excluded datasets left out and excluded ``(dataset, domain)`` pairs removed.
+
+    Naming an excluded domain that does not exist is an error: a typo must not silently leak a held-out domain.
+    """
+    excluded = set(exclude or [])
+    out: dict[str, Corpus] = {}
+    for name in names:
+        if name in excluded:
+            continue
+        corpus = load_corpus(name, split, data_dir=data_dir, oos_label=oos_label)
+        drop = {dom for ds, dom in exclude_domains or [] if ds == corpus.name}
+        unknown = drop - set(corpus.domains())
+        if unknown:
+            raise FewIntentError(
+                f"{corpus.name} has no domain(s) {', '.join(sorted(unknown))} "
+                f"(its domains: {', '.join(corpus.domains())})"
+            )
+        out[corpus.name] = corpus.without_domains(drop)
+    if not out:
+        raise FewIntentError("no dataset left to train on after --exclude")
+    return out

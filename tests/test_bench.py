@@ -1,0 +1,364 @@
+"""Benchmark: statistics, episodes, adapter choice, threshold hygiene on tiny models; quick mode on the real MiniLM."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_encoder
+
+from fewintent.bench import BenchConfig, EpisodeSpec, build_episodes, episodes_fingerprint, mean_ci95, run_benchmark
+from fewintent.bench.config import parse_adapter_options, resolve_adapter_for
+from fewintent.bench.context import BenchContext, Skip
+from fewintent.bench.data import Corpora, Row
+from fewintent.bench.encoders import EncoderPool
+from fewintent.bench.methods import FROZEN_PROTOTYPE, LogRegMethod, PrototypeMethod, parse_method
+from fewintent.bench.metrics import auroc, precision_recall_curve
+from fewintent.bench.results import ResultStore, load_rows
+from fewintent.encoder.lora import attach_lora, save_adapter
+from fewintent.errors import FewIntentError
+
+# --------------------------------------------------------------------------- a tiny corpus on disk
+
+DOMAINS = {
+    "clinc150": {"banking": 6, "credit_cards": 5, "travel": 5, "work": 5},
+    "hwu64": {"alarm": 3, "iot": 6, "music": 3, "weather": 4},
+    "banking77": {"banking": 8},
+}
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def make_corpus(root: Path, test_tag: str = "") -> Path:
+    """JSONL files shaped like the shared datasets (domains, train_K, valid/test, OOS splits), a few rows each."""
+    rng = random.Random(0)
+    for dataset, domains in DOMAINS.items():
+        splits: dict[str, list[dict]] = {s: [] for s in ("train", "valid", "test", "train_5", "train_10")}
+        for domain, n in domains.items():
+            for k in range(n):
+                intent = f"{domain}_{k}"
+                for split, count in (("train", 12), ("valid", 4), ("test", 6)):
+                    for i in range(count):
+                        words = " ".join(rng.choice(["please", "now", "my", "the", "can you"]) for _ in range(3))
+                        tag = test_tag if split == "test" else ""
+                        splits[split].append(
+                            {"text": f"{domain} {k} {split} {i} {words}{tag}", "intent": intent, "domain": domain}
+                        )
+        for shots in (5, 10):
+            seen: dict[str, int] = {}
+            for r in splits["train"]:
+                if seen.get(r["intent"], 0) < shots:
+                    splits[f"train_{shots}"].append(r)
+                    seen[r["intent"]] = seen.get(r["intent"], 0) + 1
+        for split, rows in splits.items():
+            _write(root / dataset / f"{split}.jsonl", rows)
+        if dataset == "clinc150":
+            for split in ("oos_train", "oos_valid", "oos_test"):
+                tag = test_tag if split == "oos_test" else ""
+                oos = [
+                    {"text": f"something else {i} {split}{tag}", "intent": "oos", "domain": "oos"} for i in range(8)
+                ]
+                _write(root / dataset / f"{split}.jsonl", oos)
+    return root
+
+
+def tiny_config(root: Path, out: Path, **kw) -> BenchConfig:  # type: ignore[no-untyped-def]
+    defaults = dict(
+        data_dir=root,
+        out=out,
+        methods=(FROZEN_PROTOTYPE, "frozen-logreg"),
+        episodes=6,
+        queries=3,
+        speed_queries=3,
+        speed_batch=8,
+        adapter_dirs=(),
+    )
+    defaults.update(kw)
+    return BenchConfig(**defaults)  # type: ignore[arg-type]
+
+
+def tiny_context(cfg: BenchConfig, run_id: str = "t") -> BenchContext:
+    store = ResultStore(cfg.out, {"id": run_id}, append=cfg.append)
+    return BenchContext(cfg, Corpora(cfg.data_dir), EncoderPool(make_tiny_encoder), store)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_ci95_of_a_known_sample():
+    mean, ci = mean_ci95([0.0, 1.0, 0.0, 1.0])
+    assert mean == 0.5
+    # sample std of [0, 1, 0, 1] is sqrt(1/3); 1.96 * sqrt(1/3) / sqrt(4)
+    assert ci == pytest.approx(1.959964 * (1 / 3) ** 0.5 / 2, rel=1e-6)
+    assert mean_ci95([0.7] * 600) == (pytest.approx(0.7), 0.0)
+    with pytest.raises(ValueError):
+        mean_ci95([])
+
+
+def test_auroc_and_pr_curve():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, 200).round(1), rng.normal(0, 1, 300).round(1)  # rounded: plenty of ties
+    expected = roc_auc_score(np.r_[np.ones(200), np.zeros(300)], np.r_[pos, neg])
+    assert auroc(pos, neg) == pytest.approx(expected)
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    curve = precision_recall_curve(pos, neg)
+    assert curve["recall"][-1] == 1.0 and len(curve["recall"]) <= 101
+    assert curve["precision"][-1] == pytest.approx(200 / 500)
+
+
+# --------------------------------------------------------------------------- episodes
+
+
+def _rows(n_intents: int = 6, per: int = 10, split: str = "train") -> list[Row]:
+    return [Row(f"d {i} {split} {j}", f"i{i}", "d") for i in range(n_intents) for j in range(per)]
+
+
+def test_episodes_are_deterministic_and_honour_the_spec():
+    spec = EpisodeSpec(5, 2, queries=3)
+    a = build_episodes(_rows(), _rows(split="test"), ["d"], spec, 20, seed=1)
+    b = build_episodes(_rows(), _rows(split="test"), ["d"], spec, 20, seed=1)
+    c = build_episodes(_rows(), _rows(split="test"), ["d"], spec, 20, seed=2)
+    assert episodes_fingerprint(a) == episodes_fingerprint(b) != episodes_fingerprint(c)
+    for ep in a:
+        assert len(ep.labels) == 5 and len(ep.support) == 10 and len(ep.query) == 15
+        assert not {t for t, _ in ep.support} & {t for t, _ in ep.query}
+        assert all(" train " in t for t, _ in ep.support) and all(" test " in t for t, _ in ep.query)
+    all_way = build_episodes(_rows(), _rows(split="test"), ["d"], EpisodeSpec("all", 1), 3, seed=0)
+    assert all(len(ep.labels) == 6 for ep in all_way)
+
+
+def test_domains_too_small_for_the_ways_are_skipped():
+    rows = _rows(3) + [Row(f"e {i} {j}", f"e{i}", "e") for i in range(6) for j in range(10)]
+    eps = build_episodes(rows, rows, ["d", "e"], EpisodeSpec(5, 1), 10, seed=0)
+    assert {ep.domain for ep in eps} == {"e"}
+    with pytest.raises(FewIntentError):
+        build_episodes(_rows(3), _rows(3), ["d"], EpisodeSpec(5, 1), 10, seed=0)
+
+
+def test_every_method_gets_identical_episodes(tmp_path, monkeypatch):
+    root = make_corpus(tmp_path / "data")
+    cfg = tiny_config(root, tmp_path / "out", protocols=("episodic",), episode_shots=(1,), episode_ways=(5, "all"))
+    ctx = tiny_context(cfg)
+    seen: dict[str, list] = {}
+    for cls in (PrototypeMethod, LogRegMethod):
+        original = cls.run
+
+        def spy(self, support, queries, *, want_threshold=False, _orig=original):  # type: ignore[no-untyped-def]
+            seen.setdefault(self.name, []).append((list(zip(support.texts, support.intents)), queries))
+            return _orig(self, support, queries, want_threshold=want_threshold)
+
+        monkeypatch.setattr(cls, "run", spy)
+    from fewintent.bench.protocols import episodic
+
+    episodic(ctx)
+    assert seen[FROZEN_PROTOTYPE] == seen["frozen-logreg"] and len(seen[FROZEN_PROTOTYPE]) == 2 * 2 * 6
+    rows = [r for r in load_rows(cfg.out / "results.json") if r["protocol"] == "episodic"]
+    by_setting: dict[tuple, set] = {}
+    for r in rows:
+        by_setting.setdefault((r["dataset"], r["ways"], r["shots"]), set()).add(r["episodes_sha256"])
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["ci95"] >= 0 and r["episodes"] == 6
+        assert r["accuracy"] == pytest.approx(np.mean(r["episode_accuracy"]), abs=1e-4)
+    assert len(by_setting) == 4 and all(len(v) == 1 for v in by_setting.values())
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def _tiny_adapter(directory: Path, **meta) -> Path:  # type: ignore[no-untyped-def]
+    enc = make_tiny_encoder()
+    settings = attach_lora(enc)
+    save_adapter(enc, directory, settings, meta)
+    return directory
+
+
+def test_leave_one_out_adapter_is_the_one_chosen(tmp_path):
+    shipped = tmp_path / "adapters"
+    for ds in ("banking77", "clinc150", "hwu64"):
+        _tiny_adapter(shipped / f"minilm-meta-no-{ds}", algorithm="protonet", excluded_datasets=[ds])
+    cfg = tiny_config(make_corpus(tmp_path / "data"), tmp_path / "out", adapter_dirs=(shipped,))
+    ctx = tiny_context(cfg)
+    for dataset, expected in [
+        ("banking77", "minilm-meta-no-banking77"),
+        ("clinc150", "minilm-meta-no-clinc150"),
+        ("hwu64", "minilm-meta-no-hwu64"),
+        ("banking77_oos:id", "minilm-meta-no-banking77"),  # built from BANKING77
+    ]:
+        method = ctx.method("fewintent-protonet", "fullway", dataset)
+        assert isinstance(method, PrototypeMethod) and method.adapter_dir is not None
+        assert method.adapter_dir.name == expected
+    # the shipped adapters here are protonet ones: fomaml rows are skipped, saying what to pass
+    skip = ctx.method("fewintent-fomaml", "fullway", "hwu64")
+    assert isinstance(skip, Skip) and "protonet, not fomaml" in skip.reason
+    # no such adapter: a skip with the option to use
+    cfg.adapters = parse_adapter_options(["fomaml=" + str(tmp_path / "nowhere-{dataset}")])
+    skip = ctx.method("fewintent-fomaml-steps5", "fullway", "hwu64")
+    assert isinstance(skip, Skip) and "--adapter fomaml=" in skip.reason and "nowhere-hwu64" in skip.reason
+    assert parse_method("fewintent-fomaml-steps5").steps == 5
+
+
+def test_an_adapter_that_saw_the_dataset_is_refused(tmp_path):
+    leaky = _tiny_adapter(tmp_path / "leaky", algorithm="protonet", training={"datasets": ["clinc150", "hwu64"]})
+    cfg = tiny_config(make_corpus(tmp_path / "data"), tmp_path / "out")
+    cfg.adapters = parse_adapter_options([f"protonet={leaky}"])
+    skip = tiny_context(cfg).method("fewintent-protonet", "fullway", "clinc150")
+    assert isinstance(skip, Skip) and "meta-trained on clinc150" in skip.reason
+    # held-out domains: an adapter trained on all of HWU64 cannot score HWU64's held-out domains
+    cfg.adapters = parse_adapter_options([f"episodic:protonet={leaky}"])
+    skip = tiny_context(cfg).method("fewintent-protonet", "episodic", "hwu64", heldout=("alarm", "iot", "music"))
+    assert isinstance(skip, Skip) and "alarm" in skip.reason
+    honest = _tiny_adapter(
+        tmp_path / "honest",
+        algorithm="protonet",
+        training={"datasets": ["clinc150", "hwu64"]},
+        excluded_domains=["hwu64:alarm", "hwu64:iot", "hwu64:music"],
+    )
+    cfg.adapters = parse_adapter_options([f"episodic:protonet={honest}"])
+    ok = tiny_context(cfg).method("fewintent-protonet", "episodic", "hwu64", heldout=("alarm", "iot", "music"))
+    assert isinstance(ok, PrototypeMethod)
+    path, _ = resolve_adapter_for(str(honest), "hwu64", ())
+    assert path == honest
+
+
+# --------------------------------------------------------------------------- thresholds never see test
+
+
+def _oos_rows(tmp_path: Path, tag: str, monkeypatch) -> tuple[list[dict], list[int]]:  # type: ignore[no-untyped-def]
+    import fewintent.bench.methods as methods_mod
+    import fewintent.bench.protocols as protocols_mod
+
+    sizes: list[int] = []
+
+    def spy(in_scores, oos_scores=None, **kw):  # type: ignore[no-untyped-def]
+        sizes.append(len(in_scores) + (0 if oos_scores is None else len(oos_scores)))
+        return real(in_scores, oos_scores, **kw)
+
+    real = protocols_mod.calibrate_threshold
+    monkeypatch.setattr(protocols_mod, "calibrate_threshold", spy)
+    monkeypatch.setattr(methods_mod, "calibrate_threshold", spy)
+    root = make_corpus(tmp_path / f"data{tag}", test_tag=tag)
+    cfg = tiny_config(root, tmp_path / f"out{tag}", protocols=("oos",), datasets=("clinc150",))
+    from fewintent.bench.protocols import oos
+
+    oos(tiny_context(cfg))
+    return [r for r in load_rows(cfg.out / "results.json") if r.get("status") != "skipped"], sizes
+
+
+def test_no_test_row_ever_reaches_a_threshold(tmp_path, monkeypatch):
+    rows_a, sizes = _oos_rows(tmp_path, "", monkeypatch)
+    rows_b, _ = _oos_rows(tmp_path, " changed test text", monkeypatch)
+    # the support set has 21 intents x 10 = 210 texts, valid 21 x 4 + 8 OOS = 92, test 21 x 6 + 8 = 134
+    assert sizes and 134 not in sizes and set(sizes) <= {210, 92}
+    key = lambda r: (r["dataset"], r["method"], r["threshold_source"])  # noqa: E731
+    a, b = {key(r): r["threshold"] for r in rows_a}, {key(r): r["threshold"] for r in rows_b}
+    assert a == b and len(a) == 4  # 2 methods x (support, valid)
+    assert {r["threshold_source"] for r in rows_a} == {"support", "valid"}
+    assert all(0 <= r["auroc"] <= 1 for r in rows_a)
+
+
+# --------------------------------------------------------------------------- the product's head, results
+
+
+def test_bench_prototypes_match_the_classifier(tmp_path):
+    from fewintent.bench.methods import MethodSpec
+    from fewintent.data import IntentSet
+    from fewintent.model import IntentClassifier
+
+    support = IntentSet.from_pairs([(f"{w} {i}", w) for w in ("alpha", "beta", "gamma") for i in range(4)])
+    queries = ["alpha 9", "beta beta", "gamma ray", "delta"]
+    pool = EncoderPool(make_tiny_encoder)
+    outcome = PrototypeMethod(MethodSpec(FROZEN_PROTOTYPE, FROZEN_PROTOTYPE), pool, None).run(
+        support, {"q": queries}, want_threshold=True
+    )
+    clf = IntentClassifier(make_tiny_encoder()).fit(support)
+    _, sims = clf.similarities(queries)
+    assert outcome.labels == clf.labels
+    assert np.allclose(outcome.scores["q"], sims.numpy(), atol=1e-5)
+    assert outcome.support_threshold == pytest.approx(clf.threshold, abs=1e-6)
+
+
+def test_results_are_upserted_and_kept(tmp_path):
+    store = ResultStore(tmp_path, {"id": "a"}, append=False)
+    store.add({"protocol": "fullway", "dataset": "x", "shots": 5, "method": "m", "accuracy": 0.1})
+    store.add({"protocol": "fullway", "dataset": "x", "shots": 10, "method": "m", "accuracy": 0.2})
+    again = ResultStore(tmp_path, {"id": "b"}, append=True)
+    again.add({"protocol": "fullway", "dataset": "x", "shots": 5, "method": "m", "accuracy": 0.3})
+    rows = load_rows(tmp_path / "results.json")
+    assert sorted((r["shots"], r["accuracy"], r["run"]["id"]) for r in rows) == [(5, 0.3, "b"), (10, 0.2, "a")]
+    ResultStore(tmp_path, {"id": "c"}, append=False)  # a fresh run starts anew
+    assert load_rows(tmp_path / "results.json") == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "results.json"
+    ]
+
+
+# --------------------------------------------------------------------------- quick mode, real MiniLM
+
+
+def test_quick_benchmark_end_to_end(datasets_dir, tmp_path):
+    torch.manual_seed(0)
+    out = tmp_path / "bench"
+    cfg = BenchConfig(
+        data_dir=datasets_dir,
+        out=out,
+        quick=True,
+        methods=(FROZEN_PROTOTYPE, "frozen-logreg", "fewintent-protonet"),
+        adapters=parse_adapter_options(["protonet=" + str(tmp_path / "no-adapter-{dataset}")]),
+    )
+    run_benchmark(cfg, argv=["fewintent", "benchmark", "--quick"])
+    rows = load_rows(out / "results.json")
+    done = [r for r in rows if r.get("status") != "skipped"]
+    assert {r["protocol"] for r in done} == {"fullway", "episodic", "oos", "speed"}
+    full = {r["method"]: r for r in done if r["protocol"] == "fullway"}
+    assert full[FROZEN_PROTOTYPE]["accuracy"] > 0.5 and full["frozen-logreg"]["accuracy"] > 0.5  # 10 intents
+    skipped = [r for r in rows if r.get("status") == "skipped"]
+    assert skipped and all(r["method"] == "fewintent-protonet" and "--adapter" in r["note"] for r in skipped)
+    assert all(r["run"]["seed"] == 0 and r["run"]["versions"]["torch"] for r in rows)
+    speed = {r["method"]: r for r in done if r["protocol"] == "speed"}
+    assert speed["raw-encoder"]["latency_p50_ms"] > 0 and speed[FROZEN_PROTOTYPE]["latency_ratio"] > 0
+    for name in (
+        "report.md",
+        "headline.md",
+        "accuracy_vs_shots.png",
+        "oos_pr_curves.png",
+        "adapt_time_vs_accuracy.png",
+    ):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "CPFT" in report and "fewintent-protonet" in report and "Not measured" in report
+
+
+def test_missing_only_fills_gaps_without_rerunning(tmp_path, monkeypatch):
+    from fewintent.bench.protocols import fullway
+
+    root = make_corpus(tmp_path / "data")
+    cfg = tiny_config(root, tmp_path / "out", datasets=("banking77",), shots=(5,), methods=(FROZEN_PROTOTYPE,))
+    fullway(tiny_context(cfg))
+    calls: list[str] = []
+    original = PrototypeMethod.run
+
+    def spy(self, support, queries, *, want_threshold=False):  # type: ignore[no-untyped-def]
+        calls.append(self.name)
+        return original(self, support, queries, want_threshold=want_threshold)
+
+    monkeypatch.setattr(PrototypeMethod, "run", spy)
+    again = tiny_config(
+        root,
+        cfg.out,
+        datasets=("banking77",),
+        shots=(5, 10),
+        methods=(FROZEN_PROTOTYPE,),
+        append=True,
+        missing_only=True,
+    )
+    fullway(tiny_context(again, "second"))
+    assert calls == [FROZEN_PROTOTYPE]  # only the 10-shot cell was missing
+    rows = load_rows(cfg.out / "results.json")
+    assert sorted((r["shots"], r["run"]["id"]) for r in rows) == [(5, "t"), (10, "second")]
