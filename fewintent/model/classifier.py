@@ -14,7 +14,7 @@ import torch
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet
 from fewintent.data.io import read_intent_file
 from fewintent.encoder.encoder import SentenceEncoder
-from fewintent.encoder.lora import LoraSettings, has_lora, load_adapter, resolve_adapter
+from fewintent.encoder.lora import SHIPPED_ADAPTERS_DIR, LoraSettings, has_lora, load_adapter, resolve_adapter
 from fewintent.errors import FewIntentError
 from fewintent.heads.proto import class_means
 from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold, leave_one_out_scores
@@ -139,7 +139,8 @@ class IntentClassifier:
         adapter_dir = resolve_adapter(args.adapter, encoder.name)
         if adapter_dir is not None:
             adapter_config = load_adapter(encoder, adapter_dir)
-            meta["adapter"] = {"source": str(args.adapter), **adapter_config}
+            shipped = adapter_dir.parent == SHIPPED_ADAPTERS_DIR
+            meta["adapter"] = {**adapter_config, "source": adapter_dir.name if shipped else str(adapter_dir)}
         if args.steps > 0:
             if adapter_dir is None:
                 from fewintent.encoder.lora import attach_lora
