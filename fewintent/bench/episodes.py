@@ -2,10 +2,11 @@
 
 The benchmark builds its own episodes (rather than using the meta-training sampler) so that its episodes
 depend only on the data, the seed and the episode spec: the same list for every method, every run, and
-every version of the meta-training code. Support examples come from the held-out domains' ``train`` split,
-queries from their ``test`` split: no method, threshold or hyper-parameter is chosen on ``test``, the
-held-out-domain adapters never saw these domains in any split, and meta-training may use the held-out
-domains' ``valid`` split for early stopping, so ``test`` is the only split nothing was tuned on.
+every version of the meta-training code. Support examples come from the held-out domains' ``train`` split
+(what a user would write), queries from their ``test`` split: the held-out-domain adapters never saw these
+domains in any split, and ``test`` is the one split that no threshold, early stopping or hyper-parameter
+anywhere reads (meta-training validates on ``valid``), so the queries stay untouched whatever a training run
+does; support and queries never share a text.
 """
 
 from __future__ import annotations

@@ -129,8 +129,14 @@ class PrototypeMethod(Method):
             # encoding time as if uncached (remembered per text) + the head's own time
             adapt = enc_cost + oos_cost + time.perf_counter() - start
             scores = {k: (self.pool.embed(key, v)[0] @ protos.T).numpy() for k, v in queries.items()}
-            return Outcome(labels, scores, adapt, threshold, extra={"adapter": adapter_note(self.adapter_dir)})
+            return Outcome(labels, scores, adapt, threshold, extra=self._adapter_fields(key))
         return self._run_with_steps(encoder, support, labels, y, queries)
+
+    def _adapter_fields(self, key: str) -> dict[str, Any]:
+        if self.adapter_dir is None:
+            return {"adapter": None}
+        config = self.pool.adapter_config(key)
+        return {"adapter": adapter_note(self.adapter_dir), "adapter_created": config.get("created")}
 
     def _run_with_steps(self, encoder, support, labels, y, queries) -> Outcome:  # type: ignore[no-untyped-def]
         from fewintent.meta.inner import adapt_on_support  # issue 3's inner loop, the one `adapt --steps` runs
@@ -149,7 +155,7 @@ class PrototypeMethod(Method):
             scores = {k: (encoder.encode(v) @ protos.T).numpy() for k, v in queries.items()}
         finally:
             load_lora_state(encoder, saved)  # the next task starts from the meta-learned weights again
-        extra = {"adapter": adapter_note(self.adapter_dir), "inner_lr": lr}
+        extra = {**self._adapter_fields(key), "inner_lr": lr}
         return Outcome(labels, scores, adapt, threshold, extra=extra)
 
 

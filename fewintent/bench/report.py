@@ -64,8 +64,8 @@ PROTOCOL_NOTES = [
     "`episodes_sha256`). Each held-out domain takes its turn; an N-way episode picks N intents inside one domain "
     "(a domain with fewer intents, e.g. HWU64 `alarm`/`music`, only appears in the all-intents episodes). Support "
     "examples come from the held-out domains' `train` split and 15 queries per intent from their `test` split: "
-    "the held-out-domain adapters never saw these domains in any split, meta-training may early-stop on their "
-    "`valid` split, and nothing in the benchmark is tuned on `test`.",
+    "the held-out-domain adapters never saw these domains in any split, and `test` is the one split that no "
+    "threshold, early stopping (meta-training validates on `valid`) or hyper-parameter reads.",
     "- **oos**: CLINC150 support `train_10`, valid = `valid` + `oos_valid`, test = `test` + `oos_test`. "
     "BANKING77-OOS has no `train_10`: the support is 10 examples per intent drawn from its `train` split with "
     "the run's seed; valid = `valid` + `{id,ood}_oos_valid`, test = `test` + `{id,ood}_oos_test`. Prototype "
@@ -285,7 +285,8 @@ def speed_table(rows: list[dict[str, Any]], serve_load: list[str] | None = None)
         for r in sorted(ok, key=lambda r: (r["device"], _rank(r["method"]))):
             sf = setfit.get(r["device"])
             ratio = f"{sf / r['adapt_seconds']:.0f}x" if sf and r.get("adapt_seconds") else "—"
-            mem = r.get("peak_rss_mb") or r.get("peak_gpu_mb")
+            peak = r.get("peak_rss_mb") or r.get("peak_gpu_mb")
+            mem = "—" if peak is None else f"{peak:.0f} (+{r.get('memory_delta_mb') or 0:.0f})"
             body.append(
                 [
                     r["device"],
@@ -297,14 +298,15 @@ def speed_table(rows: list[dict[str, Any]], serve_load: list[str] | None = None)
                     _f(r.get("latency_ratio"), 2) if r["method"] != "raw-encoder" else "1.00",
                     _f(r["throughput_qps"], 0),
                     _f(r.get("throughput_ratio"), 2) if r["method"] != "raw-encoder" else "1.00",
-                    _f(mem, 0),
+                    mem,
                 ]
             )
         first = ok[0]
         lines += [
             f"{_name(first['dataset'])} `train_{first['shots']}` ({first['ways']} intents, {first.get('n_support')} "
             f"examples); latency over {first.get('n_latency')} single queries, throughput over {first.get('n_batch')} "
-            f"test texts; {first.get('torch_threads')} torch threads. Ratios are against the raw encoder forward pass "
+            f"test texts; torch threads: {first.get('torch_threads')}. Peak MB is the process's resident peak while "
+            "the method ran (+ its growth during it). Ratios are against the raw encoder forward pass "
             "on the same texts (1.00 = no overhead); `SetFit / this` is SetFit's adaptation time over this method's.",
             "",
             *_table(
@@ -400,10 +402,11 @@ def plot_accuracy_vs_shots(rows: list[dict[str, Any]], path: Path) -> bool:
     plt = _plt()
     datasets = [d for d in ("banking77", "clinc150", "hwu64") if any(r["dataset"] == d for r in ok)]
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 4), squeeze=False)
+    colors = {m: f"C{i}" for i, m in enumerate(_order(r["method"] for r in ok))}  # one colour per method
     for ax, d in zip(axes[0], datasets):
         for m in _order(r["method"] for r in ok if r["dataset"] == d):
             pts = sorted((r["shots"], 100 * r["accuracy"]) for r in ok if r["dataset"] == d and r["method"] == m)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m, color=colors[m])
         ref = PUBLISHED["CPFT (RoBERTa-base, EMNLP 2021)"]
         ax.plot([5, 10], [ref[(d, 5)], ref[(d, 10)]], "k--", alpha=0.5, label="CPFT (published)")
         ax.set_title(_name(d))
@@ -411,8 +414,11 @@ def plot_accuracy_vs_shots(rows: list[dict[str, Any]], path: Path) -> bool:
         ax.set_xticks([5, 10])
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("top-1 accuracy (%)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False)
+    legend: dict[str, Any] = {}
+    for ax in axes[0]:  # every method once, even one missing from the first panel
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, h)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 5), frameon=False)
     fig.suptitle("Full-way few-shot accuracy (every intent at once)")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
@@ -465,8 +471,10 @@ def plot_pr_curves(rows: list[dict[str, Any]], path: Path) -> bool:
     datasets = sorted({r["dataset"] for r in ok})
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 4.2), squeeze=False)
     points = {(r["dataset"], r["method"], r["threshold_source"]): r for r in _ok(rows, "oos")}
+    index = {m: i for i, m in enumerate(_order(r["method"] for r in ok))}  # one colour per method
     for ax, d in zip(axes[0], datasets):
-        for i, m in enumerate(_order(r["method"] for r in ok if r["dataset"] == d)):
+        for m in _order(r["method"] for r in ok if r["dataset"] == d):
+            i = index[m]
             r = next(r for r in ok if r["dataset"] == d and r["method"] == m)
             ax.plot(
                 r["pr_curve"]["recall"],
@@ -501,7 +509,7 @@ def plot_episodic(rows: list[dict[str, Any]], path: Path) -> bool:
     plt = _plt()
     settings = sorted({(r["dataset"], str(r["ways"]), r["shots"]) for r in ok})
     methods = _order(r["method"] for r in ok)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(settings)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(settings)), 4.4))
     width = 0.8 / max(len(methods), 1)
     cell = {(r["dataset"], str(r["ways"]), r["shots"], r["method"]): r for r in ok}
     for i, m in enumerate(methods):
@@ -518,8 +526,8 @@ def plot_episodic(rows: list[dict[str, Any]], path: Path) -> bool:
     ax.set_ylabel("accuracy (%) ± 95% CI")
     ax.set_title("Episodic accuracy on held-out domains")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=len(methods), frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -546,12 +554,19 @@ def write_report(out: str | Path, *, readme: str | Path | None = None) -> Path:
     """
     out = Path(out)
     rows = load_rows(out / RESULTS)
-    made = {
-        "shots": plot_accuracy_vs_shots(rows, out / PLOTS["shots"]),
-        "time": plot_time_vs_accuracy(rows, out / PLOTS["time"]),
-        "pr": plot_pr_curves(rows, out / PLOTS["pr"]),
-        "episodic": plot_episodic(rows, out / PLOTS["episodic"]),
-    }
+    try:
+        import matplotlib  # noqa: F401
+
+        made = {
+            "shots": plot_accuracy_vs_shots(rows, out / PLOTS["shots"]),
+            "time": plot_time_vs_accuracy(rows, out / PLOTS["time"]),
+            "pr": plot_pr_curves(rows, out / PLOTS["pr"]),
+            "episodic": plot_episodic(rows, out / PLOTS["episodic"]),
+        }
+        no_plots = []
+    except ImportError:  # tables still work; plots need the [bench] extra
+        made = {}
+        no_plots = ["*Plots skipped: matplotlib is not installed (`pip install 'fewintent[bench]'`).*", ""]
     sections: list[tuple[str, list[str], str | None]] = [
         ("Full-way K-shot", fullway_tables(rows) if _ok(rows, "fullway") else [], "shots"),
         ("Adaptation time vs accuracy", [], "time"),
@@ -567,6 +582,7 @@ def write_report(out: str | Path, *, readme: str | Path | None = None) -> Path:
         "--report-only`). Each fewintent row uses an adapter meta-trained without the dataset it is scored on "
         "(`minilm-meta-no-<dataset>`); thresholds and hyper-parameters never look at `test`.",
         "",
+        *no_plots,
     ]
     for title, body, plot in sections:
         has_plot = plot is not None and made.get(plot)

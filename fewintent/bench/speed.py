@@ -308,29 +308,27 @@ def _measure_setfit(
     floor: Callable[[list[str]], Any],
     base: dict[str, Any],
 ) -> dict[str, Any]:
-    """SetFit's adaptation time is its full training on this split (from this run's fullway row when there is
-    one); latency and throughput are measured on a SetFit model of the same architecture."""
-    trained, adapt_seconds, source = None, None, None
+    """SetFit's adaptation time is its full training on this split, in this run: reused from this run's fullway
+    row, else trained here (support within --setfit-max-support), else (with a note) the newest fullway row in
+    results.json. Latency and throughput are measured on the trained model when there is one."""
+    trained, adapt_seconds, source, recipe = None, None, None, None
+    train_memory: MemoryWatch | None = None
     if ctx.artifacts.get("setfit_banking77_5") and base["dataset"] == "banking77" and device == ctx.config.device:
         trained, adapt_seconds = ctx.artifacts["setfit_banking77_5"]
         source = "fullway row of this run"
+    if adapt_seconds is None and len(support.texts) <= ctx.config.setfit_max_support:
+        runner = SetFitMethod(device=device, seed=method.seed, iterations=method.iterations)
+        train_memory = MemoryWatch(device)
+        with train_memory.watch():
+            outcome = runner.run(support, {})
+        trained, adapt_seconds, source = runner.last_model, outcome.adapt_seconds, "trained in this speed run"
+        recipe = outcome.extra.get("recipe")
     if adapt_seconds is None:
         for r in load_rows(ctx.store.path):
-            if (
-                (r.get("protocol"), r.get("dataset"), r.get("shots"), r.get("method"))
-                == (
-                    "fullway",
-                    base["dataset"],
-                    base["shots"],
-                    SETFIT,
-                )
-                and r.get("adapt_seconds")
-                and r.get("device", ctx.config.device) == device
-            ):
-                adapt_seconds, source = r["adapt_seconds"], f"fullway row of run {r.get('run', {}).get('id')}"
-    if adapt_seconds is None and len(support.texts) <= ctx.config.setfit_max_support:
-        outcome = SetFitMethod(device=device, seed=method.seed, iterations=method.iterations).run(support, {})
-        adapt_seconds, source = outcome.adapt_seconds, "trained in the speed protocol"
+            same = (r.get("protocol"), r.get("dataset"), r.get("shots"), r.get("method"))
+            if same == ("fullway", base["dataset"], base["shots"], SETFIT) and r.get("adapt_seconds"):
+                adapt_seconds, recipe = r["adapt_seconds"], r.get("recipe")
+                source = f"fullway row of run {r.get('run', {}).get('id')} (another run: load may differ)"
     if adapt_seconds is None:
         return {
             **base,
@@ -349,11 +347,16 @@ def _measure_setfit(
         lambda x: model.predict_proba(x, as_numpy=True), floor, singles, batch, device, lambda: None, **_timing(ctx)
     )
     m.pop("adapt_seconds_measured")
+    if train_memory is not None:  # training is part of SetFit's adaptation: its memory counts too
+        key = "peak_gpu_mb" if device.startswith("cuda") else "peak_rss_mb"
+        m[key] = round(max(m[key], train_memory.peak_mb), 1)
+        m["memory_delta_mb"] = round(max(m["memory_delta_mb"], train_memory.peak_mb - train_memory.start_mb), 1)
     return {
         **base,
         "method": SETFIT,
         "steps": 0,
         "adapt_seconds": round(float(adapt_seconds), 3),
         "adapt_seconds_source": source,
+        "recipe": recipe,
         **m,
     }

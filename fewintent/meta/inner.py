@@ -103,8 +103,8 @@ def inner_loop(
     full_batch = n <= settings.batch_size
     head: PrototypeLinearHead | None = None
     if not full_batch or settings.steps == 0:
-        with torch.no_grad(), autocast():
-            emb = torch.cat([encoder(list(texts[i : i + 256])) for i in range(0, n, 256)])
+        # Prototypes of the whole support set; encode() sorts by length, so big sets carry little padding.
+        emb = encoder.encode(list(texts)).to(encoder.device)
         head = PrototypeLinearHead.from_support(emb, labels, n_classes, settings.distance, settings.temperature)
     losses: list[float] = []
     updater: _Updater | None = None
