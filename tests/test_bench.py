@@ -293,6 +293,7 @@ def test_results_are_upserted_and_kept(tmp_path):
     again.add({"protocol": "fullway", "dataset": "x", "shots": 5, "method": "m", "accuracy": 0.3})
     rows = load_rows(tmp_path / "results.json")
     assert sorted((r["shots"], r["accuracy"], r["run"]["id"]) for r in rows) == [(5, 0.3, "b"), (10, 0.2, "a")]
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
     ResultStore(tmp_path, {"id": "c"}, append=False)  # a fresh run starts anew
     assert load_rows(tmp_path / "results.json") == [] and sorted(p.name for p in tmp_path.iterdir()) == [
         "results.json"

@@ -105,6 +105,7 @@ class ResultStore:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".json", dir=self.dir)
+        os.fchmod(fd, 0o644)  # mkstemp makes it owner-only; results are meant to be read and committed
         with os.fdopen(fd, "w") as f:
             json.dump(rows, f, indent=1, default=_jsonable)
             f.write("\n")
