@@ -43,7 +43,9 @@ class _Dist:
     """One process, or one rank of an ``accelerate launch`` / ``torchrun`` group (gloo on CPU, NCCL on GPU)."""
 
     def __init__(self, device: str) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        # torchrun / accelerate launch set WORLD_SIZE; MPI launchers (accelerate's multi-CPU) set their own.
+        sizes = (os.environ.get(k, "1") for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+        self.world = max(int(v) for v in sizes)
         if self.world > 1:
             try:
                 from accelerate import Accelerator
