@@ -258,15 +258,15 @@ def test_predictions_during_edits_never_see_a_half_updated_model(model):
         stop = asyncio.Event()
         async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as c:
             readers = [asyncio.create_task(reader(c, stop)) for _ in range(6)]
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)
             r = await c.post("/intents", json={"name": NEW_NAME, "examples": NEW_EXAMPLES})
             assert r.status_code == 200
             added = time.monotonic()
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)
             remove_sent = time.monotonic()
             assert (await c.delete("/intents/refund")).status_code == 200
             removed = time.monotonic()
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)
             stop.set()
             await asyncio.gather(*readers)
         return added, remove_sent, removed
