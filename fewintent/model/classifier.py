@@ -52,6 +52,11 @@ class _Table:
     oos: torch.Tensor  # (n_oos, dim) out-of-scope examples, possibly empty
     threshold: float
 
+    def counts(self) -> dict[str, int]:
+        """Examples per intent, in label order."""
+        c = torch.bincount(self.support_labels, minlength=len(self.labels)).tolist()
+        return dict(zip(self.labels, c))
+
 
 @dataclass
 class AdaptArguments:
@@ -214,9 +219,7 @@ class IntentClassifier:
             self.threshold_manual = True
 
     def counts(self) -> dict[str, int]:
-        t = self.table
-        c = torch.bincount(t.support_labels, minlength=len(t.labels)).tolist()
-        return dict(zip(t.labels, c))
+        return self.table.counts()
 
     def similarities(self, texts: Sequence[str], *, progress: Progress | None = None) -> tuple[_Table, torch.Tensor]:
         """Cosine similarity of each text to each prototype, with the table used (for consistent reads)."""

@@ -90,7 +90,7 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         "lora": settings.to_dict() if settings else None,
         "labels": list(table.labels),
         # From the one table read above, not clf.counts(): a concurrent add_intent must not split labels/counts.
-        "counts": dict(zip(table.labels, torch.bincount(table.support_labels, minlength=len(table.labels)).tolist())),
+        "counts": table.counts(),
         "oos_label": clf.oos_label,
         "threshold": table.threshold,
         "threshold_manual": clf.threshold_manual,
