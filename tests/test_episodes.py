@@ -148,3 +148,14 @@ def test_registry_refuses_test_splits_typos_and_unknown_names(datasets_dir: Path
         load_corpus("nope", data_dir=datasets_dir)
     with pytest.raises(FewIntentError, match="no dataset left"):
         load_corpora(["snips"], data_dir=datasets_dir, exclude=["snips"])
+
+
+def test_missing_data_dir_is_an_error_not_a_silent_hub_download(tmp_path: Path, monkeypatch) -> None:
+    import fewintent.data.corpus as corpus
+
+    def no_hub(*a, **k):  # pragma: no cover - reaching it is the failure
+        raise AssertionError("the hub must not be reached when --data-dir is wrong")
+
+    monkeypatch.setattr(corpus, "_load_from_hub", no_hub)
+    with pytest.raises(FewIntentError, match="does not exist"):
+        load_corpus("banking77", "train", data_dir=tmp_path / "no-such-dir")

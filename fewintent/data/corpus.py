@@ -169,6 +169,8 @@ def load_corpus(
     name = str(name_or_path)
     if data_dir is not None:
         d = Path(data_dir).expanduser()
+        if not d.is_dir():
+            raise FewIntentError(f"data directory {d} does not exist (pass --data-dir with the dataset folders)")
         if (d / name).is_dir():
             f = _file_for(d, name, split)
             if f is None:

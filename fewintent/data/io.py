@@ -175,8 +175,10 @@ def load_hf_intents(
     Example:
         >>> s = load_hf_intents("PolyAI/banking77", split="train", intent_column="label")  # doctest: +SKIP
     """
-    import datasets
-
+    try:
+        import datasets
+    except ImportError as e:
+        raise FewIntentError(f"reading '{name_or_path}' from the Hugging Face hub needs the 'datasets' package") from e
     try:
         ds = datasets.load_dataset(name_or_path, split=split, **load_kwargs)
     except Exception as e:  # datasets raises many types; all mean "could not get it"

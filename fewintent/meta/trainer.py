@@ -472,6 +472,9 @@ class MetaTrainer:
             "device": str(self.dist.device),
             "torch_threads": torch.get_num_threads(),
         }
+        if self.dist.device.type == "cuda":
+            summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(self.dist.device) / 2**20, 1)
+            summary["gpu"] = torch.cuda.get_device_name(self.dist.device)
         if self.dist.is_main:
             from fewintent import __version__
 
