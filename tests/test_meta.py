@@ -21,7 +21,15 @@ from typer.testing import CliRunner
 from fewintent.data.corpus import load_corpora
 from fewintent.data.episodes import EpisodeSampler
 from fewintent.data.intentset import IntentSet
-from fewintent.encoder.lora import LoraSettings, attach_lora, lora_parameters, lora_state, read_adapter
+from fewintent.encoder.lora import (
+    LoraSettings,
+    attach_lora,
+    has_lora,
+    lora_parameters,
+    lora_state,
+    merge_lora,
+    read_adapter,
+)
 from fewintent.errors import FewIntentError
 from fewintent.heads.linear import PrototypeLinearHead
 from fewintent.heads.proto import PrototypicalHead
@@ -271,6 +279,24 @@ def test_adapt_on_support_moves_only_lora_and_lowers_the_support_loss() -> None:
         adapt_on_support(make_tiny_encoder(), data, steps=1, lr=1e-3)
 
 
+def test_merged_lora_embeds_the_same_without_lora_layers_and_keeps_its_weights() -> None:
+    enc = make_tiny_encoder()
+    attach_lora(enc)
+    with torch.no_grad():
+        for p in lora_parameters(enc).values():
+            p.normal_(0, 0.2)  # B starts at 0: make the delta real
+    texts = ["where is my card", "play some jazz", "a pizza please"]
+    before, state = enc.encode(texts), lora_state(enc)
+    merge_lora(enc)
+    assert torch.allclose(enc.encode(texts), before, atol=1e-5)
+    assert not any("lora_" in n for n, _ in enc.model.named_parameters()) and has_lora(enc)
+    assert all(torch.equal(v, state[k]) for k, v in lora_state(enc).items()) and set(lora_state(enc)) == set(state)
+    with pytest.raises(FewIntentError, match="merged"):
+        lora_parameters(enc)
+    with pytest.raises(FewIntentError, match="already"):
+        attach_lora(enc)
+
+
 def test_adapt_on_support_batches_large_sets_deterministically() -> None:
     data = IntentSet.from_pairs([(f"{w} number {i}", w) for w in ("card", "music", "pizza") for i in range(30)])
     states = []
@@ -309,6 +335,7 @@ def test_cli_meta_train_output_is_usable_as_adapter(data_dir: Path, tmp_path: Pa
     assert clf.meta["inner_lr"] == config["inner_lr"]
     clf.save(tmp_path / "model")
     again = IntentClassifier.load(tmp_path / "model", device="cpu")
+    assert clf.encoder.merged_lora is not None and again.encoder.merged_lora is not None  # inference form
     texts = ["card please", "some music"]
     assert [p.to_dict() for p in clf.predict(texts)] == [p.to_dict() for p in again.predict(texts)]
 

@@ -8,6 +8,7 @@ examples) and the same test texts; the floor is the raw encoder forward pass on 
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
@@ -26,7 +27,7 @@ from fewintent.bench.protocols import limit
 from fewintent.bench.results import load_rows
 from fewintent.data.intentset import IntentSet
 from fewintent.encoder.encoder import SentenceEncoder
-from fewintent.encoder.lora import load_lora_state, lora_state
+from fewintent.encoder.lora import merge_lora
 
 SPEED_DATASET, SPEED_SHOTS = "banking77", 5
 RAW = "raw-encoder"
@@ -267,9 +268,10 @@ def _measure_method(
     if method.adapter_dir is None:
         encoder = _frozen_on(ctx, device)
     else:
-        _, encoder = ctx.pool.get(method.adapter_dir)
-        encoder.to(device)
-    saved = lora_state(encoder) if method.spec.steps else None
+        # What IntentClassifier.adapt does (steps, then LoRA merged into the base weights), on a private copy:
+        # merging is in place and the pool's encoder must keep its live, meta-learned LoRA for later methods.
+        _, shared = ctx.pool.get(method.adapter_dir)
+        encoder = copy.deepcopy(shared).to(device)
     clf = IntentClassifier(encoder)
 
     def adapt_fi() -> None:
@@ -279,14 +281,13 @@ def _measure_method(
             key = ctx.pool.key(method.adapter_dir)
             lr = float(ctx.pool.adapter_config(key).get("inner_lr", 1e-3))
             adapt_on_support(encoder, support, steps=method.spec.steps, lr=lr, seed=ctx.config.seed)
+        merge_lora(encoder)
         clf.fit(support)
 
     try:
         m = _measure(lambda x: clf.predict(x, top_k=1), floor, singles, batch, device, adapt_fi, **_timing(ctx))
     finally:
-        if saved is not None:
-            load_lora_state(encoder, saved)
-        if device != "cpu":
+        if device != "cpu" and method.adapter_dir is None:
             encoder.to("cpu")
     return {
         **base,

@@ -118,6 +118,7 @@ class SentenceEncoder(nn.Module):
         super().__init__()
         self.max_length = max_length
         self.sha256: str | None = None
+        self.merged_lora: dict[str, torch.Tensor] | None = None  # set by lora.merge_lora (inference form)
         if model is not None and tokenizer is not None:  # tests and callers that build their own
             self.name = name_or_path or "custom"
             self.model, self.tokenizer = model, tokenizer

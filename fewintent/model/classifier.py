@@ -14,7 +14,14 @@ import torch
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet
 from fewintent.data.io import read_intent_file
 from fewintent.encoder.encoder import SentenceEncoder
-from fewintent.encoder.lora import SHIPPED_ADAPTERS_DIR, LoraSettings, has_lora, load_adapter, resolve_adapter
+from fewintent.encoder.lora import (
+    SHIPPED_ADAPTERS_DIR,
+    LoraSettings,
+    has_lora,
+    load_adapter,
+    merge_lora,
+    resolve_adapter,
+)
 from fewintent.errors import FewIntentError
 from fewintent.heads.proto import class_means
 from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold, leave_one_out_scores
@@ -156,6 +163,7 @@ class IntentClassifier:
             lr = args.inner_lr or float((meta["adapter"] or {}).get("inner_lr", 1e-3))
             adapt_on_support(encoder, data, steps=args.steps, lr=lr, seed=args.seed)
             meta["steps"], meta["inner_lr"] = args.steps, lr
+        merge_lora(encoder)  # the LoRA weights are final from here on: fold them in, inference at raw-encoder cost
         clf = cls(encoder, oos_label=args.oos_label, scale=args.scale, in_scope_recall=args.in_scope_recall, meta=meta)
         clf.fit(data, progress=progress)
         return clf

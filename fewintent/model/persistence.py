@@ -151,7 +151,7 @@ def _recover(path: Path) -> Path:
 
 def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
     from fewintent.encoder.encoder import SentenceEncoder
-    from fewintent.encoder.lora import LoraSettings, attach_lora, load_lora_state
+    from fewintent.encoder.lora import LoraSettings, attach_lora, load_lora_state, merge_lora
     from fewintent.model.classifier import IntentClassifier, _Table
 
     path = _recover(path.expanduser().absolute())
@@ -199,6 +199,7 @@ def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
             raise FewIntentError(f"{path}: {LORA} is missing or corrupt ({e})") from e
         attach_lora(encoder, LoraSettings.from_dict(config["lora"]))
         load_lora_state(encoder, lora)
+        merge_lora(encoder)
     clf = IntentClassifier(
         encoder,
         oos_label=config.get("oos_label", "oos"),
