@@ -49,7 +49,8 @@ class MicroBatcher:
     The event loop never blocks on the encoder; requests that arrive while a batch runs are merged into the next
     one (up to ``max_batch_texts`` texts). Each batch reads one classifier (and so one prototype table), so no
     prediction mixes two versions of the model. ``classifier`` may be a callable returning the current one, so a
-    server can swap models between batches.
+    server can swap models between batches: it is called when a batch starts, after its requests were queued, so
+    a request queued after a swap is answered by the new model (read-after-write).
 
     Example:
         >>> batcher = MicroBatcher(clf)  # doctest: +SKIP
@@ -172,6 +173,8 @@ class MicroBatcher:
         texts = [t for p in batch for t in p.texts]
         k = max(p.top_k for p in batch)
         try:
+            # Read once the batch is taken, so every request in it was queued before this read: a request that
+            # arrives after the server swapped in an edited model is never answered by the model it replaced.
             clf = self._source()
             predictions = await loop.run_in_executor(self._executor, functools.partial(clf.predict, texts, top_k=k))
         except Exception as e:  # every caller in the batch gets the error, the worker lives on

@@ -6,6 +6,10 @@ process saved since, applies the change to a copy, saves it atomically and only 
 request checks the ``config.json`` stamp (inode, mtime, size: one ``stat``) and reloads under a shared lock when
 it changed, so an intent added through one worker is answered by all of them from the next request on. The same
 check picks up a model re-adapted in place with ``fewintent adapt -o MODEL_DIR``.
+
+Read-after-write: an edit swaps its copy in before it returns (so before its HTTP answer), and a request that
+checks the stamp between that save and the swap waits on the edit's lock instead of reloading; so every request
+sent after an edit answered is served by the edited model.
 """
 
 from __future__ import annotations
