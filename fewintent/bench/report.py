@@ -97,6 +97,12 @@ def _rank(method: str) -> tuple[int, str]:
     return (order.index(method) if method in order else len(order), method)
 
 
+def _color(method: str) -> str:
+    """One colour per method across every plot (a method keeps its colour when another is missing from a plot)."""
+    known = [m for m in DEFAULT_METHODS if m != "raw-encoder"]
+    return f"C{known.index(method) % 10}" if method in known else f"C{(len(known) + sum(map(ord, method))) % 10}"
+
+
 def _order(methods: Iterable[str]) -> list[str]:
     return sorted(set(methods), key=_rank)
 
@@ -274,6 +280,17 @@ def oos_table(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _speed_provenance(ok: list[dict[str, Any]]) -> list[str]:
+    """Which machine each device's rows come from, and the rows' own notes (e.g. what changed since)."""
+    lines = []
+    for device in sorted({r["device"] for r in ok}):
+        run = next(r.get("run") or {} for r in ok if r["device"] == device)
+        versions = run.get("versions") or {}
+        machine = run.get("gpu") if device.startswith("cuda") else f"{run.get('cpu')}, {run.get('cpu_count')} cores"
+        lines.append(f"- `{device}`: {machine}; torch {versions.get('torch')}, fewintent {versions.get('fewintent')}.")
+    return lines + [f"- {note}" for note in sorted({r["note"] for r in ok if r.get("note")})]
+
+
 def speed_table(rows: list[dict[str, Any]], serve_load: list[str] | None = None) -> list[str]:
     ok = _ok(rows, "speed")
     if not ok and not serve_load:
@@ -328,6 +345,8 @@ def speed_table(rows: list[dict[str, Any]], serve_load: list[str] | None = None)
                 ],
                 body,
             ),
+            "",
+            *_speed_provenance(ok),
         ]
     if serve_load:
         lines += ["", *serve_load]
@@ -406,11 +425,10 @@ def plot_accuracy_vs_shots(rows: list[dict[str, Any]], path: Path) -> bool:
     plt = _plt()
     datasets = [d for d in ("banking77", "clinc150", "hwu64") if any(r["dataset"] == d for r in ok)]
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 4), squeeze=False)
-    colors = {m: f"C{i}" for i, m in enumerate(_order(r["method"] for r in ok))}  # one colour per method
     for ax, d in zip(axes[0], datasets):
         for m in _order(r["method"] for r in ok if r["dataset"] == d):
             pts = sorted((r["shots"], 100 * r["accuracy"]) for r in ok if r["dataset"] == d and r["method"] == m)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m, color=colors[m])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m, color=_color(m))
         ref = PUBLISHED["CPFT (RoBERTa-base, EMNLP 2021)"]
         ax.plot([5, 10], [ref[(d, 5)], ref[(d, 10)]], "k--", alpha=0.5, label="CPFT (published)")
         ax.set_title(_name(d))
@@ -437,8 +455,8 @@ def plot_time_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> bool:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = {"banking77": "o", "clinc150": "s", "hwu64": "^"}
-    for i, m in enumerate(_order(r["method"] for r in ok)):
-        color = f"C{i}"
+    for m in _order(r["method"] for r in ok):
+        color = _color(m)
         for r in (r for r in ok if r["method"] == m):
             ax.scatter(
                 r["adapt_seconds"],
@@ -475,21 +493,19 @@ def plot_pr_curves(rows: list[dict[str, Any]], path: Path) -> bool:
     datasets = sorted({r["dataset"] for r in ok})
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 4.2), squeeze=False)
     points = {(r["dataset"], r["method"], r["threshold_source"]): r for r in _ok(rows, "oos")}
-    index = {m: i for i, m in enumerate(_order(r["method"] for r in ok))}  # one colour per method
     for ax, d in zip(axes[0], datasets):
         for m in _order(r["method"] for r in ok if r["dataset"] == d):
-            i = index[m]
             r = next(r for r in ok if r["dataset"] == d and r["method"] == m)
             ax.plot(
                 r["pr_curve"]["recall"],
                 r["pr_curve"]["precision"],
-                color=f"C{i}",
+                color=_color(m),
                 label=f"{m} (AUROC {100 * r['auroc']:.1f})",
             )
             for source, marker in (("valid", "o"), ("support", "x")):
                 p = points.get((d, m, source))
                 if p and p.get("oos_recall") is not None:
-                    ax.scatter(p["oos_recall"], p["oos_precision"], color=f"C{i}", marker=marker, zorder=3)
+                    ax.scatter(p["oos_recall"], p["oos_precision"], color=_color(m), marker=marker, zorder=3)
         ax.set_title(_name(d), fontsize=10)
         ax.set_xlabel("OOS recall")
         ax.set_xlim(0, 1.02)
@@ -517,14 +533,14 @@ def plot_episodic(rows: list[dict[str, Any]], path: Path) -> bool:
     width = 0.8 / max(len(methods), 1)
     cell = {(r["dataset"], str(r["ways"]), r["shots"], r["method"]): r for r in ok}
     for i, m in enumerate(methods):
-        xs, ys, es = [], [], []
+        xs, ys, es = [], [], []  # i: the bar's slot in its group
         for j, s in enumerate(settings):
             r = cell.get((*s, m))
             if r:
                 xs.append(j + (i - (len(methods) - 1) / 2) * width)
                 ys.append(100 * r["accuracy"])
                 es.append(100 * r["ci95"])
-        ax.bar(xs, ys, width, yerr=es, capsize=2, label=m, color=f"C{i}")
+        ax.bar(xs, ys, width, yerr=es, capsize=2, label=m, color=_color(m))
     ax.set_xticks(range(len(settings)))
     ax.set_xticklabels([f"{_name(d)}\n{w}-way {k}-shot" for d, w, k in settings], fontsize=8)
     ax.set_ylabel("accuracy (%) ± 95% CI")
