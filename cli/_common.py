@@ -30,6 +30,17 @@ def quiet_libraries() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+THREADS_HELP = "torch CPU threads (default: torch's, all cores). On a busy or shared host 1-2 is often much faster."
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply ``--threads`` to this process (None keeps torch's default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def guarded(fn: F) -> F:
     """User mistakes print one line on stderr and exit 1, with no traceback; Ctrl-C exits 130."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fewintent.cli._common import console, guarded, print_warnings, progress_bar
+from fewintent.cli._common import THREADS_HELP, console, guarded, print_warnings, progress_bar, set_threads
 from fewintent.data import read_intent_file
 from fewintent.model import AdaptArguments, IntentClassifier
 from fewintent.model.persistence import check_model_path
@@ -30,6 +30,7 @@ def adapt(
     ),
     inner_lr: float = typer.Option(None, "--inner-lr", help="Learning rate for --steps (default: the adapter's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed (for --steps)."),
     oos_label: str = typer.Option("oos", "--oos-label", help="Intent name that marks out-of-scope rows."),
     in_scope_recall: float = typer.Option(
@@ -41,6 +42,7 @@ def adapt(
     Rows whose intent is the OOS label calibrate the out-of-scope threshold; without them it comes from
     your examples alone (leave-one-out).
     """
+    set_threads(threads)
     check_model_path(output)
     data = read_intent_file(train_file, oos_label=oos_label)
     print_warnings(data.warnings)

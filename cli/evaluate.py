@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fewintent.cli._common import console, guarded, print_warnings, progress_bar
+from fewintent.cli._common import THREADS_HELP, console, guarded, print_warnings, progress_bar, set_threads
 from fewintent.data import read_intent_file
 from fewintent.model import IntentClassifier
 from fewintent.model import evaluate as run_evaluation
@@ -26,8 +26,10 @@ def evaluate(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every metric."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Score a model on labelled data. Rows with the model's OOS label must come back out of scope."""
+    set_threads(threads)
     clf = IntentClassifier.load(model_dir, device=device)
     parts = [read_intent_file(f, oos_label=clf.oos_label, for_training=False) for f in test_files]
     data = parts[0]

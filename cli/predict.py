@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fewintent.cli._common import console, guarded, progress_bar
+from fewintent.cli._common import THREADS_HELP, console, guarded, progress_bar, set_threads
 from fewintent.errors import FewIntentError
 from fewintent.model import IntentClassifier
 
@@ -50,8 +50,10 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per message (the DESIGN.md contract)."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Intents listed in each ranking."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Classify messages given as arguments or in a file; out-of-scope ones get the OOS label."""
+    set_threads(threads)
     all_texts = list(texts or [])
     if input_file is not None:
         all_texts += _read_texts(input_file)

@@ -45,6 +45,19 @@ def test_predict_json_contract(demo_model):
     assert lines[1]["is_oos"] and lines[1]["intent"]["name"] == "oos"
 
 
+def test_threads_option_sets_torch_threads(demo_model):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = run("predict", demo_model, "is my bike ready yet", "--json", "--threads", "1")
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+        assert run("predict", demo_model, "hi", "--threads", "0").exit_code != 0  # typer's range check
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_predict_from_file_and_table(demo_model, tmp_path):
     f = tmp_path / "msgs.txt"
     f.write_text("where is my order\n\n" + json.dumps({"text": "are you open on sunday"}) + "\n")
