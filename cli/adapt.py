@@ -10,7 +10,7 @@ import typer
 from fewintent.cli._common import THREADS_HELP, console, guarded, print_warnings, progress_bar, set_threads
 from fewintent.data import read_intent_file
 from fewintent.model import AdaptArguments, IntentClassifier
-from fewintent.model.persistence import check_model_path
+from fewintent.model.persistence import check_model_path, model_dir_lock
 
 
 @guarded
@@ -60,7 +60,8 @@ def adapt(
     with progress_bar("encoding examples", len(data)) as advance:
         clf = IntentClassifier.adapt(data, args, progress=advance)
     seconds = time.perf_counter() - start
-    clf.save(output)
+    with model_dir_lock(output.expanduser().absolute(), exclusive=True):  # a server on it reloads after, not during
+        clf.save(output)
     adapter_name = (clf.meta.get("adapter") or {}).get("source", "none")
     console.print(
         f"adapted {len(clf.labels)} intents from {len(data.texts)} examples"

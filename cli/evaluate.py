@@ -12,6 +12,7 @@ from fewintent.cli._common import THREADS_HELP, console, guarded, print_warnings
 from fewintent.data import read_intent_file
 from fewintent.model import IntentClassifier
 from fewintent.model import evaluate as run_evaluation
+from fewintent.model.persistence import model_dir_lock
 
 
 def _fmt(x: float | None) -> str:
@@ -30,7 +31,8 @@ def evaluate(
 ) -> None:
     """Score a model on labelled data. Rows with the model's OOS label must come back out of scope."""
     set_threads(threads)
-    clf = IntentClassifier.load(model_dir, device=device)
+    with model_dir_lock(model_dir.expanduser().absolute(), exclusive=False):  # never mid-way through a save
+        clf = IntentClassifier.load(model_dir, device=device)
     parts = [read_intent_file(f, oos_label=clf.oos_label, for_training=False) for f in test_files]
     data = parts[0]
     for extra in parts[1:]:

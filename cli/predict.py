@@ -12,6 +12,7 @@ from rich.table import Table
 from fewintent.cli._common import THREADS_HELP, console, guarded, progress_bar, set_threads
 from fewintent.errors import FewIntentError
 from fewintent.model import IntentClassifier
+from fewintent.model.persistence import model_dir_lock
 
 MAX_INPUT_TEXTS = 1_000_000
 
@@ -59,7 +60,8 @@ def predict(
         all_texts += _read_texts(input_file)
     if not all_texts:
         raise FewIntentError("nothing to classify: give messages as arguments or --input FILE")
-    clf = IntentClassifier.load(model_dir, device=device)
+    with model_dir_lock(model_dir.expanduser().absolute(), exclusive=False):  # never mid-way through a save
+        clf = IntentClassifier.load(model_dir, device=device)
     with progress_bar("classifying", len(all_texts), enabled=True) as advance:
         predictions = clf.predict(all_texts, top_k=top_k, progress=advance)
     if as_json:

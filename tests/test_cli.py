@@ -125,6 +125,39 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_adapt_saves_and_predict_loads_under_the_model_dir_lock(tmp_path, monkeypatch):
+    """A server on the directory (which takes the same lock) never reloads between a save's two renames."""
+    import contextlib
+    import fcntl
+    import os
+
+    import fewintent.cli.adapt as adapt_cmd
+    import fewintent.cli.predict as predict_cmd
+    from fewintent.model import persistence
+
+    seen = []
+
+    @contextlib.contextmanager
+    def probe(path, *, exclusive):
+        with persistence.model_dir_lock(path, exclusive=exclusive):
+            fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR)
+            try:  # another holder must be shut out while the command works
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                seen.append("not locked")
+            except BlockingIOError:
+                seen.append(("locked", path.name, exclusive, (path / "config.json").exists()))
+            finally:
+                os.close(fd)
+            yield
+
+    monkeypatch.setattr(adapt_cmd, "model_dir_lock", probe)
+    monkeypatch.setattr(predict_cmd, "model_dir_lock", probe)
+    out = tmp_path / "locked"
+    assert run("adapt", DEMO, "-o", out, "--adapter", "none", "--device", "cpu").exit_code == 0
+    assert run("predict", out, "is my bike ready yet").exit_code == 0
+    assert seen == [("locked", "locked", True, False), ("locked", "locked", False, True)]
+
+
 def test_adapt_never_leaves_half_written_model(demo_model, tmp_path, monkeypatch):
     """An adapt that fails while saving over an existing model leaves that model exactly as it was."""
     import shutil
@@ -142,7 +175,7 @@ def test_adapt_never_leaves_half_written_model(demo_model, tmp_path, monkeypatch
     result = run("adapt", DEMO, "-o", target, "--adapter", "none")
     assert result.exit_code == 1 and "No space left on device" in result.stderr
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.lock", "model"]  # no temp or backup left
 
 
 def test_adapt_refuses_foreign_output_before_work(tmp_path):

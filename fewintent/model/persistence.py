@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -9,6 +10,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +67,33 @@ def check_model_path(path: Path) -> Path:
     if parent is None or not os.access(parent, os.W_OK):
         raise FewIntentError(f"{path}: cannot write there (parent directory {parent} is not writable)")
     return path
+
+
+@contextlib.contextmanager
+def model_dir_lock(model_dir: Path, *, exclusive: bool) -> Iterator[None]:
+    """An advisory ``flock`` on ``.NAME.lock`` beside ``model_dir``, shared by every fewintent process.
+
+    Writers (a server's edit, ``fewintent adapt -o``) take it exclusively around their save; readers (a server's
+    reload, ``predict``, ``evaluate``) take it shared around their load, so a load never meets the moment between
+    a save's two renames. Not re-entrant: a process holding it must not take it again. A no-op where flock is
+    missing or the parent directory does not exist yet / is read-only (no one can be saving there).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: one process per model directory
+        yield
+        return
+    lock_path = model_dir.parent / f".{model_dir.name}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] | None = None) -> Path:

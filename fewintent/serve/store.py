@@ -15,17 +15,16 @@ sent after an edit answered is served by the edited model.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fewintent.errors import FewIntentError
 from fewintent.model.classifier import IntentClassifier
-from fewintent.model.persistence import CONFIG
+from fewintent.model.persistence import CONFIG, model_dir_lock
 
 logger = logging.getLogger("fewintent.serve")
 
@@ -44,27 +43,6 @@ class PersistError(RuntimeError):
     """Saving the edited model failed; the previous model is still on disk and still served (HTTP 500)."""
 
 
-@contextlib.contextmanager
-def _dir_lock(model_dir: Path, *, exclusive: bool) -> Iterator[None]:
-    """An advisory lock shared by every fewintent server on ``model_dir`` (a no-op where flock is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: one process per model directory
-        yield
-        return
-    lock_path = model_dir.parent / f".{model_dir.name}.lock"
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:  # read-only parent: no other fewintent process can be saving there either
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 class ModelStore:
     """Holds the classifier a server answers with; see the module docstring for the multi-process protocol.
 
@@ -80,7 +58,7 @@ class ModelStore:
         self.model_dir = Path(model_dir).expanduser().absolute()
         self.device = device
         self._lock = threading.Lock()  # one reload or edit at a time in this process
-        with _dir_lock(self.model_dir, exclusive=False):
+        with model_dir_lock(self.model_dir, exclusive=False):
             self._stamp = self._read_stamp()  # before loading: a save racing the load triggers a second load
             self.classifier = classifier or IntentClassifier.load(self.model_dir, device=device)
         self.reloads = 0
@@ -103,7 +81,7 @@ class ModelStore:
         return self.classifier
 
     def _reload_if_stale(self) -> None:
-        with self._lock, _dir_lock(self.model_dir, exclusive=False):
+        with self._lock, model_dir_lock(self.model_dir, exclusive=False):
             self._reload_locked()
 
     def _reload_locked(self) -> None:
@@ -147,7 +125,7 @@ class ModelStore:
         return await asyncio.to_thread(self._edit, change)
 
     def _edit(self, change: Callable[[IntentClassifier], None]) -> IntentClassifier:
-        with self._lock, _dir_lock(self.model_dir, exclusive=True):
+        with self._lock, model_dir_lock(self.model_dir, exclusive=True):
             self._reload_locked()  # edit on top of what another process saved, never over it
             # A shallow copy shares the encoder (and its lock); the change swaps in a new table on the copy only,
             # so requests keep the old model until the new one is on disk.
