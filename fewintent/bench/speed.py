@@ -284,11 +284,7 @@ def _measure_method(
         merge_lora(encoder)
         clf.fit(support)
 
-    try:
-        m = _measure(lambda x: clf.predict(x, top_k=1), floor, singles, batch, device, adapt_fi, **_timing(ctx))
-    finally:
-        if device != "cpu" and method.adapter_dir is None:
-            encoder.to("cpu")
+    m = _measure(lambda x: clf.predict(x, top_k=1), floor, singles, batch, device, adapt_fi, **_timing(ctx))
     return {
         **base,
         "method": name,
