@@ -9,13 +9,17 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fewintent.errors import FewIntentError
+
+if TYPE_CHECKING:
+    from fewintent.model import IntentClassifier
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,6 +43,15 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def load_classifier(model_dir: Path, device: str) -> IntentClassifier:
+    """Load a model directory under its shared lock, so the load never lands in the middle of a save."""
+    from fewintent.model import IntentClassifier
+    from fewintent.model.persistence import model_dir_lock
+
+    with model_dir_lock(model_dir.expanduser().absolute(), exclusive=False):
+        return IntentClassifier.load(model_dir, device=device)
 
 
 def guarded(fn: F) -> F:

@@ -8,11 +8,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fewintent.cli._common import THREADS_HELP, console, guarded, print_warnings, progress_bar, set_threads
+from fewintent.cli._common import (
+    THREADS_HELP,
+    console,
+    guarded,
+    load_classifier,
+    print_warnings,
+    progress_bar,
+    set_threads,
+)
 from fewintent.data import read_intent_file
-from fewintent.model import IntentClassifier
 from fewintent.model import evaluate as run_evaluation
-from fewintent.model.persistence import model_dir_lock
 
 
 def _fmt(x: float | None) -> str:
@@ -31,8 +37,7 @@ def evaluate(
 ) -> None:
     """Score a model on labelled data. Rows with the model's OOS label must come back out of scope."""
     set_threads(threads)
-    with model_dir_lock(model_dir.expanduser().absolute(), exclusive=False):  # never mid-way through a save
-        clf = IntentClassifier.load(model_dir, device=device)
+    clf = load_classifier(model_dir, device)
     parts = [read_intent_file(f, oos_label=clf.oos_label, for_training=False) for f in test_files]
     data = parts[0]
     for extra in parts[1:]:

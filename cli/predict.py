@@ -9,10 +9,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fewintent.cli._common import THREADS_HELP, console, guarded, progress_bar, set_threads
+from fewintent.cli._common import THREADS_HELP, console, guarded, load_classifier, progress_bar, set_threads
 from fewintent.errors import FewIntentError
-from fewintent.model import IntentClassifier
-from fewintent.model.persistence import model_dir_lock
 
 MAX_INPUT_TEXTS = 1_000_000
 
@@ -60,8 +58,7 @@ def predict(
         all_texts += _read_texts(input_file)
     if not all_texts:
         raise FewIntentError("nothing to classify: give messages as arguments or --input FILE")
-    with model_dir_lock(model_dir.expanduser().absolute(), exclusive=False):  # never mid-way through a save
-        clf = IntentClassifier.load(model_dir, device=device)
+    clf = load_classifier(model_dir, device)
     with progress_bar("classifying", len(all_texts), enabled=True) as advance:
         predictions = clf.predict(all_texts, top_k=top_k, progress=advance)
     if as_json:

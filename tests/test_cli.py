@@ -132,14 +132,14 @@ def test_adapt_saves_and_predict_loads_under_the_model_dir_lock(tmp_path, monkey
     import os
 
     import fewintent.cli.adapt as adapt_cmd
-    import fewintent.cli.predict as predict_cmd
     from fewintent.model import persistence
 
     seen = []
+    real_lock = persistence.model_dir_lock
 
     @contextlib.contextmanager
     def probe(path, *, exclusive):
-        with persistence.model_dir_lock(path, exclusive=exclusive):
+        with real_lock(path, exclusive=exclusive):
             fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR)
             try:  # another holder must be shut out while the command works
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -151,7 +151,7 @@ def test_adapt_saves_and_predict_loads_under_the_model_dir_lock(tmp_path, monkey
             yield
 
     monkeypatch.setattr(adapt_cmd, "model_dir_lock", probe)
-    monkeypatch.setattr(predict_cmd, "model_dir_lock", probe)
+    monkeypatch.setattr(persistence, "model_dir_lock", probe)
     out = tmp_path / "locked"
     assert run("adapt", DEMO, "-o", out, "--adapter", "none", "--device", "cpu").exit_code == 0
     assert run("predict", out, "is my bike ready yet").exit_code == 0
