@@ -9,6 +9,7 @@ import typer
 
 from fewintent.cli._common import THREADS_HELP, console, guarded, print_warnings, progress_bar, set_threads
 from fewintent.data import read_intent_file
+from fewintent.heads.linear import DEFAULT_C, HeadType
 from fewintent.model import AdaptArguments, IntentClassifier
 from fewintent.model.persistence import check_model_path, model_dir_lock
 
@@ -24,6 +25,15 @@ def adapt(
         "auto",
         "--adapter",
         help="Meta-learned LoRA adapter: shipped name, directory, 'auto' (shipped default) or 'none'.",
+    ),
+    head: HeadType = typer.Option(
+        HeadType.LINEAR.value,
+        "--head",
+        help="Decision head: 'linear' (logistic regression on the embeddings; the default, best on valid) or "
+        "'prototype' (cosine to each intent's mean example).",
+    ),
+    head_c: float = typer.Option(
+        DEFAULT_C, "--head-c", min=1e-6, help="Inverse regularisation of the linear head (like scikit-learn's C)."
     ),
     steps: int = typer.Option(
         0, "--steps", min=0, max=1000, help="Inner-loop LoRA steps on your examples (0 = prototypes only)."
@@ -49,6 +59,8 @@ def adapt(
     args = AdaptArguments(
         base=base,
         adapter=adapter,
+        head=head,
+        head_c=head_c,
         steps=steps,
         inner_lr=inner_lr,
         device=device,
@@ -66,7 +78,8 @@ def adapt(
     console.print(
         f"adapted {len(clf.labels)} intents from {len(data.texts)} examples"
         f"{f' + {len(data.oos_texts)} out-of-scope' if data.oos_texts else ''} in {seconds:.2f}s "
-        f"(adapter: {adapter_name}, steps: {steps}, OOS threshold {clf.threshold:.3f}) -> {output}",
+        f"(adapter: {adapter_name}, head: {clf.head.value}, steps: {steps}, "
+        f"OOS threshold {clf.threshold:.3f}) -> {output}",
         highlight=False,
         soft_wrap=True,
     )

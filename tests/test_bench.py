@@ -16,7 +16,7 @@ from fewintent.bench.config import parse_adapter_options, resolve_adapter_for
 from fewintent.bench.context import BenchContext, Skip
 from fewintent.bench.data import Corpora, Row
 from fewintent.bench.encoders import EncoderPool
-from fewintent.bench.methods import FROZEN_PROTOTYPE, LogRegMethod, PrototypeMethod, parse_method
+from fewintent.bench.methods import FROZEN_PROTOTYPE, ClassifierMethod, LogRegMethod, parse_method
 from fewintent.bench.metrics import auroc, precision_recall_curve
 from fewintent.bench.results import ResultStore, load_rows
 from fewintent.encoder.lora import attach_lora, save_adapter
@@ -149,7 +149,7 @@ def test_every_method_gets_identical_episodes(tmp_path, monkeypatch):
     cfg = tiny_config(root, tmp_path / "out", protocols=("episodic",), episode_shots=(1,), episode_ways=(5, "all"))
     ctx = tiny_context(cfg)
     seen: dict[str, list] = {}
-    for cls in (PrototypeMethod, LogRegMethod):
+    for cls in (ClassifierMethod, LogRegMethod):
         original = cls.run
 
         def spy(self, support, queries, *, want_threshold=False, _orig=original):  # type: ignore[no-untyped-def]
@@ -193,7 +193,7 @@ def test_leave_one_out_adapter_is_the_one_chosen(tmp_path):
         ("banking77_oos:id", "minilm-meta-no-banking77"),  # built from BANKING77
     ]:
         method = ctx.method("fewintent-protonet", "fullway", dataset)
-        assert isinstance(method, PrototypeMethod) and method.adapter_dir is not None
+        assert isinstance(method, ClassifierMethod) and method.adapter_dir is not None
         assert method.adapter_dir.name == expected
     # the shipped adapters here are protonet ones: fomaml rows are skipped, saying what to pass
     skip = ctx.method("fewintent-fomaml", "fullway", "hwu64")
@@ -223,7 +223,7 @@ def test_an_adapter_that_saw_the_dataset_is_refused(tmp_path):
     )
     cfg.adapters = parse_adapter_options([f"episodic:protonet={honest}"])
     ok = tiny_context(cfg).method("fewintent-protonet", "episodic", "hwu64", heldout=("alarm", "iot", "music"))
-    assert isinstance(ok, PrototypeMethod)
+    assert isinstance(ok, ClassifierMethod)
     path, _ = resolve_adapter_for(str(honest), "hwu64", ())
     assert path == honest
 
@@ -267,21 +267,26 @@ def test_no_test_row_ever_reaches_a_threshold(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- the product's head, results
 
 
-def test_bench_prototypes_match_the_classifier(tmp_path):
-    from fewintent.bench.methods import MethodSpec
+@pytest.mark.parametrize("name", [FROZEN_PROTOTYPE, "frozen-linear"])
+def test_bench_heads_match_the_classifier(name):
+    """The benchmark's rows come from the product's own head: same rankings, OOS scores and threshold."""
     from fewintent.data import IntentSet
     from fewintent.model import IntentClassifier
 
     support = IntentSet.from_pairs([(f"{w} {i}", w) for w in ("alpha", "beta", "gamma") for i in range(4)])
     queries = ["alpha 9", "beta beta", "gamma ray", "delta"]
     pool = EncoderPool(make_tiny_encoder)
-    outcome = PrototypeMethod(MethodSpec(FROZEN_PROTOTYPE, FROZEN_PROTOTYPE), pool, None).run(
-        support, {"q": queries}, want_threshold=True
-    )
-    clf = IntentClassifier(make_tiny_encoder()).fit(support)
+    spec = parse_method(name)
+    outcome = ClassifierMethod(spec, pool, None).run(support, {"q": queries}, want_threshold=True)
+    clf = IntentClassifier(make_tiny_encoder(), head=spec.head).fit(support)
     _, sims = clf.similarities(queries)
-    assert outcome.labels == clf.labels
-    assert np.allclose(outcome.scores["q"], sims.numpy(), atol=1e-5)
+    assert outcome.labels == clf.labels and outcome.extra["head"] == spec.head.value
+    assert np.allclose(outcome.oos_score("q"), sims.max(1).values.numpy(), atol=1e-5)
+    assert np.allclose(
+        torch.softmax(torch.tensor(outcome.scores["q"]), -1).numpy(), clf.predict_proba(queries), atol=1e-4
+    )
+    ranked = [outcome.labels[i] for i in outcome.scores["q"].argmax(1)]
+    assert ranked == [p.intent_ranking[0].name for p in clf.predict(queries)]
     assert outcome.support_threshold == pytest.approx(clf.threshold, abs=1e-6)
 
 
@@ -343,13 +348,13 @@ def test_missing_only_fills_gaps_without_rerunning(tmp_path, monkeypatch):
     cfg = tiny_config(root, tmp_path / "out", datasets=("banking77",), shots=(5,), methods=(FROZEN_PROTOTYPE,))
     fullway(tiny_context(cfg))
     calls: list[str] = []
-    original = PrototypeMethod.run
+    original = ClassifierMethod.run
 
     def spy(self, support, queries, *, want_threshold=False):  # type: ignore[no-untyped-def]
         calls.append(self.name)
         return original(self, support, queries, want_threshold=want_threshold)
 
-    monkeypatch.setattr(PrototypeMethod, "run", spy)
+    monkeypatch.setattr(ClassifierMethod, "run", spy)
     again = tiny_config(
         root,
         cfg.out,

@@ -12,9 +12,9 @@ from fewintent.bench.methods import (
     FROZEN_LOGREG,
     FROZEN_PROTOTYPE,
     SETFIT,
+    ClassifierMethod,
     LogRegMethod,
     Method,
-    PrototypeMethod,
     SetFitMethod,
     parse_method,
     setfit_available,
@@ -44,9 +44,10 @@ class BenchContext:
         spec = parse_method(name)
         cfg = self.config
         if spec.family == FROZEN_PROTOTYPE:
-            return PrototypeMethod(spec, self.pool, None, seed=cfg.seed)
+            return ClassifierMethod(spec, self.pool, None, seed=cfg.seed)
         if spec.family == FROZEN_LOGREG:
-            return LogRegMethod(self.pool, seed=cfg.seed)
+            # tuned on the dataset's valid split (never test); episodic episodes read their own intents' rows
+            return LogRegMethod(self.pool, seed=cfg.seed, valid=lambda: self.corpora.labelled(dataset, "valid"))
         if spec.family == SETFIT:
             missing = setfit_available()
             return (
@@ -70,7 +71,7 @@ class BenchContext:
                 import fewintent.meta.inner  # noqa: F401
             except ImportError:
                 return Skip("--steps needs fewintent.meta.inner (meta-training, issue 3), not installed here")
-        return PrototypeMethod(spec, self.pool, path, seed=cfg.seed)
+        return ClassifierMethod(spec, self.pool, path, seed=cfg.seed)
 
     def already_done(self, row: dict[str, Any]) -> bool:
         """With ``--missing-only``: a measured (not skipped) row with this key is already in results.json."""

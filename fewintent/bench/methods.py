@@ -4,11 +4,19 @@ Names are fixed so results compare across runs:
 
 - ``frozen-prototype``: the shipped encoder without adapter, class-mean prototypes, cosine (fewintent with
   ``--adapter none``).
-- ``frozen-logreg``: scikit-learn ``LogisticRegression`` (defaults) on the frozen embeddings.
+- ``frozen-logreg``: scikit-learn ``LogisticRegression`` on the frozen embeddings, its ``C`` tuned per dataset
+  and shot count on that dataset's ``valid`` split (never ``test``).
+- ``frozen-linear``: the product's linear head (``fewintent adapt --adapter none --head linear``).
+- ``fewintent-linear``: the product default: the meta-learned protonet adapter left out of the scored dataset,
+  linear head (``fewintent adapt --head linear``); ``fewintent-<algo>-linear`` names another adapter.
 - ``setfit``: the SetFit library on the same packaged MiniLM, its default training recipe.
 - ``fewintent-protonet`` / ``fewintent-fomaml``: the meta-learned adapter of that algorithm, prototypes only
   (``--steps 0``); ``fewintent-<algo>-steps<N>``: the same adapter with ``N`` inner-loop steps on the support
-  set before the prototypes (``fewintent adapt --steps N``). Each row also carries ``steps``.
+  set before the prototypes (``fewintent adapt --steps N``). Each row also carries ``steps`` and ``head``.
+
+Every fewintent method (and ``frozen-prototype`` / ``frozen-linear``) builds its decision rule with
+``IntentClassifier.fit_embeddings``, the code ``fewintent adapt`` runs after encoding, so the report measures what
+users get; only the embeddings are cached across methods.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,24 +34,30 @@ import torch
 
 from fewintent.bench.encoders import EncoderPool
 from fewintent.data.intentset import IntentSet
+from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import load_lora_state, lora_state
 from fewintent.errors import FewIntentError
-from fewintent.heads.proto import class_means
-from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold, leave_one_out_scores
+from fewintent.heads.linear import HeadType
+from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold
+from fewintent.model.classifier import IntentClassifier
 
 FROZEN_PROTOTYPE = "frozen-prototype"
+FROZEN_LINEAR = "frozen-linear"
 FROZEN_LOGREG = "frozen-logreg"
+FEWINTENT_LINEAR = "fewintent-linear"
+LOGREG_C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 SETFIT = "setfit"
 ALGORITHMS = ("protonet", "fomaml")
 DEFAULT_METHODS = (
     FROZEN_PROTOTYPE,
     FROZEN_LOGREG,
     SETFIT,
+    FEWINTENT_LINEAR,
     "fewintent-protonet",
     "fewintent-fomaml",
     "fewintent-fomaml-steps5",
 )
-_FEWINTENT = re.compile(r"^fewintent-(protonet|fomaml)(?:-steps(\d+))?$")
+_FEWINTENT = re.compile(r"^fewintent-(protonet|fomaml)(-linear)?(?:-steps(\d+))?$")
 
 
 @dataclass
@@ -56,6 +71,14 @@ class Outcome:
     """OOS threshold on the max score, from the support set alone (None when the method has no such rule)."""
     score_kind: str = "cosine"
     extra: dict[str, Any] = field(default_factory=dict)
+    oos_scores: dict[str, np.ndarray] | None = None
+    """Per query set, the score the OOS threshold applies to when it is not the best intent score."""
+
+    def oos_score(self, key: str) -> np.ndarray:
+        """Higher = more in scope; ``support_threshold`` cuts this."""
+        if self.oos_scores is not None:
+            return self.oos_scores[key]
+        return self.scores[key].max(1)
 
 
 @dataclass(frozen=True)
@@ -64,17 +87,33 @@ class MethodSpec:
     family: str  # frozen-prototype | frozen-logreg | setfit | fewintent
     algorithm: str | None = None
     steps: int = 0
+    head: HeadType = HeadType.PROTOTYPE
 
 
 def parse_method(name: str) -> MethodSpec:
     """``fewintent-fomaml-steps5`` -> family fewintent, algorithm fomaml, 5 steps; unknown names are refused."""
     if name in (FROZEN_PROTOTYPE, FROZEN_LOGREG, SETFIT):
         return MethodSpec(name, name)
+    if name == FROZEN_LINEAR:
+        return MethodSpec(name, FROZEN_PROTOTYPE, head=HeadType.LINEAR)
+    if name == FEWINTENT_LINEAR:
+        return MethodSpec(name, "fewintent", "protonet", head=HeadType.LINEAR)
     m = _FEWINTENT.match(name)
     if m:
-        return MethodSpec(name, "fewintent", m.group(1), int(m.group(2) or 0))
-    known = ", ".join((FROZEN_PROTOTYPE, FROZEN_LOGREG, SETFIT, "fewintent-protonet", "fewintent-fomaml"))
-    raise FewIntentError(f"unknown method '{name}': use {known}, or fewintent-<protonet|fomaml>-steps<N>")
+        head = HeadType.LINEAR if m.group(2) else HeadType.PROTOTYPE
+        return MethodSpec(name, "fewintent", m.group(1), int(m.group(3) or 0), head)
+    known = ", ".join(
+        (
+            FROZEN_PROTOTYPE,
+            FROZEN_LINEAR,
+            FROZEN_LOGREG,
+            SETFIT,
+            FEWINTENT_LINEAR,
+            "fewintent-protonet",
+            "fewintent-fomaml",
+        )
+    )
+    raise FewIntentError(f"unknown method '{name}': use {known}, or fewintent-<protonet|fomaml>[-linear][-steps<N>]")
 
 
 def _label_index(support: IntentSet) -> tuple[list[str], torch.Tensor]:
@@ -83,14 +122,39 @@ def _label_index(support: IntentSet) -> tuple[list[str], torch.Tensor]:
     return labels, torch.tensor([index[i] for i in support.intents], dtype=torch.long)
 
 
-def prototype_head(
-    support_emb: torch.Tensor, y: torch.Tensor, n_labels: int, oos_emb: torch.Tensor | None = None
-) -> tuple[torch.Tensor, float]:
-    """Normalised class means and the support-calibrated OOS threshold, exactly as ``IntentClassifier.fit``."""
-    protos = torch.nn.functional.normalize(class_means(support_emb, y, n_labels), dim=-1)
-    in_scores = leave_one_out_scores(support_emb, y, n_labels)
-    oos_scores = (oos_emb @ protos.T).max(1).values.numpy() if oos_emb is not None and len(oos_emb) else None
-    return protos, calibrate_threshold(in_scores, oos_scores, in_scope_recall=DEFAULT_IN_SCOPE_RECALL)
+def classifier_head(
+    encoder: SentenceEncoder,
+    head: HeadType,
+    labels: list[str],
+    support_emb: torch.Tensor,
+    y: torch.Tensor,
+    oos_emb: torch.Tensor | None = None,
+) -> IntentClassifier:
+    """The product's decision rule on these embeddings: ``IntentClassifier.fit_embeddings``, product defaults."""
+    return IntentClassifier(encoder, head=head).fit_embeddings(labels, support_emb, y, oos_emb)
+
+
+def _score(clf: IntentClassifier, emb: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(intent scores the head ranks by, OOS score) for embedded queries, as ``IntentClassifier.decide`` uses them."""
+    table = clf.table
+    sims = table.similarities(emb)
+    return table.logits(emb, sims, clf.scale).numpy(), sims.max(1).values.numpy()
+
+
+def _outcome(
+    clf: IntentClassifier, labels: list[str], queries: dict[str, torch.Tensor], adapt: float, extra: dict[str, Any]
+) -> Outcome:
+    scored = {k: _score(clf, e) for k, e in queries.items()}
+    kind = "cosine" if clf.head is HeadType.PROTOTYPE else "logit"
+    return Outcome(
+        labels,
+        {k: v[0] for k, v in scored.items()},
+        adapt,
+        clf.threshold,
+        score_kind=kind,
+        extra={**extra, "head": clf.head.value},
+        oos_scores={k: v[1] for k, v in scored.items()},
+    )
 
 
 class Method:
@@ -104,8 +168,9 @@ class Method:
         raise NotImplementedError
 
 
-class PrototypeMethod(Method):
-    """Prototypes on an encoder (frozen, or with a meta-learned adapter), optionally after inner-loop steps."""
+class ClassifierMethod(Method):
+    """The product's head (prototypes or linear) on an encoder (frozen, or with a meta-learned adapter),
+    optionally after inner-loop steps."""
 
     def __init__(
         self,
@@ -125,11 +190,11 @@ class PrototypeMethod(Method):
             emb, enc_cost = self.pool.embed(key, support.texts)
             oos_emb, oos_cost = self.pool.embed(key, support.oos_texts)
             start = time.perf_counter()
-            protos, threshold = prototype_head(emb, y, len(labels), oos_emb)
+            clf = classifier_head(encoder, self.spec.head, labels, emb, y, oos_emb)
             # encoding time as if uncached (remembered per text) + the head's own time
             adapt = enc_cost + oos_cost + time.perf_counter() - start
-            scores = {k: (self.pool.embed(key, v)[0] @ protos.T).numpy() for k, v in queries.items()}
-            return Outcome(labels, scores, adapt, threshold, extra=self._adapter_fields(key))
+            embedded = {k: self.pool.embed(key, v)[0] for k, v in queries.items()}
+            return _outcome(clf, labels, embedded, adapt, self._adapter_fields(key))
         return self._run_with_steps(encoder, support, labels, y, queries)
 
     def _adapter_fields(self, key: str) -> dict[str, Any]:
@@ -150,13 +215,12 @@ class PrototypeMethod(Method):
             adapt_on_support(encoder, support, steps=self.spec.steps, lr=lr, seed=self.seed)
             emb = encoder.encode(support.texts)
             oos_emb = encoder.encode(support.oos_texts) if support.oos_texts else None
-            protos, threshold = prototype_head(emb, y, len(labels), oos_emb)
+            clf = classifier_head(encoder, self.spec.head, labels, emb, y, oos_emb)
             adapt = time.perf_counter() - start
-            scores = {k: (encoder.encode(v) @ protos.T).numpy() for k, v in queries.items()}
+            embedded = {k: encoder.encode(v) for k, v in queries.items()}
         finally:
             load_lora_state(encoder, saved)  # the next task starts from the meta-learned weights again
-        extra = {**self._adapter_fields(key), "inner_lr": lr}
-        return Outcome(labels, scores, adapt, threshold, extra=extra)
+        return _outcome(clf, labels, embedded, adapt, {**self._adapter_fields(key), "inner_lr": lr})
 
 
 def adapter_note(adapter_dir: Path | None) -> str | None:
@@ -166,27 +230,51 @@ def adapter_note(adapter_dir: Path | None) -> str | None:
 
 
 class LogRegMethod(Method):
-    """Logistic regression with scikit-learn's defaults on the frozen encoder's embeddings."""
+    """scikit-learn's logistic regression on the frozen encoder's embeddings, ``C`` tuned on ``valid``.
 
-    def __init__(self, pool: EncoderPool, *, seed: int = 0) -> None:
-        self.spec, self.pool, self.seed = MethodSpec(FROZEN_LOGREG, FROZEN_LOGREG), pool, seed
+    ``valid`` gives the dataset's ``valid`` split (None: no tuning, ``C=1``); each support set gets the ``C`` of
+    :data:`LOGREG_C_GRID` with the best accuracy on the ``valid`` rows of its intents. ``test`` is never read.
+    """
 
-    def _fit(self, x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
+    def __init__(self, pool: EncoderPool, *, seed: int = 0, valid: Callable[[], IntentSet] | None = None) -> None:
+        self.spec, self.pool, self.seed, self.valid = MethodSpec(FROZEN_LOGREG, FROZEN_LOGREG), pool, seed, valid
+        self.c = 1.0
+        self._tuned: dict[tuple[tuple[str, ...], int], float] = {}
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, c: float | None = None):  # type: ignore[no-untyped-def]
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(max_iter=1000, random_state=self.seed).fit(x, y)
+        return LogisticRegression(C=self.c if c is None else c, max_iter=3000, random_state=self.seed).fit(x, y)
+
+    def _tune(self, key: str, labels: list[str], x: np.ndarray, y: np.ndarray) -> tuple[float, str]:
+        if self.valid is None:
+            return 1.0, "default"
+        cache_key = (tuple(labels), len(y))
+        if cache_key not in self._tuned:
+            valid = self.valid()
+            index = {label: i for i, label in enumerate(labels)}
+            rows = [(t, index[i]) for t, i in zip(valid.texts, valid.intents) if i in index]
+            if not rows:
+                return 1.0, "default (no valid rows for these intents)"
+            xv = self.pool.embed(key, [t for t, _ in rows])[0].numpy()
+            yv = np.array([i for _, i in rows])
+            accuracy = {c: float((self._fit(x, y, c).predict(xv) == yv).mean()) for c in LOGREG_C_GRID}
+            self._tuned[cache_key] = max(LOGREG_C_GRID, key=lambda c: (accuracy[c], -c))
+        return self._tuned[cache_key], "valid"
 
     def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
         key, _ = self.pool.get(None)
         labels, y_t = _label_index(support)
         emb, enc_cost = self.pool.embed(key, support.texts)
         x, y = emb.numpy(), y_t.numpy()
+        self.c, source = self._tune(key, labels, x, y)
         start = time.perf_counter()
         clf = self._fit(x, y)
         adapt = enc_cost + time.perf_counter() - start
         threshold = self._support_threshold(x, y) if want_threshold else None
         scores = {k: clf.predict_proba(self.pool.embed(key, v)[0].numpy()) for k, v in queries.items()}
-        return Outcome(labels, scores, adapt, threshold, score_kind="probability")
+        extra = {"C": self.c, "C_source": source}
+        return Outcome(labels, scores, adapt, threshold, score_kind="probability", extra=extra)
 
     def _support_threshold(self, x: np.ndarray, y: np.ndarray) -> float | None:
         """Out-of-fold max probabilities of the support examples, cut to keep 95% of them (k-fold, k <= 5)."""

@@ -121,7 +121,7 @@ def _closed_set(outcome: Outcome, key: str, data: IntentSet) -> dict[str, Any]:
 def _fallback_accuracy(outcome: Outcome, key: str, data: IntentSet) -> float | None:
     """Accuracy with the support-calibrated OOS fallback on: a rejected in-scope query counts as wrong."""
     scores = outcome.scores[key]
-    pred = np.where(scores.max(1) >= (outcome.support_threshold or 0.0), scores.argmax(1), -1)
+    pred = np.where(outcome.oos_score(key) >= (outcome.support_threshold or 0.0), scores.argmax(1), -1)
     return _rnd(float(np.mean([p >= 0 and outcome.labels[p] == g for p, g in zip(pred, data.intents)])))
 
 
@@ -210,10 +210,10 @@ def episodic(ctx: BenchContext) -> None:
 
 def _warm(ctx: BenchContext, method: Method, episodes: list) -> None:  # type: ignore[type-arg]
     """Encode every text of the episodes in one pass for methods that read the shared cache."""
-    from fewintent.bench.methods import LogRegMethod, PrototypeMethod
+    from fewintent.bench.methods import ClassifierMethod, LogRegMethod
 
-    if isinstance(method, LogRegMethod) or (isinstance(method, PrototypeMethod) and method.spec.steps == 0):
-        adapter = method.adapter_dir if isinstance(method, PrototypeMethod) else None
+    if isinstance(method, LogRegMethod) or (isinstance(method, ClassifierMethod) and method.spec.steps == 0):
+        adapter = method.adapter_dir if isinstance(method, ClassifierMethod) else None
         key, _ = ctx.pool.get(adapter)
         ctx.pool.warm(key, [t for ep in episodes for t, _ in (*ep.support, *ep.query)])
 
@@ -257,7 +257,7 @@ def choose_threshold(outcome: Outcome, valid: IntentSet) -> float:
 
     Only the ``valid`` query set is read here: test scores never reach a threshold.
     """
-    top = outcome.scores["valid"].max(1)
+    top = outcome.oos_score("valid")
     n_in = len(valid.texts)
     return calibrate_threshold(top[:n_in], top[n_in:])
 
@@ -318,7 +318,7 @@ def oos(ctx: BenchContext) -> None:
 def oos_metrics(outcome: Outcome, test: IntentSet, threshold: float, *, curve: bool = False) -> dict[str, Any]:
     scores = outcome.scores["test"]
     n_in = len(test.texts)
-    top, best = scores.max(1), scores.argmax(1)
+    top, best = outcome.oos_score("test"), scores.argmax(1)
     pred = [DEFAULT_OOS_LABEL if t < threshold else outcome.labels[b] for t, b in zip(top, best)]
     gold = test.intents + [DEFAULT_OOS_LABEL] * len(test.oos_texts)
     r = score_predictions(gold, pred, DEFAULT_OOS_LABEL, top1=[outcome.labels[b] for b in best])

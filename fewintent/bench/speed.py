@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from fewintent.bench.context import BenchContext, Skip
-from fewintent.bench.methods import FROZEN_LOGREG, SETFIT, PrototypeMethod, SetFitMethod, adapter_note
+from fewintent.bench.methods import FROZEN_LOGREG, SETFIT, ClassifierMethod, SetFitMethod, adapter_note
 from fewintent.bench.metrics import percentile_ms
 from fewintent.bench.progress import Tracker
 from fewintent.bench.protocols import limit
@@ -264,7 +264,7 @@ def _measure_method(
             "adapt_seconds": m["adapt_seconds_measured"],
             **m,
         }
-    assert isinstance(method, PrototypeMethod)
+    assert isinstance(method, ClassifierMethod)
     if method.adapter_dir is None:
         encoder = _frozen_on(ctx, device)
     else:
@@ -272,7 +272,7 @@ def _measure_method(
         # merging is in place and the pool's encoder must keep its live, meta-learned LoRA for later methods.
         _, shared = ctx.pool.get(method.adapter_dir)
         encoder = copy.deepcopy(shared).to(device)
-    clf = IntentClassifier(encoder)
+    clf = IntentClassifier(encoder, head=method.spec.head)
 
     def adapt_fi() -> None:
         if method.spec.steps:
@@ -289,6 +289,7 @@ def _measure_method(
         **base,
         "method": name,
         "steps": method.spec.steps,
+        "head": method.spec.head.value,
         "adapter": adapter_note(method.adapter_dir),
         "adapt_seconds": m["adapt_seconds_measured"],
         **m,

@@ -1,5 +1,6 @@
-"""Heads: prototypical classification over embeddings."""
+"""Heads: decision rules over sentence embeddings (prototypes, a fitted linear head)."""
 
+from fewintent.heads.linear import DEFAULT_C, PrototypeLinearHead, fit_logistic
 from fewintent.heads.proto import Distance, PrototypicalHead, class_means
 
-__all__ = ["Distance", "PrototypicalHead", "class_means"]
+__all__ = ["DEFAULT_C", "Distance", "PrototypeLinearHead", "PrototypicalHead", "class_means", "fit_logistic"]

@@ -23,6 +23,7 @@ from fewintent.encoder.lora import (
     resolve_adapter,
 )
 from fewintent.errors import FewIntentError
+from fewintent.heads.linear import DEFAULT_C, HeadType, fit_logistic
 from fewintent.heads.proto import class_means
 from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold, leave_one_out_scores
 
@@ -58,6 +59,18 @@ class _Table:
     support_labels: torch.Tensor  # (n_examples,) int64 into labels
     oos: torch.Tensor  # (n_oos, dim) out-of-scope examples, possibly empty
     threshold: float
+    head_weight: torch.Tensor | None = None  # (n_labels, dim) the linear head; None = prototype head
+    head_bias: torch.Tensor | None = None  # (n_labels,)
+
+    def similarities(self, emb: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of each embedding to each prototype: the out-of-scope score."""
+        return emb @ self.prototypes.T
+
+    def logits(self, emb: torch.Tensor, sims: torch.Tensor, scale: float) -> torch.Tensor:
+        """The head's scores over intents (softmax gives confidences)."""
+        if self.head_weight is None or self.head_bias is None:
+            return sims * scale
+        return emb @ self.head_weight.T + self.head_bias
 
     def counts(self) -> dict[str, int]:
         """Examples per intent, in label order."""
@@ -83,7 +96,19 @@ class AdaptArguments:
     in_scope_recall: float = DEFAULT_IN_SCOPE_RECALL
     """Share of in-scope queries the out-of-scope threshold aims to keep (when no OOS examples are given)."""
     scale: float = 20.0
-    """Temperature of the softmax over cosine similarities that gives confidences."""
+    """Temperature of the softmax over cosine similarities that gives confidences (prototype head)."""
+    head: HeadType = HeadType.LINEAR
+    """Decision head: 'linear' (logistic regression on the embeddings, the default) or 'prototype'."""
+    head_c: float = DEFAULT_C
+    """Inverse regularisation strength of the linear head (scikit-learn's C)."""
+
+    def __post_init__(self) -> None:
+        try:
+            self.head = HeadType(self.head)
+        except ValueError:
+            raise FewIntentError(f"unknown head '{self.head}': use linear or prototype") from None
+        if not (isinstance(self.head_c, (int, float)) and 0 < self.head_c < float("inf")):
+            raise FewIntentError(f"head_c must be a positive number, got {self.head_c!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,11 +142,15 @@ class IntentClassifier:
         oos_label: str = DEFAULT_OOS_LABEL,
         scale: float = 20.0,
         in_scope_recall: float = DEFAULT_IN_SCOPE_RECALL,
+        head: HeadType | str = HeadType.LINEAR,
+        head_c: float = DEFAULT_C,
         meta: dict[str, Any] | None = None,
     ) -> None:
         self.encoder = encoder
         self.oos_label = oos_label
         self.scale = scale
+        self.head = HeadType(head)
+        self.head_c = float(head_c)
         self.in_scope_recall = in_scope_recall
         self.threshold_manual = False
         self.meta: dict[str, Any] = dict(meta or {})
@@ -164,7 +193,15 @@ class IntentClassifier:
             adapt_on_support(encoder, data, steps=args.steps, lr=lr, seed=args.seed)
             meta["steps"], meta["inner_lr"] = args.steps, lr
         merge_lora(encoder)  # the LoRA weights are final from here on: fold them in, inference at raw-encoder cost
-        clf = cls(encoder, oos_label=args.oos_label, scale=args.scale, in_scope_recall=args.in_scope_recall, meta=meta)
+        clf = cls(
+            encoder,
+            oos_label=args.oos_label,
+            scale=args.scale,
+            in_scope_recall=args.in_scope_recall,
+            head=args.head,
+            head_c=args.head_c,
+            meta=meta,
+        )
         clf.fit(data, progress=progress)
         return clf
 
@@ -177,8 +214,16 @@ class IntentClassifier:
         emb = self._encode(data.texts + data.oos_texts, progress)
         support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
         y = torch.tensor([index[i] for i in data.intents], dtype=torch.long)
+        return self.fit_embeddings(labels, support, y, oos)
+
+    def fit_embeddings(
+        self, labels: Sequence[str], support: torch.Tensor, y: torch.Tensor, oos: torch.Tensor | None = None
+    ) -> IntentClassifier:
+        """Build prototypes, the head and the OOS threshold from already encoded examples (what ``fit`` does
+        after encoding; the benchmark calls it with cached embeddings so it measures this very code)."""
+        oos = oos if oos is not None else torch.empty(0, support.shape[1])
         with self._write_lock:
-            self._table = self._build_table(labels, support, y, oos)
+            self._table = self._build_table(tuple(labels), support, y, oos)
         return self
 
     def _build_table(
@@ -197,7 +242,12 @@ class IntentClassifier:
                 in_scores = leave_one_out_scores(support, y, len(labels))
                 oos_scores = (oos @ protos.T).max(1).values.numpy() if len(oos) else None
                 threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=self.in_scope_recall)
-        return _Table(labels, protos, support, y, oos, float(threshold))
+        weight = bias = None
+        if self.head is HeadType.LINEAR:
+            # Started from the prototype head (same scores at iteration 0); the optimum does not depend on it.
+            init = (protos * self.scale, torch.zeros(len(labels)))
+            weight, bias = fit_logistic(support, y, len(labels), c=self.head_c, init=init)
+        return _Table(labels, protos, support, y, oos, float(threshold), weight, bias)
 
     def _encode(self, texts: Sequence[str], progress: Progress | None = None) -> torch.Tensor:
         # The encoder holds no per-call state, but LoRA dropout/train flags are process-wide: one at a time.
@@ -231,27 +281,34 @@ class IntentClassifier:
 
     def similarities(self, texts: Sequence[str], *, progress: Progress | None = None) -> tuple[_Table, torch.Tensor]:
         """Cosine similarity of each text to each prototype, with the table used (for consistent reads)."""
+        table, emb = self.embed(texts, progress=progress)
+        return table, table.similarities(emb)
+
+    def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> tuple[_Table, torch.Tensor]:
+        """Embeddings of ``texts`` with the table to score them against (one consistent snapshot)."""
         texts = _check_texts(texts)
         table = self.table
-        return table, self._encode(texts, progress) @ table.prototypes.T
+        return table, self._encode(texts, progress)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Softmax over intents (no OOS column), shape ``(len(texts), len(labels))``, columns in ``labels`` order."""
-        _, sims = self.similarities(texts)
-        return torch.softmax(sims * self.scale, dim=-1).numpy()
+        """The head's softmax over intents (no OOS column), shape ``(len(texts), len(labels))``, labels order."""
+        table, emb = self.embed(texts)
+        return torch.softmax(table.logits(emb, table.similarities(emb), self.scale), dim=-1).numpy()
 
     def predict(self, texts: Sequence[str], *, top_k: int = 10, progress: Progress | None = None) -> list[Prediction]:
         """Classify texts; an intent whose best similarity is below the threshold becomes the OOS label."""
         if top_k < 1:
             raise FewIntentError("top_k must be at least 1")
-        table, sims = self.similarities(texts, progress=progress)
-        return self._decide(texts, table, sims, top_k)
+        table, emb = self.embed(texts, progress=progress)
+        return self.decide(texts, table, emb, top_k)
 
-    def _decide(self, texts: Sequence[str], table: _Table, sims: torch.Tensor, top_k: int) -> list[Prediction]:
-        probs = torch.softmax(sims * self.scale, dim=-1)
+    def decide(self, texts: Sequence[str], table: _Table, emb: torch.Tensor, top_k: int = 10) -> list[Prediction]:
+        """Predictions from embeddings: the head ranks the intents, the best cosine to a prototype decides OOS."""
+        sims = table.similarities(emb)
+        probs = torch.softmax(table.logits(emb, sims, self.scale), dim=-1)
         k = min(top_k, len(table.labels))
         top_p, top_i = probs.topk(k, dim=-1)
-        best_sim = sims.gather(1, top_i[:, :1]).squeeze(1)
+        best_sim = sims.max(dim=1).values
         # OOS confidence grows with the distance below the threshold; 0.5 exactly at it.
         oos_conf = torch.sigmoid((table.threshold - best_sim) * self.scale)
         out = []

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fewintent.errors import FewIntentError
+from fewintent.heads.linear import DEFAULT_C, HeadType
 
 if TYPE_CHECKING:
     from fewintent.model.classifier import IntentClassifier
@@ -125,6 +126,8 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         "threshold_manual": clf.threshold_manual,
         "in_scope_recall": clf.in_scope_recall,
         "scale": clf.scale,
+        "head": clf.head.value,
+        "head_c": clf.head_c,
         "meta": _jsonable(clf.meta),
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -139,6 +142,9 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
             "support_labels": table.support_labels.contiguous(),
             "oos": table.oos.contiguous(),
         }
+        if table.head_weight is not None and table.head_bias is not None:
+            tensors["head_weight"] = table.head_weight.contiguous()
+            tensors["head_bias"] = table.head_bias.contiguous()
         save_file(tensors, str(tmp / TENSORS))
         if settings is not None:
             save_file({k: v.contiguous() for k, v in lora_state(clf.encoder).items()}, str(tmp / LORA))
@@ -229,16 +235,35 @@ def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
         attach_lora(encoder, LoraSettings.from_dict(config["lora"]))
         load_lora_state(encoder, lora)
         merge_lora(encoder)
+    head = _read_head(path, config, t, len(labels))
     clf = IntentClassifier(
         encoder,
         oos_label=config.get("oos_label", "oos"),
         scale=float(config.get("scale", 20.0)),
         in_scope_recall=float(config.get("in_scope_recall", 0.95)),
+        head=head,
+        head_c=float(config.get("head_c", DEFAULT_C)),
         meta=config.get("meta") or {},
     )
     clf.threshold_manual = bool(config.get("threshold_manual", False))
-    clf._table = _Table(labels, t["prototypes"], t["support"], t["support_labels"].long(), t["oos"], threshold)
+    weight, bias = (t["head_weight"], t["head_bias"]) if head is HeadType.LINEAR else (None, None)
+    clf._table = _Table(
+        labels, t["prototypes"], t["support"], t["support_labels"].long(), t["oos"], threshold, weight, bias
+    )
     return clf
+
+
+def _read_head(path: Path, config: dict[str, Any], t: dict[str, torch.Tensor], n_labels: int) -> HeadType:
+    """The head a directory names; directories from before the linear head (no "head" key) use prototypes."""
+    try:
+        head = HeadType(config.get("head", HeadType.PROTOTYPE.value))
+    except ValueError:
+        raise FewIntentError(f"{path}: {CONFIG} names an unknown head {config.get('head')!r}") from None
+    if head is HeadType.LINEAR:
+        w, b = t.get("head_weight"), t.get("head_bias")
+        if w is None or b is None or w.shape != t["prototypes"].shape or tuple(b.shape) != (n_labels,):
+            raise FewIntentError(f"{path}: {TENSORS} lacks the linear head's weights or they do not match the labels")
+    return head
 
 
 def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
@@ -255,6 +280,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         "examples_per_intent": config["counts"],
         "oos_label": config["oos_label"],
         "oos_threshold": round(config["threshold"], 4),
+        "head": config.get("head"),
         "adapter": adapter.get("source"),
         **extra,
     }
@@ -268,6 +294,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         f"Adapted from {sum(config['counts'].values())} examples over {len(config['labels'])} intents on "
         f"`{config['base_model']}`"
         + (f" with the meta-learned adapter `{adapter.get('source')}`." if adapter else "."),
+        f"Intents are ranked by the `{config.get('head', 'prototype')}` head. "
         f"Messages whose best cosine similarity to an intent prototype is below {config['threshold']:.3f} are "
         f"answered `{config['oos_label']}` (out of scope).",
         "",
