@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from fewintent.errors import FewIntentError
+from fewintent.errors import FewIntentError, FewIntentWarning
 
 if TYPE_CHECKING:
     from fewintent.model import IntentClassifier
@@ -31,9 +31,31 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.simplefilter("always", FewIntentWarning)  # ours: each one is something the user should read
+    warnings.showwarning = _show_warning
+    for name in ("transformers", "huggingface_hub", "sentence_transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:  # the hub's own logging setup resets its level on first import: set it through its API too
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        pass
 
 
+_library_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """fewintent's own warnings print as one 'warning:' line on stderr, like every other CLI message."""
+    if issubclass(category, FewIntentWarning):
+        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    else:
+        _library_showwarning(message, category, *args, **kwargs)
+
+
+PLAIN_PROGRESS_MIN = 5000
+"""Texts from which work shows progress even when stderr is not a terminal."""
 THREADS_HELP = "torch CPU threads (default: torch's, all cores). On a busy or shared host 1-2 is often much faster."
 
 
@@ -78,9 +100,27 @@ def guarded(fn: F) -> F:
 
 @contextmanager
 def progress_bar(description: str, total: int, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar (on stderr, so ``--json`` output stays clean); yields an ``advance(n)`` callback."""
-    if not enabled or total < 200 or not sys.stderr.isatty():
+    """A rich progress bar (on stderr, so ``--json`` output stays clean); yields an ``advance(n)`` callback.
+
+    When stderr is not a terminal (a log file, CI), long work prints a plain line every 10% instead.
+    """
+    if not enabled or total < 200:
         yield lambda n: None
+        return
+    if not sys.stderr.isatty():
+        if total < PLAIN_PROGRESS_MIN:
+            yield lambda n: None
+            return
+        done = [0, 0]  # texts done, tenths reported
+
+        def advance(n: int) -> None:
+            done[0] += n
+            tenth = done[0] * 10 // total
+            if tenth > done[1]:
+                done[1] = tenth
+                print(f"{description}: {done[0]}/{total}", file=sys.stderr, flush=True)
+
+        yield advance
         return
     columns = (
         TextColumn("{task.description}"),

@@ -9,7 +9,7 @@ import typer
 
 from fewintent.cli._common import err_console, guarded
 from fewintent.errors import FewIntentError
-from fewintent.model.persistence import CONFIG, FORMAT
+from fewintent.model.persistence import is_model_dir
 
 
 def _is_loopback(host: str) -> bool:
@@ -80,12 +80,12 @@ def serve(
         from fewintent.model import IntentClassifier
 
         classifier = IntentClassifier.load(model_dir, device=device)  # a bad directory fails here, in one line
-    elif not (model_dir / CONFIG).is_file() or FORMAT not in (model_dir / CONFIG).read_text(errors="replace"):
+    elif not is_model_dir(model_dir):
         raise FewIntentError(f"{model_dir}: not a fewintent model directory (create one with `fewintent adapt`)")
-    if not _is_loopback(host) and not settings.api_key:
+    if not settings.api_key:
+        who = "any user or process on this host" if _is_loopback(host) else f"anyone who can reach {host}"
         err_console.print(
-            f"[yellow]warning:[/] serving on {host} without an API key: anyone who can reach it can add and "
-            "remove intents. Set FEWINTENT_API_KEY.",
+            f"[yellow]warning:[/] no API key: {who} can add and remove intents. Set FEWINTENT_API_KEY.",
             highlight=False,
             soft_wrap=True,
         )

@@ -12,7 +12,7 @@ import torch
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.heads import PrototypicalHead, class_means
 from fewintent.model import persistence
-from fewintent.model.calibration import calibrate_threshold, leave_one_out_scores
+from fewintent.model.calibration import FALLBACK_THRESHOLD, calibrate_threshold, leave_one_out_scores
 from fewintent.model.evaluation import macro_f1, multiclass_mcc, score_predictions
 
 DATA = IntentSet.from_pairs(
@@ -60,7 +60,7 @@ def test_threshold_from_support_quantile_and_from_oos():
     # OOS examples scoring well below the in-scope ones: the cut lands between them and keeps every in-scope one
     t = calibrate_threshold(pos, np.linspace(0.1, 0.3, 20))
     assert 0.3 <= t <= 0.5
-    assert calibrate_threshold(np.empty(0)) == 0.0
+    assert calibrate_threshold(np.empty(0)) == FALLBACK_THRESHOLD
 
 
 def test_predict_shapes_and_contract(clf):
@@ -71,7 +71,7 @@ def test_predict_shapes_and_contract(clf):
     assert [r["name"] for r in d["intent_ranking"]] and len(d["intent_ranking"]) == 2
     proba = clf.predict_proba(["a", "b", "c"])
     assert proba.shape == (3, 2) and np.allclose(proba.sum(1), 1.0, atol=1e-5)
-    clf.threshold = 2.0  # nothing reaches a cosine of 2: everything is out of scope
+    clf.threshold = 1.0  # no query reaches a cosine of 1 to a mean of several examples: all out of scope
     p = clf.predict(["where is my card"])[0]
     assert p.is_oos and p.intent.name == "oos" and p.intent_ranking[0].name in clf.labels
 

@@ -509,14 +509,16 @@ def test_cli_serve_options_and_errors(model, monkeypatch):
     args += ["--threads", "2"]
     result = runner.invoke(cli_app, args)
     assert result.exit_code == 0, result.output
-    assert "without an API key" in result.output
+    assert "no API key: anyone who can reach 0.0.0.0" in result.output
     settings, kw = calls[-1]
     assert (settings.workers, settings.max_texts, settings.max_chars, settings.api_key) == (2, 3, 2000, None)
     assert settings.threads == 2
     assert kw["host"] == "0.0.0.0" and kw["port"] == 9999
+    result = runner.invoke(cli_app, ["serve", str(model_dir)])  # loopback: other local users can still edit
+    assert result.exit_code == 0 and "no API key: any user or process on this host" in result.output
     monkeypatch.setenv("FEWINTENT_API_KEY", KEY)
     result = runner.invoke(cli_app, ["serve", str(model_dir)])
-    assert result.exit_code == 0 and "without an API key" not in result.output
+    assert result.exit_code == 0 and "API key" not in result.output
     settings, kw = calls[-1]
     assert settings.api_key == KEY and kw["host"] == "127.0.0.1" and kw["port"] == 8000
     assert isinstance(kw["classifier"], IntentClassifier)  # one worker: loaded (and checked) before serving

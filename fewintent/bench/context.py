@@ -47,7 +47,8 @@ class BenchContext:
             return ClassifierMethod(spec, self.pool, None, seed=cfg.seed)
         if spec.family == FROZEN_LOGREG:
             # tuned on the dataset's valid split (never test); episodic episodes read their own intents' rows
-            return LogRegMethod(self.pool, seed=cfg.seed, valid=lambda: self.corpora.labelled(dataset, "valid"))
+            corpus = dataset.split(":")[0]  # OOS settings are named like banking77_oos:id
+            return LogRegMethod(self.pool, seed=cfg.seed, valid=lambda: self.corpora.labelled(corpus, "valid"))
         if spec.family == SETFIT:
             missing = setfit_available()
             return (

@@ -84,7 +84,7 @@ class IntentSet:
                     n_conflict += 1
                     if n_conflict <= 3:
                         warnings.append(
-                            f"'{text}' is labelled both '{seen[text]}' and '{intent}'; kept '{seen[text]}'"
+                            f"'{_short(text)}' is labelled both '{seen[text]}' and '{intent}'; kept '{seen[text]}'"
                         )
                 continue
             seen[text] = intent
@@ -130,3 +130,8 @@ class IntentSet:
         return IntentSet(
             [t for t, _ in pairs], [i for _, i in pairs], list(self.oos_texts), self.oos_label, [], self.source
         )
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A text as a warning shows it: long ones cut, so one message stays one line."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -110,7 +110,12 @@ def _jsonl_rows(content: str, p: Path, text_col: str | None, intent_col: str | N
     for lineno, r in records:
         if tcol not in r or icol not in r:
             raise FewIntentError(f"{p}:{lineno}: missing '{tcol}' or '{icol}'")
-        yield r[tcol], r[icol]
+        text, intent = r[tcol], r[icol]
+        if text is not None and not isinstance(text, str):
+            raise FewIntentError(f"{p}:{lineno}: '{tcol}' must be a string, got {type(text).__name__} {text!r:.40}")
+        if intent is not None and (isinstance(intent, bool) or not isinstance(intent, (str, int))):
+            raise FewIntentError(f"{p}:{lineno}: '{icol}' must be a string, got {type(intent).__name__}")
+        yield text, intent
 
 
 def _csv_rows(content: str, p: Path, text_col: str | None, intent_col: str | None) -> Iterator[tuple[Any, Any]]:
@@ -121,6 +126,12 @@ def _csv_rows(content: str, p: Path, text_col: str | None, intent_col: str | Non
     except (StopIteration, csv.Error) as e:
         raise FewIntentError(f"{p}: could not read a CSV header ({e})") from e
     lowered = [h.lower() for h in header]
+    if len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
+        sep = next(sep for sep in (";", "\t", "|") if sep in header[0])
+        raise FewIntentError(
+            f"{p}: the header has one column '{header[0][:60]}': the file looks {sep!r}-separated; "
+            "fewintent reads comma-separated CSV (or .tsv): re-save it with commas"
+        )
     tcol = _pick(lowered, text_col.lower() if text_col else None, TEXT_COLUMNS, "text", p)
     icol = _pick(lowered, intent_col.lower() if intent_col else None, INTENT_COLUMNS, "intent", p)
     ti, ii = lowered.index(tcol), lowered.index(icol)
@@ -135,9 +146,16 @@ def _csv_rows(content: str, p: Path, text_col: str | None, intent_col: str | Non
         raise FewIntentError(f"{p}:{reader.line_num}: malformed CSV ({e})") from e
 
 
+class _StringLoader(yaml.SafeLoader):
+    """YAML without implicit typing: ``- intent: yes`` is the intent 'yes', not True; ``42`` is '42'."""
+
+
+_StringLoader.yaml_implicit_resolvers = {}
+
+
 def _rasa_rows(content: str, p: Path) -> Iterator[tuple[str, str]]:
     try:
-        doc = yaml.safe_load(content)
+        doc = yaml.load(content, Loader=_StringLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise FewIntentError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("nlu"), list):

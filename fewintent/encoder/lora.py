@@ -122,7 +122,7 @@ def save_adapter(
     d.mkdir(parents=True, exist_ok=True)
     save_file({k: v.to(torch.float16).contiguous() for k, v in lora_state(encoder).items()}, str(d / ADAPTER_WEIGHTS))
     config = {"lora": settings.to_dict(), "base_model": encoder.name, "base_sha256": encoder.sha256, **meta}
-    (d / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (d / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -161,15 +161,16 @@ def shipped_adapters() -> list[str]:
     return sorted(p.name for p in SHIPPED_ADAPTERS_DIR.iterdir() if (p / ADAPTER_CONFIG).is_file())
 
 
-def resolve_adapter(name_or_path: str | Path | None, base_name: str) -> Path | None:
-    """``none``: no adapter; ``auto``: the shipped default on the packaged MiniLM; else a shipped name or a path."""
-    from fewintent.encoder.encoder import DEFAULT_BASE
+def resolve_adapter(name_or_path: str | Path | None, base_name: str, base_sha256: str | None = None) -> Path | None:
+    """``none``: no adapter; ``auto``: the shipped default on the packaged MiniLM (or a byte-identical copy of it,
+    recognised by its weights' sha256); else a shipped name or a path."""
+    from fewintent.encoder.encoder import DEFAULT_BASE, DEFAULT_BASE_SHA256
 
     value = str(name_or_path) if name_or_path is not None else "none"
     if value.lower() == "none":
         return None
     if value.lower() == "auto":
-        if base_name == DEFAULT_BASE and DEFAULT_ADAPTER in shipped_adapters():
+        if (base_name == DEFAULT_BASE or base_sha256 == DEFAULT_BASE_SHA256) and DEFAULT_ADAPTER in shipped_adapters():
             return SHIPPED_ADAPTERS_DIR / DEFAULT_ADAPTER
         return None
     if value in shipped_adapters():

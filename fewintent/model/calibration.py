@@ -8,6 +8,10 @@ import torch
 from fewintent.heads.proto import class_means
 
 DEFAULT_IN_SCOPE_RECALL = 0.95
+FALLBACK_THRESHOLD = 0.30
+"""OOS threshold when the support set cannot calibrate one (every intent has a single example): the 5% quantile
+of the best cosine of ``valid`` queries to 1-shot prototypes, frozen all-MiniLM-L6-v2, averaged over BANKING77 /
+CLINC150 / HWU64 (0.47 / 0.29 / 0.22; 0.33 on average, rounded down so in-scope messages are kept)."""
 
 
 def leave_one_out_scores(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int) -> np.ndarray:
@@ -42,7 +46,7 @@ def calibrate_threshold(
     (Youden's J: in-scope kept + OOS rejected), never keeping fewer in-scope queries than half the target.
     """
     if in_scope_scores.size == 0:
-        return 0.0  # every intent has one example: nothing to calibrate on, accept everything
+        return FALLBACK_THRESHOLD  # every intent has one example: nothing to calibrate on
     quantile_cut = float(np.quantile(in_scope_scores, 1.0 - in_scope_recall))
     if oos_scores is None or oos_scores.size == 0:
         return quantile_cut

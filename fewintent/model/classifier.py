@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,10 +24,15 @@ from fewintent.encoder.lora import (
     merge_lora,
     resolve_adapter,
 )
-from fewintent.errors import FewIntentError
+from fewintent.errors import FewIntentError, FewIntentWarning
 from fewintent.heads.linear import DEFAULT_C, HeadType, fit_logistic
 from fewintent.heads.proto import class_means
-from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold, leave_one_out_scores
+from fewintent.model.calibration import (
+    DEFAULT_IN_SCOPE_RECALL,
+    FALLBACK_THRESHOLD,
+    calibrate_threshold,
+    leave_one_out_scores,
+)
 
 Progress = Callable[[int], None]
 
@@ -177,7 +184,7 @@ class IntentClassifier:
         torch.manual_seed(args.seed)
         encoder = SentenceEncoder(args.base, device=args.device)
         meta: dict[str, Any] = {"adapter": None, "steps": 0, "seed": args.seed}
-        adapter_dir = resolve_adapter(args.adapter, encoder.name)
+        adapter_dir = resolve_adapter(args.adapter, encoder.name, encoder.sha256)
         if adapter_dir is not None:
             adapter_config = load_adapter(encoder, adapter_dir)
             shipped = adapter_dir.parent == SHIPPED_ADAPTERS_DIR
@@ -242,6 +249,14 @@ class IntentClassifier:
                 in_scores = leave_one_out_scores(support, y, len(labels))
                 oos_scores = (oos @ protos.T).max(1).values.numpy() if len(oos) else None
                 threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=self.in_scope_recall)
+                if in_scores.size == 0:
+                    warnings.warn(
+                        f"every intent has a single example, so the out-of-scope threshold cannot be calibrated on "
+                        f"them; using the default {FALLBACK_THRESHOLD:.2f} (add a second example per intent, or "
+                        "set it with `fewintent calibrate` / clf.threshold)",
+                        FewIntentWarning,
+                        stacklevel=2,
+                    )
         weight = bias = None
         if self.head is HeadType.LINEAR:
             # Started from the prototype head (same scores at iteration 0); the optimum does not depend on it.
@@ -271,9 +286,10 @@ class IntentClassifier:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        """Set the out-of-scope threshold by hand (cosine similarity); it then survives add/remove intent."""
+        """Set the out-of-scope threshold by hand (a cosine similarity in [-1, 1]); it then survives edits."""
+        value = check_threshold(value)
         with self._write_lock:
-            self._table = replace(self.table, threshold=float(value))
+            self._table = replace(self.table, threshold=value)
             self.threshold_manual = True
 
     def counts(self) -> dict[str, int]:
@@ -322,12 +338,13 @@ class IntentClassifier:
     # ----------------------------------------------------------------- editing
     def add_intent(self, name: str, examples: Sequence[str]) -> None:
         """Add an intent (or replace its examples) without touching the others' prototypes."""
+        if not isinstance(name, str) or not name.strip():
+            raise FewIntentError(f"an intent needs a non-empty name (a string), got {name!r:.40}")
         name = name.strip()
-        if not name:
-            raise FewIntentError("an intent needs a non-empty name")
         if name == self.oos_label:
             raise FewIntentError(f"'{name}' is the out-of-scope label and cannot be an intent")
-        clean = list(dict.fromkeys(_check_texts([" ".join(t.split()) for t in examples if t and t.strip()])))
+        examples = _check_texts(examples)  # a bare string is refused, not split into characters
+        clean = list(dict.fromkeys(" ".join(t.split()) for t in examples if t.strip()))
         if not clean:
             raise FewIntentError(f"intent '{name}' needs at least one non-empty example")
         emb = self._encode(clean)
@@ -347,6 +364,8 @@ class IntentClassifier:
             self._table = self._build_table(labels, support, y, t.oos)
 
     def remove_intent(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise FewIntentError(f"an intent name is a string, got {type(name).__name__}")
         name = name.strip()
         with self._write_lock:
             t = self.table
@@ -398,9 +417,21 @@ def _as_intentset(examples: IntentSet | Mapping[str, Sequence[str]] | str | Path
     return IntentSet.from_pairs(pairs, oos_label=oos_label)
 
 
+def check_threshold(value: Any) -> float:
+    """An OOS threshold is a finite cosine similarity in [-1, 1] (NaN would silently turn the fallback off)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FewIntentError(f"the out-of-scope threshold must be a number in [-1, 1], got {value!r:.40}")
+    value = float(value)
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise FewIntentError(f"the out-of-scope threshold must be a cosine similarity in [-1, 1], got {value}")
+    return value
+
+
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise FewIntentError("pass a list of texts, not a single string")
+    if texts is None or not hasattr(texts, "__iter__"):
+        raise FewIntentError(f"pass a list of texts, got {type(texts).__name__}")
     out = []
     for t in texts:
         if not isinstance(t, str):

@@ -50,7 +50,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _is_model_dir(path: Path) -> bool:
+def is_model_dir(path: Path) -> bool:
+    """Whether ``path`` holds a fewintent model's config (cheap: reads config.json only)."""
     try:
         return json.loads((path / CONFIG).read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
@@ -62,7 +63,7 @@ def check_model_path(path: Path) -> Path:
     path = path.expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise FewIntentError(f"{path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not _is_model_dir(path):
+    if path.is_dir() and any(path.iterdir()) and not is_model_dir(path):
         raise FewIntentError(f"{path}: a non-empty directory that is not a fewintent model; refusing to overwrite it")
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is None or not os.access(parent, os.W_OK):
@@ -116,6 +117,7 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "base_model": clf.encoder.name,
         "base_sha256": clf.encoder.sha256,
+        "tokenizer_sha256": clf.encoder.tokenizer_sha256,
         "max_length": clf.encoder.max_length,
         "lora": settings.to_dict() if settings else None,
         "labels": list(table.labels),
@@ -130,7 +132,8 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         "head_c": clf.head_c,
         "meta": _jsonable(clf.meta),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    _remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a model should be readable like any other directory
@@ -148,9 +151,10 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         save_file(tensors, str(tmp / TENSORS))
         if settings is not None:
             save_file({k: v.contiguous() for k, v in lora_state(clf.encoder).items()}, str(tmp / LORA))
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / CONFIG).write_text(strict_json(config) + "\n")
         (tmp / CARD).write_text(model_card(config, card_extra))
         for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)  # safetensors writes 0600; a service account must read the model too
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if path.exists():
@@ -172,13 +176,39 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+def strict_json(obj: Any) -> str:
+    """JSON that strict parsers accept: NaN or infinity is an error here, not a silent ``NaN`` in the file."""
+    try:
+        return json.dumps(obj, indent=2, allow_nan=False)
+    except ValueError as e:
+        raise FewIntentError(f"refusing to write a model config with a non-finite number ({e})") from e
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.NAME.tmp-PID-*`` folders that a killed save left behind (their process is gone)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name[len(f".{path.name}.tmp-") :].split("-", 1)[0]
+        if tmp.is_dir() and (not pid.isdigit() or not _pid_alive(int(pid))):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _recover(path: Path) -> Path:
     """A crash between the two renames of a save leaves only the backup: use it."""
     if path.exists():
         return path
     backups = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
     for b in reversed(backups):
-        if _is_model_dir(b):
+        if is_model_dir(b):
             os.rename(b, path)
             return path
     return path
@@ -187,7 +217,7 @@ def _recover(path: Path) -> Path:
 def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
     from fewintent.encoder.encoder import SentenceEncoder
     from fewintent.encoder.lora import LoraSettings, attach_lora, load_lora_state, merge_lora
-    from fewintent.model.classifier import IntentClassifier, _Table
+    from fewintent.model.classifier import IntentClassifier, _Table, check_threshold
 
     path = _recover(path.expanduser().absolute())
     if not path.exists():
@@ -202,12 +232,19 @@ def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
         raise FewIntentError(f"{path}: {CONFIG} is corrupt ({e})") from e
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise FewIntentError(f'{path}: not a fewintent model ({CONFIG} has no "format": "{FORMAT}")')
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise FewIntentError(f"{path}: written by a newer fewintent (format {config['format_version']}); upgrade")
+    version = config.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise FewIntentError(
+            f'{path}: {CONFIG} has an invalid "format_version" ({version!r:.20}); the file is corrupt'
+        )
+    if version > FORMAT_VERSION:
+        raise FewIntentError(f"{path}: written by a newer fewintent (format {version}); upgrade")
     try:
         t = load_file(str(path / TENSORS))
         labels = tuple(config["labels"])
-        threshold = float(config["threshold"])
+        threshold = check_threshold(config["threshold"])
+    except FewIntentError as e:
+        raise FewIntentError(f"{path}: {CONFIG} is corrupt ({e})") from e
     except (FileNotFoundError, SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
         raise FewIntentError(f"{path}: model files are missing or corrupt ({type(e).__name__}: {e})") from e
     needed = {"prototypes", "support", "support_labels", "oos"}
@@ -226,6 +263,11 @@ def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
         raise FewIntentError(
             f"{path}: adapted on {base} with sha256 {config['base_sha256'][:12]}..., but the encoder found has "
             f"{encoder.sha256[:12]}...; install the same base model"
+        )
+    if config.get("tokenizer_sha256") and encoder.tokenizer_sha256 != config["tokenizer_sha256"]:
+        raise FewIntentError(
+            f"{path}: adapted with a tokenizer of sha256 {config['tokenizer_sha256'][:12]}..., but {base} now has "
+            f"{(encoder.tokenizer_sha256 or 'none')[:12]}...; restore the base model's tokenizer files"
         )
     if config.get("lora"):
         try:

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import os
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -335,6 +336,9 @@ def app_from_env() -> FastAPI:
     if not text:
         raise RuntimeError(f"{SETTINGS_ENV} is not set; start the server with `fewintent serve`")
     settings = ServeSettings.from_json(text)
+    # worker processes start with fresh warning filters: keep library deprecation chatter out of the server log
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
     _configure_logging(os.environ.get("FEWINTENT_LOG_LEVEL", "info"))
     _set_threads(settings)
     return create_app(settings)
