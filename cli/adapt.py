@@ -8,9 +8,11 @@ from pathlib import Path
 import typer
 
 from fewintent.cli._common import THREADS_HELP, console, guarded, print_warnings, progress_bar, set_threads
+from fewintent.cli.calibrate import print_report
 from fewintent.data import read_intent_file
 from fewintent.heads.linear import DEFAULT_C, HeadType
 from fewintent.model import AdaptArguments, IntentClassifier
+from fewintent.model.oos import OosScore
 from fewintent.model.persistence import check_model_path, model_dir_lock
 
 LARGE_SUPPORT = 20_000
@@ -37,6 +39,17 @@ def adapt(
     head_c: float = typer.Option(
         DEFAULT_C, "--head-c", min=1e-6, help="Inverse regularisation of the linear head (like scikit-learn's C)."
     ),
+    oos_score: OosScore = typer.Option(
+        OosScore.PROTOTYPE.value,
+        "--oos-score",
+        help="What the out-of-scope threshold cuts: 'prototype' (best cosine to an intent's mean example; the "
+        "default, best on valid), 'nearest' (best cosine to one example), 'mahalanobis' or 'energy' (linear head).",
+    ),
+    calibrate_file: Path = typer.Option(
+        None,
+        "--calibrate",
+        help="Held-out labelled file that sets the out-of-scope threshold after adapting (as `fewintent calibrate`).",
+    ),
     steps: int = typer.Option(
         0, "--steps", min=0, max=1000, help="Inner-loop LoRA steps on your examples (0 = prototypes only)."
     ),
@@ -58,6 +71,10 @@ def adapt(
     check_model_path(output)
     data = read_intent_file(train_file, oos_label=oos_label)
     print_warnings(data.warnings)
+    held_out = None
+    if calibrate_file is not None:  # read (and validated) before minutes of work
+        held_out = read_intent_file(calibrate_file, oos_label=oos_label, for_training=False)
+        print_warnings(held_out.warnings)
     if len(data) > LARGE_SUPPORT:
         print_warnings(
             [
@@ -70,6 +87,7 @@ def adapt(
         adapter=adapter,
         head=head,
         head_c=head_c,
+        oos_score=oos_score,
         steps=steps,
         inner_lr=inner_lr,
         device=device,
@@ -81,6 +99,8 @@ def adapt(
     with progress_bar("encoding examples", len(data)) as advance:
         clf = IntentClassifier.adapt(data, args, progress=advance)
     seconds = time.perf_counter() - start
+    if held_out is not None:
+        print_report(clf.calibrate(held_out), f"out-of-scope threshold calibrated on {calibrate_file}")
     with model_dir_lock(output.expanduser().absolute(), exclusive=True):  # a server on it reloads after, not during
         clf.save(output)
     adapter_name = (clf.meta.get("adapter") or {}).get("source", "none")

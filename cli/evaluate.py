@@ -32,6 +32,9 @@ def evaluate(
         ..., help="Labelled file(s); several are concatenated (e.g. test + oos_test)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every metric."),
+    show_sweep: bool = typer.Option(
+        False, "--sweep", help="Also show what other OOS thresholds would do (needs 'oos' rows in the files)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
@@ -46,7 +49,7 @@ def evaluate(
         data.oos_texts += extra.oos_texts
         data.warnings += extra.warnings
     with progress_bar("classifying", len(data)) as advance:
-        result = run_evaluation(clf, data, progress=advance)
+        result = run_evaluation(clf, data, progress=advance, sweep_points=11 if show_sweep else 0)
     if as_json:
         print(json.dumps(result.to_dict()))
         return
@@ -63,12 +66,25 @@ def evaluate(
         "oos_recall",
         "oos_precision",
         "oos_f1",
+        "oos_auroc",
+        "oos_aupr",
         "macro_f1",
         "mcc",
     ):
         value = getattr(result, key)
         table.add_row(key, str(value) if key == "n" else _fmt(value))
     console.print(table)
+    if result.sweep:
+        sweep = Table(
+            "threshold", "in-scope kept %", "OOS recall %", "OOS precision %", "OOS F1 %", title="OOS threshold sweep"
+        )
+        for row in result.sweep:
+            mark = " (current)" if row.get("current") else ""
+            sweep.add_row(
+                f"{row['threshold']:.4f}{mark}",
+                *(f"{100 * row[k]:.1f}" for k in ("in_scope_recall", "oos_recall", "oos_precision", "oos_f1")),
+            )
+        console.print(sweep)
     if result.confused_pairs:
         confused = Table("gold", "predicted", "count", title="most confused intents")
         for pair in result.confused_pairs:

@@ -12,6 +12,9 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests run tiny tensors: torch's thread pool costs more than it gives there, and on a busy 2-core host its
+# spinning made a 20-example L-BFGS fit take seconds instead of milliseconds. Speed is measured by the benchmark.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("FEWINTENT_DATASETS", ROOT.parent / "shared" / "datasets"))

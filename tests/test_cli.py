@@ -38,7 +38,7 @@ def test_predict_json_contract(demo_model):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 2
     for line in lines:
-        assert set(line) == {"text", "intent", "is_oos", "intent_ranking"}
+        assert set(line) == {"text", "intent", "is_oos", "intent_ranking", "oos_score"}
         assert set(line["intent"]) == {"name", "confidence"} and 0 <= line["intent"]["confidence"] <= 1
         assert all(set(r) == {"name", "confidence"} for r in line["intent_ranking"])
     assert lines[0]["intent"]["name"] == "repair_status" and not lines[0]["is_oos"]

@@ -66,7 +66,7 @@ def test_threshold_from_support_quantile_and_from_oos():
 def test_predict_shapes_and_contract(clf):
     preds = clf.predict(["where is my card", "balance please"], top_k=5)
     d = preds[0].to_dict()
-    assert set(d) == {"text", "intent", "is_oos", "intent_ranking"}
+    assert set(d) == {"text", "intent", "is_oos", "intent_ranking", "oos_score"}  # the contract, plus the score
     assert set(d["intent"]) == {"name", "confidence"}
     assert [r["name"] for r in d["intent_ranking"]] and len(d["intent_ranking"]) == 2
     proba = clf.predict_proba(["a", "b", "c"])

@@ -117,7 +117,7 @@ def test_predict_is_the_predict_json_contract(model):
         r = c.post("/predict", json={"texts": texts})
         assert r.status_code == 200, r.text
         got = r.json()["predictions"]
-        assert [set(p) for p in got] == [{"text", "intent", "is_oos", "intent_ranking"}] * len(texts)
+        assert [set(p) for p in got] == [{"text", "intent", "is_oos", "intent_ranking", "oos_score"}] * len(texts)
         for g, e in zip(got, expected):
             assert g["text"] == e["text"] and g["is_oos"] == e["is_oos"]
             assert g["intent"]["name"] == e["intent"]["name"]

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 
+from fewintent.errors import FewIntentError
 from fewintent.heads.proto import class_means
+
+if TYPE_CHECKING:
+    from fewintent.data.intentset import IntentSet
+    from fewintent.model.classifier import IntentClassifier
 
 DEFAULT_IN_SCOPE_RECALL = 0.95
 FALLBACK_THRESHOLD = 0.30
@@ -58,3 +66,113 @@ def calibrate_threshold(
     kept = (in_scope_scores[None, :] >= candidates[:, None]).mean(1)
     rejected = (oos_scores[None, :] < candidates[:, None]).mean(1)
     return float(candidates[np.argmax(kept + rejected)])
+
+
+def oos_counts(in_scope_scores: np.ndarray, oos_scores: np.ndarray, threshold: float) -> dict[str, float | None]:
+    """What a threshold does on labelled scores: in-scope rows kept, OOS recall / precision / F1 (OOS = below)."""
+    kept = float(np.mean(in_scope_scores >= threshold)) if in_scope_scores.size else None
+    caught = int(np.sum(oos_scores < threshold))
+    flagged = caught + int(np.sum(in_scope_scores < threshold))
+    recall = caught / oos_scores.size if oos_scores.size else None
+    precision = (caught / flagged if flagged else 0.0) if oos_scores.size else None
+    f1 = None
+    if recall is not None and precision is not None:
+        f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+    return {
+        "threshold": threshold,
+        "in_scope_recall": kept,
+        "oos_recall": recall,
+        "oos_precision": precision,
+        "oos_f1": f1,
+    }
+
+
+def best_f1_threshold(in_scope_scores: np.ndarray, oos_scores: np.ndarray) -> float:
+    """The cut with the best OOS F1 on labelled scores (ties: the one that keeps more in-scope messages)."""
+    scores = np.unique(np.concatenate([in_scope_scores, oos_scores]))
+    # cut just above each score (so that score is rejected), and below the lowest (nothing rejected)
+    cuts = np.r_[scores[0] - 1e-6, (scores[:-1] + scores[1:]) / 2, scores[-1] + 1e-6]
+    ins = np.sort(in_scope_scores)
+    oos = np.sort(oos_scores)
+    caught = np.searchsorted(oos, cuts, side="left")  # OOS rows below each cut
+    false = np.searchsorted(ins, cuts, side="left")
+    precision = np.where(caught + false > 0, caught / np.maximum(caught + false, 1), 0.0)
+    recall = caught / max(oos.size, 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    best = np.flatnonzero(f1 == f1.max())
+    return float(cuts[best[0]])
+
+
+def sweep(in_scope_scores: np.ndarray, oos_scores: np.ndarray, points: int = 11) -> list[dict[str, float | None]]:
+    """The trade-off at evenly spread quantiles of the in-scope scores (in-scope recall from 100% down)."""
+    qs = np.linspace(0.0, 0.5, points)
+    cuts = sorted({float(np.quantile(in_scope_scores, q)) for q in qs})
+    return [oos_counts(in_scope_scores, oos_scores, c) for c in cuts]
+
+
+OBJECTIVES = ("auto", "f1", "recall")
+
+
+@dataclass
+class CalibrationReport:
+    """What ``fewintent calibrate`` did: the objective, the threshold before and after, and their effect."""
+
+    objective: str
+    threshold_before: float
+    threshold: float
+    n_in_scope: int
+    n_oos: int
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def calibrate_classifier(
+    clf: IntentClassifier, data: IntentSet, *, objective: str = "auto", in_scope_recall: float | None = None
+) -> CalibrationReport:
+    """Re-tune ``clf``'s OOS threshold on held-out labelled data, without re-adapting (the head is untouched).
+
+    ``objective``: ``f1`` (the best OOS F1 on the file: needs rows labelled with the OOS label), ``recall``
+    (keep ``in_scope_recall`` of the file's in-scope rows; default the model's own target), or ``auto`` (``f1``
+    when the file has OOS rows, else ``recall``). The new threshold is set by hand: it survives intent edits.
+    """
+    if objective not in OBJECTIVES:
+        raise FewIntentError(f"unknown calibration objective '{objective}': use {', '.join(OBJECTIVES)}")
+    unknown = sorted({i for i in data.intents if i not in set(clf.labels)})
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise FewIntentError(
+            f"{data.source}: {len(unknown)} intent(s) the model does not know ({shown}); calibrate on the model's "
+            f"own intents, with out-of-scope rows labelled '{clf.oos_label}'"
+        )
+    if not data.texts:
+        raise FewIntentError(f"{data.source}: no in-scope rows to calibrate on (only '{clf.oos_label}' rows)")
+    predictions = clf.predict(data.texts + data.oos_texts, top_k=1)
+    scores = np.array([p.oos_score for p in predictions], dtype=np.float64)
+    ins, oos = scores[: len(data.texts)], scores[len(data.texts) :]
+    if objective == "auto":
+        objective = "f1" if oos.size else "recall"
+    if objective == "f1":
+        if not oos.size:
+            raise FewIntentError(f"{data.source}: the f1 objective needs rows labelled '{clf.oos_label}'")
+        threshold = best_f1_threshold(ins, oos)
+    else:
+        recall = clf.in_scope_recall if in_scope_recall is None else in_scope_recall
+        if not 0.5 <= recall <= 1.0:
+            raise FewIntentError(f"in-scope recall must be between 0.5 and 1, got {recall}")
+        threshold = float(np.quantile(ins, 1.0 - recall, method="lower"))  # keeps at least that share
+    if clf.oos_score.is_cosine:
+        threshold = float(np.clip(threshold, -1.0, 1.0))
+    before = clf.threshold
+    clf.threshold = threshold
+    return CalibrationReport(
+        objective,
+        before,
+        threshold,
+        int(ins.size),
+        int(oos.size),
+        oos_counts(ins, oos, before),
+        oos_counts(ins, oos, threshold),
+    )

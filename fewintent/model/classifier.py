@@ -30,9 +30,11 @@ from fewintent.heads.proto import class_means
 from fewintent.model.calibration import (
     DEFAULT_IN_SCOPE_RECALL,
     FALLBACK_THRESHOLD,
+    CalibrationReport,
+    calibrate_classifier,
     calibrate_threshold,
-    leave_one_out_scores,
 )
+from fewintent.model.oos import OosScore, OosScorer, held_out_scores
 
 Progress = Callable[[int], None]
 
@@ -51,6 +53,8 @@ class Prediction:
     intent: IntentScore
     is_oos: bool
     intent_ranking: list[IntentScore] = field(default_factory=list)
+    oos_score: float | None = None
+    """How in-scope the text looks under the model's OOS score (higher = more); below the threshold = OOS."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +72,12 @@ class _Table:
     threshold: float
     head_weight: torch.Tensor | None = None  # (n_labels, dim) the linear head; None = prototype head
     head_bias: torch.Tensor | None = None  # (n_labels,)
+    scorer: OosScorer | None = None  # the out-of-scope score; None = best cosine to a prototype
+    oos_temperature: float = 20.0  # how fast OOS confidence moves away from 0.5 around the threshold
+
+    def oos_scores(self, emb: torch.Tensor, sims: torch.Tensor) -> torch.Tensor:
+        """How in-scope each embedding looks (higher = more); the threshold cuts this."""
+        return sims.max(dim=1).values if self.scorer is None else self.scorer(emb, sims)
 
     def similarities(self, emb: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of each embedding to each prototype: the out-of-scope score."""
@@ -108,8 +118,15 @@ class AdaptArguments:
     """Decision head: 'linear' (logistic regression on the embeddings, the default) or 'prototype'."""
     head_c: float = DEFAULT_C
     """Inverse regularisation strength of the linear head (scikit-learn's C)."""
+    oos_score: OosScore = OosScore.PROTOTYPE
+    """Out-of-scope score: 'prototype' (default), 'nearest', 'mahalanobis' or 'energy' (see OosScore)."""
 
     def __post_init__(self) -> None:
+        try:
+            self.oos_score = OosScore(self.oos_score)
+        except ValueError:
+            names = ", ".join(k.value for k in OosScore)
+            raise FewIntentError(f"unknown OOS score '{self.oos_score}': use {names}") from None
         try:
             self.head = HeadType(self.head)
         except ValueError:
@@ -151,6 +168,7 @@ class IntentClassifier:
         in_scope_recall: float = DEFAULT_IN_SCOPE_RECALL,
         head: HeadType | str = HeadType.LINEAR,
         head_c: float = DEFAULT_C,
+        oos_score: OosScore | str = OosScore.PROTOTYPE,
         meta: dict[str, Any] | None = None,
     ) -> None:
         self.encoder = encoder
@@ -158,6 +176,9 @@ class IntentClassifier:
         self.scale = scale
         self.head = HeadType(head)
         self.head_c = float(head_c)
+        self.oos_score = OosScore(oos_score)
+        if self.oos_score is OosScore.ENERGY and self.head is not HeadType.LINEAR:
+            raise FewIntentError("the 'energy' out-of-scope score needs the linear head (--head linear)")
         self.in_scope_recall = in_scope_recall
         self.threshold_manual = False
         self.meta: dict[str, Any] = dict(meta or {})
@@ -207,6 +228,7 @@ class IntentClassifier:
             in_scope_recall=args.in_scope_recall,
             head=args.head,
             head_c=args.head_c,
+            oos_score=args.oos_score,
             meta=meta,
         )
         clf.fit(data, progress=progress)
@@ -241,28 +263,75 @@ class IntentClassifier:
         oos: torch.Tensor,
         threshold: float | None = None,
     ) -> _Table:
-        protos = torch.nn.functional.normalize(class_means(support, y, len(labels)), dim=-1)
-        if threshold is None:
-            if self.threshold_manual and self._table is not None:
-                threshold = self._table.threshold
-            else:
-                in_scores = leave_one_out_scores(support, y, len(labels))
-                oos_scores = (oos @ protos.T).max(1).values.numpy() if len(oos) else None
-                threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=self.in_scope_recall)
-                if in_scores.size == 0:
-                    warnings.warn(
-                        f"every intent has a single example, so the out-of-scope threshold cannot be calibrated on "
-                        f"them; using the default {FALLBACK_THRESHOLD:.2f} (add a second example per intent, or "
-                        "set it with `fewintent calibrate` / clf.threshold)",
-                        FewIntentWarning,
-                        stacklevel=2,
-                    )
+        n = len(labels)
+        protos = torch.nn.functional.normalize(class_means(support, y, n), dim=-1)
         weight = bias = None
         if self.head is HeadType.LINEAR:
             # Started from the prototype head (same scores at iteration 0); the optimum does not depend on it.
-            init = (protos * self.scale, torch.zeros(len(labels)))
-            weight, bias = fit_logistic(support, y, len(labels), c=self.head_c, init=init)
-        return _Table(labels, protos, support, y, oos, float(threshold), weight, bias)
+            weight, bias = fit_logistic(support, y, n, c=self.head_c, init=(protos * self.scale, torch.zeros(n)))
+        kind = self.oos_score
+        head = (weight, bias) if weight is not None and bias is not None else None
+        scorer = (
+            None if kind is OosScore.PROTOTYPE else OosScorer.fit(kind, support, y, n, prototypes=protos, head=head)
+        )
+        temperature = self.scale
+        if threshold is None and self.threshold_manual and self._table is not None:
+            threshold, temperature = self._table.threshold, self._table.oos_temperature
+        elif threshold is None:
+            in_scores = held_out_scores(kind, support, y, n, self.head_c)
+            if in_scores.size == 0 and not kind.is_cosine:
+                raise FewIntentError(
+                    f"the '{kind.value}' out-of-scope score needs at least 2 examples per intent; "
+                    "add examples or use --oos-score prototype"
+                )
+            oos_scores = None
+            if len(oos):
+                oos_scores = (oos @ protos.T).max(1).values if scorer is None else scorer(oos)
+            threshold = calibrate_threshold(
+                in_scores, None if oos_scores is None else oos_scores.numpy(), in_scope_recall=self.in_scope_recall
+            )
+            if not kind.is_cosine:  # unbounded scores: confidence moves by their spread, as cosines do by 1/20
+                temperature = 2.0 / max(float(np.std(in_scores)), 1e-6)
+            if in_scores.size == 0:
+                warnings.warn(
+                    f"every intent has a single example, so the out-of-scope threshold cannot be calibrated on "
+                    f"them; using the default {FALLBACK_THRESHOLD:.2f} (add a second example per intent, or "
+                    "set it with `fewintent calibrate` / clf.threshold)",
+                    FewIntentWarning,
+                    stacklevel=2,
+                )
+        return _Table(labels, protos, support, y, oos, float(threshold), weight, bias, scorer, temperature)
+
+    def restore(
+        self,
+        labels: Sequence[str],
+        tensors: Mapping[str, torch.Tensor],
+        *,
+        threshold: float,
+        threshold_manual: bool = False,
+        oos_temperature: float | None = None,
+    ) -> IntentClassifier:
+        """Put back a saved state (what :mod:`fewintent.model.persistence` reads) without recalibrating anything.
+
+        ``tensors`` holds ``prototypes``, ``support``, ``support_labels``, ``oos`` and, for the linear head,
+        ``head_weight`` / ``head_bias``; the OOS scorer is derived again from them.
+        """
+        support, y = tensors["support"], tensors["support_labels"].long()
+        weight, bias = tensors.get("head_weight"), tensors.get("head_bias")
+        if self.head is not HeadType.LINEAR:
+            weight = bias = None
+        head = (weight, bias) if weight is not None and bias is not None else None
+        protos = tensors["prototypes"]
+        kind = self.oos_score
+        scorer = None
+        if kind is not OosScore.PROTOTYPE:
+            scorer = OosScorer.fit(kind, support, y, len(labels), prototypes=protos, head=head)
+        temperature = self.scale if oos_temperature is None else float(oos_temperature)
+        table = _Table(tuple(labels), protos, support, y, tensors["oos"], threshold, weight, bias, scorer, temperature)
+        with self._write_lock:
+            self._table = table
+            self.threshold_manual = threshold_manual
+        return self
 
     def _encode(self, texts: Sequence[str], progress: Progress | None = None) -> torch.Tensor:
         # The encoder holds no per-call state, but LoRA dropout/train flags are process-wide: one at a time.
@@ -286,8 +355,9 @@ class IntentClassifier:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        """Set the out-of-scope threshold by hand (a cosine similarity in [-1, 1]); it then survives edits."""
-        value = check_threshold(value)
+        """Set the out-of-scope threshold by hand (a cosine similarity in [-1, 1] for the cosine scores); it then
+        survives edits."""
+        value = check_threshold(value, cosine=self.oos_score.is_cosine)
         with self._write_lock:
             self._table = replace(self.table, threshold=value)
             self.threshold_manual = True
@@ -319,21 +389,35 @@ class IntentClassifier:
         return self.decide(texts, table, emb, top_k)
 
     def decide(self, texts: Sequence[str], table: _Table, emb: torch.Tensor, top_k: int = 10) -> list[Prediction]:
-        """Predictions from embeddings: the head ranks the intents, the best cosine to a prototype decides OOS."""
+        """Predictions from embeddings: the head ranks the intents, the OOS score (by default the best cosine to a
+        prototype) against the threshold decides out of scope."""
         sims = table.similarities(emb)
         probs = torch.softmax(table.logits(emb, sims, self.scale), dim=-1)
         k = min(top_k, len(table.labels))
         top_p, top_i = probs.topk(k, dim=-1)
-        best_sim = sims.max(dim=1).values
+        score = table.oos_scores(emb, sims)
         # OOS confidence grows with the distance below the threshold; 0.5 exactly at it.
-        oos_conf = torch.sigmoid((table.threshold - best_sim) * self.scale)
+        oos_conf = torch.sigmoid((table.threshold - score) * table.oos_temperature)
         out = []
         for row, text in enumerate(texts):
             ranking = [IntentScore(table.labels[int(i)], float(p)) for p, i in zip(top_p[row], top_i[row])]
-            is_oos = bool(best_sim[row] < table.threshold)
+            is_oos = bool(score[row] < table.threshold)
             intent = IntentScore(self.oos_label, float(oos_conf[row])) if is_oos else ranking[0]
-            out.append(Prediction(text, intent, is_oos, ranking))
+            out.append(Prediction(text, intent, is_oos, ranking, float(score[row])))
         return out
+
+    def calibrate(
+        self, data: IntentSet | str | Path, *, objective: str = "auto", in_scope_recall: float | None = None
+    ) -> CalibrationReport:
+        """Re-tune the out-of-scope threshold on held-out labelled data (see :func:`calibrate_classifier`).
+
+        Example:
+            >>> report = clf.calibrate("valid.jsonl")  # doctest: +SKIP
+            >>> report.after["oos_f1"]  # doctest: +SKIP
+        """
+        if not isinstance(data, IntentSet):
+            data = read_intent_file(data, oos_label=self.oos_label, for_training=False)
+        return calibrate_classifier(self, data, objective=objective, in_scope_recall=in_scope_recall)
 
     # ----------------------------------------------------------------- editing
     def add_intent(self, name: str, examples: Sequence[str]) -> None:
@@ -417,12 +501,15 @@ def _as_intentset(examples: IntentSet | Mapping[str, Sequence[str]] | str | Path
     return IntentSet.from_pairs(pairs, oos_label=oos_label)
 
 
-def check_threshold(value: Any) -> float:
-    """An OOS threshold is a finite cosine similarity in [-1, 1] (NaN would silently turn the fallback off)."""
+def check_threshold(value: Any, *, cosine: bool = True) -> float:
+    """An OOS threshold is a finite number, a cosine similarity in [-1, 1] for the cosine scores (NaN would
+    silently turn the fallback off)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FewIntentError(f"the out-of-scope threshold must be a number in [-1, 1], got {value!r:.40}")
+        raise FewIntentError(f"the out-of-scope threshold must be a number, got {value!r:.40}")
     value = float(value)
-    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+    if not math.isfinite(value):
+        raise FewIntentError(f"the out-of-scope threshold must be a finite number, got {value}")
+    if cosine and not -1.0 <= value <= 1.0:
         raise FewIntentError(f"the out-of-scope threshold must be a cosine similarity in [-1, 1], got {value}")
     return value
 

@@ -29,6 +29,12 @@ class EvaluationResult:
     oos_f1: float | None
     macro_f1: float
     mcc: float
+    oos_auroc: float | None = None
+    """How well the OOS score ranks OOS rows below in-scope ones (1 = perfectly; None without OOS rows)."""
+    oos_aupr: float | None = None
+    """Average precision of detecting OOS rows by a low OOS score (None without OOS rows)."""
+    sweep: list[dict[str, Any]] = field(default_factory=list)
+    """With ``sweep_points``: in-scope kept / OOS recall / precision / F1 at other thresholds (``current`` marked)."""
     unknown_intents: list[str] = field(default_factory=list)
     confused_pairs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -66,6 +72,64 @@ def macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
             fn[g] += 1
     scores = [_safe_div(2 * tp[c], 2 * tp[c] + fp[c] + fn[c]) for c in set(gold) | set(pred)]
     return float(np.mean(scores)) if scores else 0.0
+
+
+def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    """Area under the ROC curve: the chance a positive scores above a negative (ties count half).
+
+    Computed from ranks (Mann-Whitney U), exact and O(n log n).
+    """
+    pos = np.asarray(positive_scores, dtype=np.float64)
+    neg = np.asarray(negative_scores, dtype=np.float64)
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    scores = np.concatenate([pos, neg])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(scores.size, dtype=np.float64)
+    sorted_scores = scores[order]
+    # average ranks over ties
+    i = 0
+    while i < scores.size:
+        j = i
+        while j + 1 < scores.size and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
+    return float(u / (pos.size * neg.size))
+
+
+def precision_recall_curve(
+    positive_scores: np.ndarray, negative_scores: np.ndarray, *, max_points: int = 101
+) -> dict[str, list[float]]:
+    """Precision and recall of "positive" (here: out of scope) at every cut, thinned to ``max_points``.
+
+    A query counts as positive when its score is at least the cut; the curve runs from high cuts (low recall)
+    to low cuts (recall 1).
+    """
+    pos = np.asarray(positive_scores, dtype=np.float64)
+    neg = np.asarray(negative_scores, dtype=np.float64)
+    scores = np.concatenate([pos, neg])
+    is_pos = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
+    order = np.argsort(-scores, kind="mergesort")
+    tp = np.cumsum(is_pos[order])
+    fp = np.cumsum(1 - is_pos[order])
+    # keep the last index of each run of equal scores: a cut cannot split ties
+    last = np.r_[np.diff(scores[order]) != 0, True]
+    tp, fp = tp[last], fp[last]
+    recall = tp / max(pos.size, 1)
+    precision = tp / np.maximum(tp + fp, 1)
+    if recall.size > max_points:
+        keep = np.unique(np.linspace(0, recall.size - 1, max_points).round().astype(int))
+        recall, precision = recall[keep], precision[keep]
+    return {"recall": [round(float(r), 4) for r in recall], "precision": [round(float(p), 4) for p in precision]}
+
+
+def average_precision(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    """Area under the precision-recall curve of "positive" (higher score = more positive), step-wise (AP)."""
+    curve = precision_recall_curve(positive_scores, negative_scores, max_points=10**9)
+    recall, precision = np.r_[0.0, curve["recall"]], np.r_[1.0, curve["precision"]]
+    return float(np.sum(np.diff(recall) * precision[1:])) if len(positive_scores) else float("nan")
 
 
 def score_predictions(
@@ -112,14 +176,31 @@ def score_predictions(
     )
 
 
-def evaluate(clf: IntentClassifier, data: IntentSet, *, progress: Progress | None = None) -> EvaluationResult:
-    """Predict every row of ``data`` and score it; OOS rows are expected to come back as the OOS label."""
+def evaluate(
+    clf: IntentClassifier, data: IntentSet, *, progress: Progress | None = None, sweep_points: int = 0
+) -> EvaluationResult:
+    """Predict every row of ``data`` and score it; OOS rows are expected to come back as the OOS label.
+
+    ``sweep_points`` > 0 (and OOS rows present) adds ``sweep``: the trade-off at that many other thresholds.
+    """
     texts = data.texts + data.oos_texts
     gold = data.intents + [clf.oos_label] * len(data.oos_texts)
     predictions = clf.predict(texts, top_k=1, progress=progress)
     pred = [p.intent.name for p in predictions]
     top1 = [p.intent_ranking[0].name for p in predictions]
     result = score_predictions(gold, pred, clf.oos_label, top1=top1)
+    if data.oos_texts and data.texts:
+        scores = np.array([p.oos_score for p in predictions], dtype=np.float64)
+        n_in = len(data.texts)
+        # OOS is the positive class, detected by a low score
+        result.oos_auroc = auroc(-scores[n_in:], -scores[:n_in])
+        result.oos_aupr = average_precision(-scores[n_in:], -scores[:n_in])
+        if sweep_points:
+            from fewintent.model.calibration import oos_counts, sweep
+
+            current = {**oos_counts(scores[:n_in], scores[n_in:], clf.threshold), "current": True}
+            rows = sweep(scores[:n_in], scores[n_in:], sweep_points) + [current]
+            result.sweep = sorted(rows, key=lambda r: -r["threshold"])
     known = set(clf.labels)
     result.unknown_intents = sorted({g for g in data.intents if g not in known})
     return result

@@ -130,6 +130,8 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         "scale": clf.scale,
         "head": clf.head.value,
         "head_c": clf.head_c,
+        "oos_score": clf.oos_score.value,
+        "oos_temperature": table.oos_temperature,
         "meta": _jsonable(clf.meta),
     }
     _remove_stale_temporaries(path)
@@ -217,7 +219,8 @@ def _recover(path: Path) -> Path:
 def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
     from fewintent.encoder.encoder import SentenceEncoder
     from fewintent.encoder.lora import LoraSettings, attach_lora, load_lora_state, merge_lora
-    from fewintent.model.classifier import IntentClassifier, _Table, check_threshold
+    from fewintent.model.classifier import IntentClassifier, check_threshold
+    from fewintent.model.oos import OosScore
 
     path = _recover(path.expanduser().absolute())
     if not path.exists():
@@ -242,9 +245,6 @@ def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
     try:
         t = load_file(str(path / TENSORS))
         labels = tuple(config["labels"])
-        threshold = check_threshold(config["threshold"])
-    except FewIntentError as e:
-        raise FewIntentError(f"{path}: {CONFIG} is corrupt ({e})") from e
     except (FileNotFoundError, SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
         raise FewIntentError(f"{path}: model files are missing or corrupt ({type(e).__name__}: {e})") from e
     needed = {"prototypes", "support", "support_labels", "oos"}
@@ -278,21 +278,29 @@ def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
         load_lora_state(encoder, lora)
         merge_lora(encoder)
     head = _read_head(path, config, t, len(labels))
-    clf = IntentClassifier(
-        encoder,
-        oos_label=config.get("oos_label", "oos"),
-        scale=float(config.get("scale", 20.0)),
-        in_scope_recall=float(config.get("in_scope_recall", 0.95)),
-        head=head,
-        head_c=float(config.get("head_c", DEFAULT_C)),
-        meta=config.get("meta") or {},
-    )
-    clf.threshold_manual = bool(config.get("threshold_manual", False))
-    weight, bias = (t["head_weight"], t["head_bias"]) if head is HeadType.LINEAR else (None, None)
-    clf._table = _Table(
-        labels, t["prototypes"], t["support"], t["support_labels"].long(), t["oos"], threshold, weight, bias
-    )
-    return clf
+    try:
+        kind = OosScore(config.get("oos_score", OosScore.PROTOTYPE.value))
+        threshold = check_threshold(config["threshold"], cosine=kind.is_cosine)
+        clf = IntentClassifier(
+            encoder,
+            oos_label=config.get("oos_label", "oos"),
+            scale=float(config.get("scale", 20.0)),
+            in_scope_recall=float(config.get("in_scope_recall", 0.95)),
+            head=head,
+            head_c=float(config.get("head_c", DEFAULT_C)),
+            oos_score=kind,
+            meta=config.get("meta") or {},
+        )
+        temperature = config.get("oos_temperature")
+        return clf.restore(
+            labels,
+            t,
+            threshold=threshold,
+            threshold_manual=bool(config.get("threshold_manual", False)),
+            oos_temperature=None if temperature is None else float(temperature),
+        )
+    except (ValueError, TypeError, FewIntentError) as e:
+        raise FewIntentError(f"{path}: {CONFIG} is corrupt ({e})") from e
 
 
 def _read_head(path: Path, config: dict[str, Any], t: dict[str, torch.Tensor], n_labels: int) -> HeadType:
@@ -322,6 +330,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         "examples_per_intent": config["counts"],
         "oos_label": config["oos_label"],
         "oos_threshold": round(config["threshold"], 4),
+        "oos_score": config.get("oos_score"),
         "head": config.get("head"),
         "adapter": adapter.get("source"),
         **extra,
@@ -337,8 +346,8 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         f"`{config['base_model']}`"
         + (f" with the meta-learned adapter `{adapter.get('source')}`." if adapter else "."),
         f"Intents are ranked by the `{config.get('head', 'prototype')}` head. "
-        f"Messages whose best cosine similarity to an intent prototype is below {config['threshold']:.3f} are "
-        f"answered `{config['oos_label']}` (out of scope).",
+        f"Messages whose out-of-scope score (`{config.get('oos_score', 'prototype')}`) is below "
+        f"{config['threshold']:.3f} are answered `{config['oos_label']}` (out of scope).",
         "",
         "```bash",
         'fewintent predict THIS_DIR "your message here" --json',

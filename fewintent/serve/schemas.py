@@ -26,6 +26,10 @@ class PredictionOut(BaseModel):
     intent: IntentScoreOut
     is_oos: bool
     intent_ranking: list[IntentScoreOut]
+    oos_score: float | None = Field(
+        default=None,
+        description="How in-scope the text looks (higher = more); below the threshold it is out of scope.",
+    )
 
 
 class PredictResponse(BaseModel):

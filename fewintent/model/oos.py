@@ -1,0 +1,131 @@
+"""Out-of-scope scores: how in-scope a message looks (higher = more in scope), and their support-only calibration.
+
+The default, ``prototype`` (best cosine to an intent's mean example), won on the ``valid`` splits against the
+others kept here as options (see README, "Out-of-scope scores"); each is calibrated without test data: the scores
+the support examples get when they are held out (leave-one-out where exact and cheap, else k-fold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import torch
+
+from fewintent.errors import FewIntentError
+from fewintent.heads.linear import fit_logistic
+from fewintent.heads.proto import class_means
+from fewintent.model.calibration import leave_one_out_scores
+
+MAHALANOBIS_SHRINKAGE = 0.6
+"""Share of the shared covariance replaced by its average variance (chosen on ``valid``: 0.1 / 0.3 / 0.6)."""
+_FOLDS = 5
+
+
+class OosScore(str, Enum):
+    """Which score the out-of-scope threshold cuts."""
+
+    PROTOTYPE = "prototype"
+    """Best cosine similarity to an intent's prototype (mean example). The default: best AUROC on ``valid``."""
+    NEAREST = "nearest"
+    """Best cosine similarity to any single example."""
+    MAHALANOBIS = "mahalanobis"
+    """Minus the smallest Mahalanobis distance to an intent mean (shared covariance, shrunk)."""
+    ENERGY = "energy"
+    """Log-sum-exp of the linear head's logits (needs ``head='linear'``)."""
+
+    @property
+    def is_cosine(self) -> bool:
+        """Scores in [-1, 1]: thresholds are checked against that range and confidences use the cosine scale."""
+        return self in (OosScore.PROTOTYPE, OosScore.NEAREST)
+
+
+@dataclass(frozen=True)
+class OosScorer:
+    """Everything one score kind needs, derived from the support set (never saved: rebuilt on load)."""
+
+    kind: OosScore
+    prototypes: torch.Tensor
+    support: torch.Tensor
+    means: torch.Tensor | None = None
+    precision: torch.Tensor | None = None  # inverse shrunk covariance
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+    @classmethod
+    def fit(
+        cls,
+        kind: OosScore,
+        support: torch.Tensor,
+        y: torch.Tensor,
+        n_classes: int,
+        *,
+        prototypes: torch.Tensor | None = None,
+        head: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> OosScorer:
+        if prototypes is None:
+            prototypes = torch.nn.functional.normalize(class_means(support, y, n_classes), dim=-1)
+        if kind is OosScore.MAHALANOBIS:
+            means = class_means(support, y, n_classes)
+            resid = support - means[y]
+            cov = resid.T @ resid / max(len(support) - n_classes, 1)
+            dim = support.shape[1]
+            a = MAHALANOBIS_SHRINKAGE
+            # (+ a tiny ridge: one example per intent leaves no spread at all, and the inverse must exist)
+            shrunk = (1 - a) * cov + (a * torch.trace(cov) / dim + 1e-6) * torch.eye(dim)
+            return cls(kind, prototypes, support, means=means, precision=torch.linalg.inv(shrunk))
+        if kind is OosScore.ENERGY:
+            if head is None:
+                raise FewIntentError("the 'energy' out-of-scope score needs the linear head (--head linear)")
+            return cls(kind, prototypes, support, weight=head[0], bias=head[1])
+        return cls(kind, prototypes, support)
+
+    def __call__(self, emb: torch.Tensor, sims: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of embedded messages; ``sims`` (cosine to the prototypes) saves a matmul when given."""
+        if self.kind is OosScore.PROTOTYPE:
+            return (sims if sims is not None else emb @ self.prototypes.T).max(dim=1).values
+        if self.kind is OosScore.NEAREST:
+            return (emb @ self.support.T).max(dim=1).values
+        if self.kind is OosScore.ENERGY:
+            assert self.weight is not None and self.bias is not None
+            return torch.logsumexp(emb @ self.weight.T + self.bias, dim=-1)
+        assert self.means is not None and self.precision is not None
+        best = torch.full((len(emb),), float("inf"))
+        for start in range(0, len(self.means), 64):  # (messages, intents, dim) in chunks: bounded memory
+            diff = emb[:, None, :] - self.means[None, start : start + 64]
+            dist = torch.einsum("qcd,de,qce->qc", diff, self.precision, diff)
+            best = torch.minimum(best, dist.min(dim=1).values)
+        return -best
+
+
+def held_out_scores(kind: OosScore, support: torch.Tensor, y: torch.Tensor, n_classes: int, c: float) -> np.ndarray:
+    """The score each support example gets when it is not part of the support set: what in-scope messages will
+    score. Exact leave-one-out for the cosine scores; ``k``-fold (k <= 5) for the fitted ones. Empty when no intent
+    has two examples."""
+    if kind is OosScore.PROTOTYPE:
+        return leave_one_out_scores(support, y, n_classes)
+    if kind is OosScore.NEAREST:
+        sims = support @ support.T
+        sims.fill_diagonal_(-float("inf"))
+        keep = torch.bincount(y, minlength=n_classes)[y] >= 2
+        return sims.max(dim=1).values[keep].numpy()
+    counts = torch.bincount(y, minlength=n_classes)
+    folds = int(min(_FOLDS, int(counts[counts > 0].min())))
+    if folds < 2:
+        return np.empty(0)
+    # stratified folds: the i-th example of each intent goes to fold i mod k (deterministic)
+    rank = torch.zeros_like(y)
+    for label in range(n_classes):
+        where = (y == label).nonzero().squeeze(1)
+        rank[where] = torch.arange(len(where))
+    fold = rank % folds
+    out = torch.empty(len(y))
+    for f in range(folds):
+        train, held = fold != f, fold == f
+        head = None
+        if kind is OosScore.ENERGY:
+            head = fit_logistic(support[train], y[train], n_classes, c=c)
+        scorer = OosScorer.fit(kind, support[train], y[train], n_classes, head=head)
+        out[held] = scorer(support[held])
+    return out.numpy()
