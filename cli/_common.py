@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fewintent.errors import FewIntentError, FewIntentWarning
 
 if TYPE_CHECKING:
+    from fewintent.data import IntentSet
     from fewintent.model import IntentClassifier
 
 console = Console()
@@ -74,6 +75,21 @@ def load_classifier(model_dir: Path, device: str) -> IntentClassifier:
 
     with model_dir_lock(model_dir.expanduser().absolute(), exclusive=False):
         return IntentClassifier.load(model_dir, device=device)
+
+
+def read_labelled(files: list[Path], oos_label: str) -> IntentSet:
+    """Labelled evaluation/calibration files, concatenated (e.g. ``valid.jsonl oos_valid.jsonl``)."""
+    from fewintent.data import read_intent_file
+
+    parts = [read_intent_file(f, oos_label=oos_label, for_training=False) for f in files]
+    data = parts[0]
+    for extra in parts[1:]:
+        data.texts += extra.texts
+        data.intents += extra.intents
+        data.oos_texts += extra.oos_texts
+        data.warnings += extra.warnings
+    data.source = ", ".join(map(str, files))
+    return data
 
 
 def guarded(fn: F) -> F:

@@ -8,8 +8,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fewintent.cli._common import THREADS_HELP, console, guarded, load_classifier, print_warnings, set_threads
-from fewintent.data import read_intent_file
+from fewintent.cli._common import (
+    THREADS_HELP,
+    console,
+    guarded,
+    load_classifier,
+    print_warnings,
+    read_labelled,
+    set_threads,
+)
 from fewintent.model.calibration import OBJECTIVES, CalibrationReport
 from fewintent.model.persistence import model_dir_lock
 
@@ -36,7 +43,9 @@ def print_report(report: CalibrationReport, source: str) -> None:
 @guarded
 def calibrate(
     model_dir: Path = typer.Argument(..., help="Model directory written by `fewintent adapt` (updated atomically)."),
-    file: Path = typer.Argument(..., help="Held-out labelled file (never your test set); 'oos' rows optional."),
+    files: list[Path] = typer.Argument(
+        ..., help="Held-out labelled file(s), concatenated (never your test set); 'oos' rows optional."
+    ),
     objective: str = typer.Option(
         "auto",
         "--objective",
@@ -57,7 +66,7 @@ def calibrate(
         raise FewIntentError(f"unknown --objective '{objective}': use {', '.join(OBJECTIVES)}")
     set_threads(threads)
     clf = load_classifier(model_dir, device)
-    data = read_intent_file(file, oos_label=clf.oos_label, for_training=False)
+    data = read_labelled(files, clf.oos_label)
     if not as_json:
         print_warnings(data.warnings)
     report = clf.calibrate(data, objective=objective, in_scope_recall=in_scope_recall)
@@ -66,4 +75,4 @@ def calibrate(
     if as_json:
         print(json.dumps(report.to_dict()))
     else:
-        print_report(report, f"{model_dir} calibrated on {file} ({report.objective})")
+        print_report(report, f"{model_dir} calibrated on {data.source} ({report.objective})")

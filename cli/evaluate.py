@@ -15,9 +15,9 @@ from fewintent.cli._common import (
     load_classifier,
     print_warnings,
     progress_bar,
+    read_labelled,
     set_threads,
 )
-from fewintent.data import read_intent_file
 from fewintent.model import evaluate as run_evaluation
 
 
@@ -41,22 +41,16 @@ def evaluate(
     """Score a model on labelled data. Rows with the model's OOS label must come back out of scope."""
     set_threads(threads)
     clf = load_classifier(model_dir, device)
-    parts = [read_intent_file(f, oos_label=clf.oos_label, for_training=False) for f in test_files]
-    data = parts[0]
-    for extra in parts[1:]:
-        data.texts += extra.texts
-        data.intents += extra.intents
-        data.oos_texts += extra.oos_texts
-        data.warnings += extra.warnings
+    data = read_labelled(test_files, clf.oos_label)
     with progress_bar("classifying", len(data)) as advance:
         result = run_evaluation(clf, data, progress=advance, sweep_points=11 if show_sweep else 0)
-    if as_json:
-        print(json.dumps(result.to_dict()))
-        return
-    print_warnings(data.warnings)
+    print_warnings(data.warnings)  # stderr: --json output on stdout stays one clean object
     if result.unknown_intents:
         unknown = ", ".join(result.unknown_intents[:10])
         print_warnings([f"{len(result.unknown_intents)} test intent(s) unknown to the model: {unknown}"])
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
     table = Table("metric", "value", title=f"{model_dir} on {', '.join(map(str, test_files))}")
     for key in (
         "n",

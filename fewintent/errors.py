@@ -10,6 +10,18 @@ class FewIntentError(Exception):
     """
 
 
+class UnknownIntentError(FewIntentError):
+    """The intent named does not exist in the model (the HTTP server answers 404)."""
+
+
+class EditConflictError(FewIntentError):
+    """The edit contradicts the model's state, e.g. removing one of its last two intents (HTTP 409)."""
+
+
+class CorruptModelError(FewIntentError):
+    """A model directory is missing, foreign, or its files are damaged or do not fit together."""
+
+
 class FewIntentWarning(Warning):
     """Something the user should know about a model that still works (e.g. an uncalibrated OOS threshold).
 

@@ -8,6 +8,7 @@ import shutil
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import tiny_model_dir
 from typer.testing import CliRunner
@@ -235,3 +236,94 @@ def test_unknown_hub_id_offline_is_one_line(tmp_path, small_file, monkeypatch):
 def read_intent_file_from_text(text: str) -> IntentSet:
     pairs = [(r["text"], r["intent"]) for r in map(json.loads, text.splitlines())]
     return IntentSet.from_pairs(pairs)
+
+
+# ------------------------------------------------------------------ the hostile pass of this change
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bogus": 1}, "unknown adapt argument"),
+        ({"steps": "5"}, "steps"),
+        ({"steps": -3}, "steps"),
+        ({"in_scope_recall": 5}, "in_scope_recall"),
+        ({"seed": 2**70}, "seed"),
+        ({"scale": float("nan")}, "scale"),
+        ({"oos_label": None}, "oos_label"),
+        ({"oos_label": ""}, "oos_label"),
+        ({"inner_lr": float("nan")}, "inner_lr"),
+        ({"inner_lr": -5.0}, "inner_lr"),
+        ({"device": "mps"}, "mps"),
+    ],
+)
+def test_adapt_arguments_are_checked(kwargs, message):
+    examples = {"a": ["x one", "x two"], "b": ["y one", "y two"]}
+    with pytest.raises(FewIntentError, match=message):
+        IntentClassifier.adapt(examples, adapter="none", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "examples, message",
+    [
+        (["a", "b"], "mapping"),
+        ({"a": ["x", "y"], "b": None}, "list of texts"),
+        ({"a": [1, 2], "b": ["y", "z"]}, "strings"),
+        ({3: ["x", "y"], "b": ["y", "z"]}, "intent names"),
+        ({"a\nb": ["x", "y"], "c": ["y", "z"]}, "control character"),
+    ],
+)
+def test_adapt_examples_are_checked(examples, message):
+    with pytest.raises(FewIntentError, match=message):
+        IntentClassifier.adapt(examples, adapter="none")
+
+
+def test_predict_takes_generators_odd_unicode_and_checks_top_k(tiny_encoder):
+    clf = IntentClassifier(tiny_encoder).fit(read_intent_file_from_text(SMALL))
+    assert len(clf.predict(t for t in ["where is my card", "hi"])) == 2  # consumed once, not twice
+    assert clf.predict(["\ud800 where is my card"])[0].text == "? where is my card"
+    for bad in ("3", 2.5, True):
+        with pytest.raises(FewIntentError, match="top_k"):
+            clf.predict(["hi"], top_k=bad)  # type: ignore[arg-type]
+    with pytest.raises(FewIntentError, match="path"):
+        IntentClassifier.load(None)  # type: ignore[arg-type]
+    with pytest.raises(FewIntentError, match="control character"):
+        clf.add_intent("evil\nname", ["reset my password"])
+    clf.threshold = np.float32(0.5)  # numpy numbers are numbers
+    assert clf.threshold == 0.5
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("labels", "ab"),
+        ("labels", [0, 1]),
+        ("labels", ["card", "card"]),
+        ("oos_label", 7),
+        ("max_length", "long"),
+        ("threshold_manual", "no"),
+    ],
+)
+def test_config_fields_of_the_wrong_type_are_refused(tiny_encoder, tmp_path, key, value):
+    IntentClassifier(tiny_encoder).fit(read_intent_file_from_text(SMALL)).save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config[key] = value
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    _one_line_error(run("predict", tmp_path / "m", "hello"), key)
+
+
+def test_cli_edge_cases(tmp_path, small_file):
+    p = tmp_path / "nl.jsonl"
+    p.write_text(SMALL + "\n" + json.dumps({"text": "cancel it", "intent": "a\nb"}))
+    _one_line_error(run("adapt", p, "-o", tmp_path / "m"), "control character")
+    y = tmp_path / "nlu.yml"
+    y.write_text("nlu:\n- intent: [greet, hello]\n  examples: |\n    - hi\n    - hello\n")
+    _one_line_error(run("data", "validate", y), "plain text")
+    base = tiny_model_dir()
+    assert run("adapt", small_file, "-o", tmp_path / "m", "--base", base, "--adapter", "none").exit_code == 0
+    _one_line_error(run("predict", tmp_path / "m", "hi", "--device", "mps"), "mps")
+    out = run("predict", tmp_path / "m", "\udcff\udcfe bad bytes", "--json")  # what argv holds for bad bytes
+    assert out.exit_code == 0, out.output
+    unknown = tmp_path / "u.jsonl"
+    unknown.write_text(json.dumps({"text": "hello friend", "intent": "nope"}))
+    result = run("evaluate", tmp_path / "m", unknown, "--json")
+    assert result.exit_code == 0 and "unknown to the model" in result.stderr
+    assert json.loads(result.stdout)["unknown_intents"] == ["nope"]

@@ -187,6 +187,15 @@ def test_every_error_is_json_with_its_status(model):
         # FewIntentError from the classifier: a 4xx with its message
         assert_error(c.post("/intents", json={"name": "oos", "examples": ["x"]}), 400, "bad_request", "out-of-scope")
         assert_error(c.post("/intents", json={"name": "  ", "examples": ["x"]}), 400, "bad_request", "name")
+        # a name with a newline could never be deleted again (the route cannot match it): refused up front
+        assert_error(c.post("/intents", json={"name": "a\nb", "examples": ["x"]}), 400, "bad_request", "control")
+        # a lone surrogate (valid JSON, not valid UTF-8) is classified, not a 500
+        r = c.post(
+            "/predict",
+            content=b'{"texts": ["\\ud800 where is my order"]}',
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 200, r.text
         assert c.delete("/intents/greet").status_code == 200
         assert_error(c.delete("/intents/refund"), 409, "conflict", "at least 2")
         assert labels_of(server) == ["order_status", "refund"]

@@ -71,6 +71,7 @@ class IntentSet:
         for raw_text, raw_intent in pairs:
             text = " ".join(str(raw_text).split()) if raw_text is not None else ""
             intent = str(raw_intent).strip() if raw_intent is not None else ""
+            check_intent_name(intent)
             if not text or not intent:
                 n_empty += 1
                 continue
@@ -135,3 +136,11 @@ class IntentSet:
 def _short(text: str, limit: int = 80) -> str:
     """A text as a warning shows it: long ones cut, so one message stays one line."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_intent_name(name: str) -> str:
+    """Intent names are one line of printable text: a newline or NUL would break tables, URLs and logs."""
+    bad = next((ch for ch in name if ord(ch) < 32 or ord(ch) == 127), None)
+    if bad is not None:
+        raise FewIntentError(f"intent name {name!r:.60} contains the control character {bad!r}; use one line of text")
+    return name

@@ -163,6 +163,8 @@ def _rasa_rows(content: str, p: Path) -> Iterator[tuple[str, str]]:
     for block in doc["nlu"]:
         if not isinstance(block, dict) or "intent" not in block:
             continue  # synonyms, regexes and lookup tables are not intent examples
+        if not isinstance(block["intent"], str):
+            raise FewIntentError(f"{p}: an intent name must be plain text, got {block['intent']!r:.60}")
         examples = block.get("examples", "")
         if not isinstance(examples, str):
             raise FewIntentError(f"{p}: intent '{block['intent']}' has no 'examples: |' block")

@@ -127,7 +127,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise FewIntentError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu")
-    if device not in ("cpu",) and not device.startswith(("cuda", "mps")):
+    if device.startswith("mps") and (device != "mps" or not torch.backends.mps.is_available()):
+        raise FewIntentError(f"--device {device} was asked for but torch has no usable MPS (Apple GPU) here")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise FewIntentError(f"unknown device '{device}': use auto, cpu or cuda")
     return torch.device(device)
 

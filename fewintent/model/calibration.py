@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +110,19 @@ def sweep(in_scope_scores: np.ndarray, oos_scores: np.ndarray, points: int = 11)
     qs = np.linspace(0.0, 0.5, points)
     cuts = sorted({float(np.quantile(in_scope_scores, q)) for q in qs})
     return [oos_counts(in_scope_scores, oos_scores, c) for c in cuts]
+
+
+def check_threshold(value: Any, *, cosine: bool = True) -> float:
+    """An OOS threshold is a finite number, a cosine similarity in [-1, 1] for the cosine scores (NaN would
+    silently turn the fallback off)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise FewIntentError(f"the out-of-scope threshold must be a number, got {value!r:.40}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise FewIntentError(f"the out-of-scope threshold must be a finite number, got {value}")
+    if cosine and not -1.0 <= value <= 1.0:
+        raise FewIntentError(f"the out-of-scope threshold must be a cosine similarity in [-1, 1], got {value}")
+    return value
 
 
 OBJECTIVES = ("auto", "f1", "recall")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet
+from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet, check_intent_name
 from fewintent.data.io import read_intent_file
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import (
@@ -24,7 +24,7 @@ from fewintent.encoder.lora import (
     merge_lora,
     resolve_adapter,
 )
-from fewintent.errors import FewIntentError, FewIntentWarning
+from fewintent.errors import EditConflictError, FewIntentError, FewIntentWarning, UnknownIntentError
 from fewintent.heads.linear import DEFAULT_C, HeadType, fit_logistic
 from fewintent.heads.proto import class_means
 from fewintent.model.calibration import (
@@ -33,8 +33,10 @@ from fewintent.model.calibration import (
     CalibrationReport,
     calibrate_classifier,
     calibrate_threshold,
+    check_threshold,
 )
 from fewintent.model.oos import OosScore, OosScorer, held_out_scores
+from fewintent.model.persistence import load_model, save_model
 
 Progress = Callable[[int], None]
 
@@ -122,6 +124,18 @@ class AdaptArguments:
     """Out-of-scope score: 'prototype' (default), 'nearest', 'mahalanobis' or 'energy' (see OosScore)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 0 <= self.steps <= 10_000:
+            raise FewIntentError(f"steps must be a whole number from 0 to 10000, got {self.steps!r:.20}")
+        if self.inner_lr is not None and not (_finite(self.inner_lr) and self.inner_lr > 0):
+            raise FewIntentError(f"inner_lr must be a positive number, got {self.inner_lr!r:.20}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise FewIntentError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed!r:.30}")
+        if not isinstance(self.oos_label, str) or not self.oos_label.strip():
+            raise FewIntentError(f"oos_label must be a non-empty string, got {self.oos_label!r:.20}")
+        if not (_finite(self.in_scope_recall) and 0.5 <= self.in_scope_recall <= 1.0):
+            raise FewIntentError(f"in_scope_recall must be between 0.5 and 1, got {self.in_scope_recall!r:.20}")
+        if not (_finite(self.scale) and self.scale > 0):
+            raise FewIntentError(f"scale must be a positive number, got {self.scale!r:.20}")
         try:
             self.oos_score = OosScore(self.oos_score)
         except ValueError:
@@ -139,6 +153,7 @@ class AdaptArguments:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AdaptArguments:
+        """Arguments from a mapping (e.g. a YAML file); unknown keys are refused."""
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise FewIntentError(f"unknown adapt argument(s): {', '.join(sorted(unknown))}")
@@ -200,6 +215,9 @@ class IntentClassifier:
 
         Keyword overrides set fields of :class:`AdaptArguments`, e.g. ``adapter="none"``, ``steps=5``.
         """
+        unknown = set(overrides) - set(AdaptArguments.__dataclass_fields__)
+        if unknown:
+            raise FewIntentError(f"unknown adapt argument(s): {', '.join(sorted(unknown))}")
         args = replace(args or AdaptArguments(), **overrides)
         data = _as_intentset(examples, args.oos_label)
         torch.manual_seed(args.seed)
@@ -217,7 +235,7 @@ class IntentClassifier:
                 attach_lora(encoder)
             from fewintent.meta.inner import adapt_on_support
 
-            lr = args.inner_lr or float((meta["adapter"] or {}).get("inner_lr", 1e-3))
+            lr = args.inner_lr if args.inner_lr is not None else float((meta["adapter"] or {}).get("inner_lr", 1e-3))
             adapt_on_support(encoder, data, steps=args.steps, lr=lr, seed=args.seed)
             meta["steps"], meta["inner_lr"] = args.steps, lr
         merge_lora(encoder)  # the LoRA weights are final from here on: fold them in, inference at raw-encoder cost
@@ -383,8 +401,9 @@ class IntentClassifier:
 
     def predict(self, texts: Sequence[str], *, top_k: int = 10, progress: Progress | None = None) -> list[Prediction]:
         """Classify texts; an intent whose best similarity is below the threshold becomes the OOS label."""
-        if top_k < 1:
-            raise FewIntentError("top_k must be at least 1")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise FewIntentError(f"top_k must be a whole number of at least 1, got {top_k!r:.20}")
+        texts = _check_texts(texts)  # once: a generator must not be consumed twice
         table, emb = self.embed(texts, progress=progress)
         return self.decide(texts, table, emb, top_k)
 
@@ -424,7 +443,7 @@ class IntentClassifier:
         """Add an intent (or replace its examples) without touching the others' prototypes."""
         if not isinstance(name, str) or not name.strip():
             raise FewIntentError(f"an intent needs a non-empty name (a string), got {name!r:.40}")
-        name = name.strip()
+        name = check_intent_name(name.strip())
         if name == self.oos_label:
             raise FewIntentError(f"'{name}' is the out-of-scope label and cannot be an intent")
         examples = _check_texts(examples)  # a bare string is refused, not split into characters
@@ -454,9 +473,9 @@ class IntentClassifier:
         with self._write_lock:
             t = self.table
             if name not in t.labels:
-                raise FewIntentError(f"unknown intent '{name}' (known: {', '.join(t.labels)})")
+                raise UnknownIntentError(f"unknown intent '{name}' (known: {', '.join(t.labels)})")
             if len(t.labels) <= 2:
-                raise FewIntentError("cannot remove an intent: a classifier needs at least 2 intents")
+                raise EditConflictError(f"cannot remove '{name}': a classifier needs at least 2 intents")
             gone = t.labels.index(name)
             keep = t.support_labels != gone
             y = t.support_labels[keep]
@@ -466,8 +485,6 @@ class IntentClassifier:
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path, *, card_extra: dict[str, Any] | None = None) -> Path:
         """Write the model directory atomically (see :mod:`fewintent.model.persistence`)."""
-        from fewintent.model.persistence import save_model
-
         return save_model(self, Path(path), card_extra=card_extra)
 
     save_pretrained = save
@@ -475,9 +492,9 @@ class IntentClassifier:
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto") -> IntentClassifier:
         """Load a model directory written by :meth:`save`; refuses foreign or corrupt directories."""
-        from fewintent.model.persistence import load_model
-
-        return load_model(Path(path), device=device)
+        if not isinstance(path, (str, Path)):
+            raise FewIntentError(f"a model directory is a path, got {type(path).__name__}")
+        return load_model(Path(path), cls, device=device)
 
     from_pretrained = load
 
@@ -494,24 +511,19 @@ def _as_intentset(examples: IntentSet | Mapping[str, Sequence[str]] | str | Path
         return examples
     if isinstance(examples, (str, Path)):
         return read_intent_file(examples, oos_label=oos_label)
-    bad = [intent for intent, texts in examples.items() if isinstance(texts, str)]
-    if bad:
-        raise FewIntentError(f"examples for '{bad[0]}' must be a list of texts, not one string")
-    pairs = [(text, intent) for intent, texts in examples.items() for text in texts]
+    if not isinstance(examples, Mapping):
+        raise FewIntentError(
+            "examples must be an IntentSet, a file path or a {intent: [texts]} mapping, "
+            f"got {type(examples).__name__}"
+        )
+    pairs = []
+    for intent, texts in examples.items():
+        if not isinstance(intent, str):
+            raise FewIntentError(f"intent names must be strings, got {intent!r:.40}")
+        if isinstance(texts, str):
+            raise FewIntentError(f"examples for '{intent}' must be a list of texts, not one string")
+        pairs += [(text, intent) for text in _check_texts(texts)]
     return IntentSet.from_pairs(pairs, oos_label=oos_label)
-
-
-def check_threshold(value: Any, *, cosine: bool = True) -> float:
-    """An OOS threshold is a finite number, a cosine similarity in [-1, 1] for the cosine scores (NaN would
-    silently turn the fallback off)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FewIntentError(f"the out-of-scope threshold must be a number, got {value!r:.40}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise FewIntentError(f"the out-of-scope threshold must be a finite number, got {value}")
-    if cosine and not -1.0 <= value <= 1.0:
-        raise FewIntentError(f"the out-of-scope threshold must be a cosine similarity in [-1, 1], got {value}")
-    return value
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -523,5 +535,18 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     for t in texts:
         if not isinstance(t, str):
             raise FewIntentError(f"texts must be strings, got {type(t).__name__}")
-        out.append(t[:MAX_TEXT_CHARS])
+        out.append(_valid_unicode(t[:MAX_TEXT_CHARS]))
     return out
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _valid_unicode(text: str) -> str:
+    """Lone surrogates (undecodable bytes from a terminal, ``"\\ud800"`` in JSON) cannot be tokenized: '?'."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text

@@ -18,8 +18,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from fewintent.errors import FewIntentError
+from fewintent.errors import CorruptModelError, FewIntentError
 from fewintent.heads.linear import DEFAULT_C, HeadType
+from fewintent.model.calibration import check_threshold
+from fewintent.model.oos import OosScore
 
 if TYPE_CHECKING:
     from fewintent.model.classifier import IntentClassifier
@@ -216,42 +218,42 @@ def _recover(path: Path) -> Path:
     return path
 
 
-def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
+def load_model(path: Path, cls: type[IntentClassifier], *, device: str = "auto") -> IntentClassifier:
+    """Read a model directory into a new ``cls`` (IntentClassifier: passed in, so this module never imports it)."""
     from fewintent.encoder.encoder import SentenceEncoder
     from fewintent.encoder.lora import LoraSettings, attach_lora, load_lora_state, merge_lora
-    from fewintent.model.classifier import IntentClassifier, check_threshold
-    from fewintent.model.oos import OosScore
 
     path = _recover(path.expanduser().absolute())
     if not path.exists():
-        raise FewIntentError(f"{path}: no such model directory (create one with `fewintent adapt`)")
+        raise CorruptModelError(f"{path}: no such model directory (create one with `fewintent adapt`)")
     if not path.is_dir():
-        raise FewIntentError(f"{path}: not a directory; a model is a directory written by `fewintent adapt`")
+        raise CorruptModelError(f"{path}: not a directory; a model is a directory written by `fewintent adapt`")
     try:
         config = json.loads((path / CONFIG).read_text())
     except FileNotFoundError as e:
-        raise FewIntentError(f"{path}: not a fewintent model (no {CONFIG})") from e
+        raise CorruptModelError(f"{path}: not a fewintent model (no {CONFIG})") from e
     except ValueError as e:
-        raise FewIntentError(f"{path}: {CONFIG} is corrupt ({e})") from e
+        raise CorruptModelError(f"{path}: {CONFIG} is corrupt ({e})") from e
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise FewIntentError(f'{path}: not a fewintent model ({CONFIG} has no "format": "{FORMAT}")')
+        raise CorruptModelError(f'{path}: not a fewintent model ({CONFIG} has no "format": "{FORMAT}")')
     version = config.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise FewIntentError(
+        raise CorruptModelError(
             f'{path}: {CONFIG} has an invalid "format_version" ({version!r:.20}); the file is corrupt'
         )
     if version > FORMAT_VERSION:
-        raise FewIntentError(f"{path}: written by a newer fewintent (format {version}); upgrade")
+        raise CorruptModelError(f"{path}: written by a newer fewintent (format {version}); upgrade")
+    _check_config_types(path, config)
     try:
         t = load_file(str(path / TENSORS))
         labels = tuple(config["labels"])
     except (FileNotFoundError, SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
-        raise FewIntentError(f"{path}: model files are missing or corrupt ({type(e).__name__}: {e})") from e
+        raise CorruptModelError(f"{path}: model files are missing or corrupt ({type(e).__name__}: {e})") from e
     needed = {"prototypes", "support", "support_labels", "oos"}
     if not needed <= set(t) or t["prototypes"].shape[0] != len(labels):
-        raise FewIntentError(f"{path}: {TENSORS} does not match {CONFIG} (labels and prototypes differ)")
+        raise CorruptModelError(f"{path}: {TENSORS} does not match {CONFIG} (labels and prototypes differ)")
     if t["support_labels"].numel() and int(t["support_labels"].max()) >= len(labels):
-        raise FewIntentError(f"{path}: {TENSORS} does not match {CONFIG} (example labels out of range)")
+        raise CorruptModelError(f"{path}: {TENSORS} does not match {CONFIG} (example labels out of range)")
     base = config.get("base_model")
     encoder = SentenceEncoder(base, device=device, max_length=int(config.get("max_length", 128)))
     if t["prototypes"].shape[1] != encoder.dim:
@@ -273,7 +275,7 @@ def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
         try:
             lora = load_file(str(path / LORA))
         except (FileNotFoundError, SafetensorError, OSError) as e:
-            raise FewIntentError(f"{path}: {LORA} is missing or corrupt ({e})") from e
+            raise CorruptModelError(f"{path}: {LORA} is missing or corrupt ({e})") from e
         attach_lora(encoder, LoraSettings.from_dict(config["lora"]))
         load_lora_state(encoder, lora)
         merge_lora(encoder)
@@ -281,7 +283,7 @@ def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
     try:
         kind = OosScore(config.get("oos_score", OosScore.PROTOTYPE.value))
         threshold = check_threshold(config["threshold"], cosine=kind.is_cosine)
-        clf = IntentClassifier(
+        clf = cls(
             encoder,
             oos_label=config.get("oos_label", "oos"),
             scale=float(config.get("scale", 20.0)),
@@ -300,7 +302,26 @@ def load_model(path: Path, *, device: str = "auto") -> IntentClassifier:
             oos_temperature=None if temperature is None else float(temperature),
         )
     except (ValueError, TypeError, FewIntentError) as e:
-        raise FewIntentError(f"{path}: {CONFIG} is corrupt ({e})") from e
+        raise CorruptModelError(f"{path}: {CONFIG} is corrupt ({e})") from e
+
+
+def _check_config_types(path: Path, config: dict[str, Any]) -> None:
+    """Fields a hand-edited or damaged config.json could get wrong without breaking its JSON."""
+    labels = config.get("labels")
+    if (
+        not isinstance(labels, list)
+        or not all(isinstance(x, str) and x.strip() for x in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        raise CorruptModelError(f'{path}: {CONFIG} "labels" must be a list of distinct intent names')
+    checks = {
+        "oos_label": lambda v: isinstance(v, str) and bool(v.strip()),
+        "max_length": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "threshold_manual": lambda v: isinstance(v, bool),
+    }
+    for key, ok in checks.items():
+        if key in config and not ok(config[key]):
+            raise CorruptModelError(f'{path}: {CONFIG} has an invalid "{key}" ({config[key]!r:.30})')
 
 
 def _read_head(path: Path, config: dict[str, Any], t: dict[str, torch.Tensor], n_labels: int) -> HeadType:
@@ -308,11 +329,13 @@ def _read_head(path: Path, config: dict[str, Any], t: dict[str, torch.Tensor], n
     try:
         head = HeadType(config.get("head", HeadType.PROTOTYPE.value))
     except ValueError:
-        raise FewIntentError(f"{path}: {CONFIG} names an unknown head {config.get('head')!r}") from None
+        raise CorruptModelError(f"{path}: {CONFIG} names an unknown head {config.get('head')!r}") from None
     if head is HeadType.LINEAR:
         w, b = t.get("head_weight"), t.get("head_bias")
         if w is None or b is None or w.shape != t["prototypes"].shape or tuple(b.shape) != (n_labels,):
-            raise FewIntentError(f"{path}: {TENSORS} lacks the linear head's weights or they do not match the labels")
+            raise CorruptModelError(
+                f"{path}: {TENSORS} lacks the linear head's weights or they do not match the labels"
+            )
     return head
 
 

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fewintent import __version__
-from fewintent.errors import FewIntentError
+from fewintent.errors import EditConflictError, FewIntentError, UnknownIntentError
 from fewintent.model.classifier import IntentClassifier
 from fewintent.serve.batching import MicroBatcher
 from fewintent.serve.schemas import (
@@ -40,7 +40,7 @@ from fewintent.serve.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from fewintent.serve.store import EditConflictError, IntentNotFoundError, ModelStore, PersistError
+from fewintent.serve.store import ModelStore, PersistError
 
 logger = logging.getLogger("fewintent.serve")
 
@@ -145,7 +145,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(422, message, details=details)
 
     async def user_error(request: Request, exc: Exception) -> JSONResponse:
-        status = 404 if isinstance(exc, IntentNotFoundError) else 409 if isinstance(exc, EditConflictError) else 400
+        status = 404 if isinstance(exc, UnknownIntentError) else 409 if isinstance(exc, EditConflictError) else 400
         return error_response(status, str(exc))
 
     async def persist_error(request: Request, exc: Exception) -> JSONResponse:

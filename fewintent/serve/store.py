@@ -31,14 +31,6 @@ logger = logging.getLogger("fewintent.serve")
 Stamp = tuple[int, int, int]
 
 
-class IntentNotFoundError(FewIntentError):
-    """The client named an intent the model does not have (HTTP 404)."""
-
-
-class EditConflictError(FewIntentError):
-    """The edit is valid but the model's state forbids it, e.g. removing one of the last two intents (HTTP 409)."""
-
-
 class PersistError(RuntimeError):
     """Saving the edited model failed; the previous model is still on disk and still served (HTTP 500)."""
 
@@ -113,16 +105,9 @@ class ModelStore:
         return clf, created[0]
 
     async def remove_intent(self, name: str) -> IntentClassifier:
-        """Remove one intent and persist it; ``IntentNotFoundError`` when the model has no such intent."""
-
-        def change(clf: IntentClassifier) -> None:
-            if name not in clf.labels:
-                raise IntentNotFoundError(f"unknown intent '{name}' (GET /intents lists them)")
-            if len(clf.labels) <= 2:
-                raise EditConflictError(f"cannot remove '{name}': a classifier needs at least 2 intents")
-            clf.remove_intent(name)
-
-        return await asyncio.to_thread(self._edit, change)
+        """Remove one intent and persist it; ``UnknownIntentError`` when the model has no such intent,
+        ``EditConflictError`` when it is one of the last two."""
+        return await asyncio.to_thread(self._edit, lambda clf: clf.remove_intent(name))
 
     def _edit(self, change: Callable[[IntentClassifier], None]) -> IntentClassifier:
         with self._lock, model_dir_lock(self.model_dir, exclusive=True):
