@@ -55,6 +55,14 @@ def calibrate(
     in_scope_recall: float = typer.Option(
         None, "--in-scope-recall", min=0.5, max=1.0, help="Target for --objective recall (default: the model's)."
     ),
+    oos_share: float = typer.Option(
+        None,
+        "--oos-share",
+        min=0.001,
+        max=0.999,
+        help="For f1: the share of out-of-scope messages you expect in real traffic (default: the file's own mix). "
+        "F1's best threshold moves with it.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
@@ -69,7 +77,7 @@ def calibrate(
     data = read_labelled(files, clf.oos_label)
     if not as_json:
         print_warnings(data.warnings)
-    report = clf.calibrate(data, objective=objective, in_scope_recall=in_scope_recall)
+    report = clf.calibrate(data, objective=objective, in_scope_recall=in_scope_recall, oos_share=oos_share)
     with model_dir_lock(model_dir.expanduser().absolute(), exclusive=True):
         clf.save(model_dir)
     if as_json:

@@ -46,7 +46,7 @@ def predict(
     input_file: Path = typer.Option(
         None, "--input", "-i", help="File of messages: one per line, or JSONL with 'text' ('-' = stdin)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per message (the DESIGN.md contract)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per message (the contract in the README)."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Intents listed in each ranking."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),

@@ -57,6 +57,8 @@ def test_best_f1_threshold_separates_and_counts_are_right():
     c = oos_counts(ins, oos, t)
     assert c["in_scope_recall"] == 0.75 and c["oos_recall"] == 1.0 and c["oos_f1"] == pytest.approx(6 / 7)
     assert oos_counts(ins, oos, 0.4)["oos_f1"] == pytest.approx(0.8)
+    # OOS rare in the expected traffic (weight 0.1): losing an in-scope row no longer pays for the third OOS row
+    assert 0.2 < best_f1_threshold(ins, oos, oos_weight=0.1) <= 0.6
 
 
 @pytest.mark.parametrize("kind", [k.value for k in OosScore])

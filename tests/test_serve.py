@@ -182,6 +182,8 @@ def test_every_error_is_json_with_its_status(model):
         assert_error(r, 413, "payload_too_large", "byte limit")
 
         assert_error(c.get("/nope"), 404, "not_found", "/nope")
+        page = c.get("/docs")  # served from here, no CDN script: readable offline
+        assert page.status_code == 200 and "POST /predict" in page.text and "<script" not in page.text
         assert_error(c.delete("/intents/no_such_intent"), 404, "not_found", "no_such_intent")
         assert_error(c.put("/predict", json={"texts": ["hi"]}), 405, "method_not_allowed")
         # FewIntentError from the classifier: a 4xx with its message

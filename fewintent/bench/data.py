@@ -16,7 +16,7 @@ from fewintent.errors import FewIntentError
 FULLWAY_DATASETS = ("banking77", "clinc150", "hwu64")
 SHOTS = (5, 10)
 
-# Held-out domains of the episodic protocol (DESIGN.md / issue 3): never seen by the held-out-domain adapters.
+# Held-out domains of the episodic protocol (README, "Benchmark"): never seen by the held-out-domain adapters.
 HELDOUT_DOMAINS: dict[str, tuple[str, ...]] = {
     "clinc150": ("banking", "credit_cards", "travel"),
     "hwu64": ("alarm", "iot", "music"),

@@ -1,4 +1,4 @@
-"""Readers for the intent file formats of DESIGN.md: JSONL, CSV, Rasa ``nlu.yml`` and HF ``datasets``."""
+"""Readers for the intent file formats: JSONL, CSV/TSV, Rasa ``nlu.yml`` and HF ``datasets`` (see ARCHITECTURE.md)."""
 
 from __future__ import annotations
 

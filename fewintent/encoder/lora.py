@@ -34,7 +34,11 @@ class LoraSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoraSettings:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        """Settings from a mapping; unknown keys are refused, as every other settings class does."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise FewIntentError(f"unknown LoRA setting(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
 
 
 def has_lora(encoder: SentenceEncoder) -> bool:

@@ -89,17 +89,20 @@ def oos_counts(in_scope_scores: np.ndarray, oos_scores: np.ndarray, threshold: f
     }
 
 
-def best_f1_threshold(in_scope_scores: np.ndarray, oos_scores: np.ndarray) -> float:
-    """The cut with the best OOS F1 on labelled scores (ties: the one that keeps more in-scope messages)."""
+def best_f1_threshold(in_scope_scores: np.ndarray, oos_scores: np.ndarray, oos_weight: float = 1.0) -> float:
+    """The cut with the best OOS F1 on labelled scores (ties: the one that keeps more in-scope messages).
+
+    ``oos_weight`` counts each OOS row that many times (see ``oos_share`` in :func:`calibrate_classifier`).
+    """
     scores = np.unique(np.concatenate([in_scope_scores, oos_scores]))
     # cut just above each score (so that score is rejected), and below the lowest (nothing rejected)
     cuts = np.r_[scores[0] - 1e-6, (scores[:-1] + scores[1:]) / 2, scores[-1] + 1e-6]
     ins = np.sort(in_scope_scores)
     oos = np.sort(oos_scores)
-    caught = np.searchsorted(oos, cuts, side="left")  # OOS rows below each cut
+    caught = np.searchsorted(oos, cuts, side="left") * oos_weight  # OOS rows below each cut
     false = np.searchsorted(ins, cuts, side="left")
-    precision = np.where(caught + false > 0, caught / np.maximum(caught + false, 1), 0.0)
-    recall = caught / max(oos.size, 1)
+    precision = np.where(caught + false > 0, caught / np.maximum(caught + false, 1e-12), 0.0)
+    recall = caught / max(oos.size * oos_weight, 1e-12)
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
     best = np.flatnonzero(f1 == f1.max())
     return float(cuts[best[0]])
@@ -145,13 +148,21 @@ class CalibrationReport:
 
 
 def calibrate_classifier(
-    clf: IntentClassifier, data: IntentSet, *, objective: str = "auto", in_scope_recall: float | None = None
+    clf: IntentClassifier,
+    data: IntentSet,
+    *,
+    objective: str = "auto",
+    in_scope_recall: float | None = None,
+    oos_share: float | None = None,
 ) -> CalibrationReport:
     """Re-tune ``clf``'s OOS threshold on held-out labelled data, without re-adapting (the head is untouched).
 
     ``objective``: ``f1`` (the best OOS F1 on the file: needs rows labelled with the OOS label), ``recall``
     (keep ``in_scope_recall`` of the file's in-scope rows; default the model's own target), or ``auto`` (``f1``
     when the file has OOS rows, else ``recall``). The new threshold is set by hand: it survives intent edits.
+
+    F1 depends on how common OOS messages are: ``oos_share`` (e.g. 0.2) reweights the file's OOS rows so they
+    make up that share of its messages, for traffic whose mix differs from the file's (None: the file's own mix).
     """
     if objective not in OBJECTIVES:
         raise FewIntentError(f"unknown calibration objective '{objective}': use {', '.join(OBJECTIVES)}")
@@ -172,7 +183,12 @@ def calibrate_classifier(
     if objective == "f1":
         if not oos.size:
             raise FewIntentError(f"{data.source}: the f1 objective needs rows labelled '{clf.oos_label}'")
-        threshold = best_f1_threshold(ins, oos)
+        weight = 1.0
+        if oos_share is not None:
+            if not 0.0 < oos_share < 1.0:
+                raise FewIntentError(f"oos_share must be between 0 and 1 (exclusive), got {oos_share}")
+            weight = oos_share / (1.0 - oos_share) * ins.size / oos.size
+        threshold = best_f1_threshold(ins, oos, weight)
     else:
         recall = clf.in_scope_recall if in_scope_recall is None else in_scope_recall
         if not 0.5 <= recall <= 1.0:

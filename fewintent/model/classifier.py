@@ -49,7 +49,7 @@ class IntentScore:
 
 @dataclass
 class Prediction:
-    """One classified text; ``to_dict()`` is the ``predict --json`` line of DESIGN.md."""
+    """One classified text; ``to_dict()`` is one ``predict --json`` line (README, "Command line")."""
 
     text: str
     intent: IntentScore
@@ -426,7 +426,12 @@ class IntentClassifier:
         return out
 
     def calibrate(
-        self, data: IntentSet | str | Path, *, objective: str = "auto", in_scope_recall: float | None = None
+        self,
+        data: IntentSet | str | Path,
+        *,
+        objective: str = "auto",
+        in_scope_recall: float | None = None,
+        oos_share: float | None = None,
     ) -> CalibrationReport:
         """Re-tune the out-of-scope threshold on held-out labelled data (see :func:`calibrate_classifier`).
 
@@ -436,7 +441,9 @@ class IntentClassifier:
         """
         if not isinstance(data, IntentSet):
             data = read_intent_file(data, oos_label=self.oos_label, for_training=False)
-        return calibrate_classifier(self, data, objective=objective, in_scope_recall=in_scope_recall)
+        return calibrate_classifier(
+            self, data, objective=objective, in_scope_recall=in_scope_recall, oos_share=oos_share
+        )
 
     # ----------------------------------------------------------------- editing
     def add_intent(self, name: str, examples: Sequence[str]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -255,6 +255,9 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
         version=__version__,
         summary="Few-shot intent classification with an out-of-scope fallback; add intents live.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a CDN: blank pages offline. /docs is served from here.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
@@ -262,6 +265,11 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
     app.state.api_key = settings.api_key or os.environ.get(API_KEY_ENV) or None
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
+
+    @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+    async def docs() -> HTMLResponse:
+        """The API reference as plain HTML (works offline); the machine-readable schema is /openapi.json."""
+        return HTMLResponse(api_reference_html(app.openapi()))
 
     @app.get("/health", response_model=HealthResponse, tags=["model"])
     async def health() -> HealthResponse:
@@ -328,6 +336,29 @@ def _configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s:     [fewintent] %(message)s"))
         log.addHandler(handler)
     log.setLevel(level.upper())
+
+
+def api_reference_html(schema: dict[str, Any]) -> str:
+    """Every route of an OpenAPI schema with its summary and description, as a page with no scripts."""
+    import html
+
+    info = schema.get("info", {})
+    rows = []
+    for path, methods in schema.get("paths", {}).items():
+        for method, op in methods.items():
+            doc = html.escape(op.get("description") or "").replace("\n", "<br>")
+            rows.append(
+                f"<h3><code>{method.upper()} {html.escape(path)}</code></h3>"
+                f"<p><b>{html.escape(op.get('summary', ''))}</b></p><p>{doc}</p>"
+            )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(info.get('title', 'API'))}</title>"
+        "</head><body style='font-family:sans-serif;max-width:60em;margin:auto'>"
+        f"<h1>{html.escape(info.get('title', ''))} {html.escape(str(info.get('version', '')))}</h1>"
+        f"<p>{html.escape(info.get('summary', ''))}</p>"
+        "<p>Request and response schemas: <a href='/openapi.json'>/openapi.json</a> "
+        "(load it into any OpenAPI viewer).</p>" + "".join(rows) + "</body></html>"
+    )
 
 
 def app_from_env() -> FastAPI:
