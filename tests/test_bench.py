@@ -259,15 +259,15 @@ def test_no_test_row_ever_reaches_a_threshold(tmp_path, monkeypatch):
     assert sizes and 134 not in sizes and set(sizes) <= {210, 92}
     key = lambda r: (r["dataset"], r["method"], r["threshold_source"])  # noqa: E731
     a, b = {key(r): r["threshold"] for r in rows_a}, {key(r): r["threshold"] for r in rows_b}
-    assert a == b and len(a) == 4  # 2 methods x (support, valid)
-    assert {r["threshold_source"] for r in rows_a} == {"support", "valid"}
+    assert a == b and len(a) == 6  # 2 methods x (support, valid, valid-f1)
+    assert {r["threshold_source"] for r in rows_a} == {"support", "valid", "valid-f1"}
     assert all(0 <= r["auroc"] <= 1 for r in rows_a)
 
 
 # --------------------------------------------------------------------------- the product's head, results
 
 
-@pytest.mark.parametrize("name", [FROZEN_PROTOTYPE, "frozen-linear"])
+@pytest.mark.parametrize("name", [FROZEN_PROTOTYPE, "frozen-linear", "frozen-linear-oos-mahalanobis"])
 def test_bench_heads_match_the_classifier(name):
     """The benchmark's rows come from the product's own head: same rankings, OOS scores and threshold."""
     from fewintent.data import IntentSet
@@ -278,10 +278,9 @@ def test_bench_heads_match_the_classifier(name):
     pool = EncoderPool(make_tiny_encoder)
     spec = parse_method(name)
     outcome = ClassifierMethod(spec, pool, None).run(support, {"q": queries}, want_threshold=True)
-    clf = IntentClassifier(make_tiny_encoder(), head=spec.head).fit(support)
-    _, sims = clf.similarities(queries)
+    clf = IntentClassifier(make_tiny_encoder(), head=spec.head, oos_score=spec.oos_score).fit(support)
     assert outcome.labels == clf.labels and outcome.extra["head"] == spec.head.value
-    assert np.allclose(outcome.oos_score("q"), sims.max(1).values.numpy(), atol=1e-5)
+    assert np.allclose(outcome.oos_score("q"), [p.oos_score for p in clf.predict(queries)], atol=1e-4)
     assert np.allclose(
         torch.softmax(torch.tensor(outcome.scores["q"]), -1).numpy(), clf.predict_proba(queries), atol=1e-4
     )

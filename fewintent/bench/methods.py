@@ -25,7 +25,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from fewintent.errors import FewIntentError
 from fewintent.heads.linear import HeadType
 from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold
 from fewintent.model.classifier import IntentClassifier
+from fewintent.model.oos import OosScore
 
 FROZEN_PROTOTYPE = "frozen-prototype"
 FROZEN_LINEAR = "frozen-linear"
@@ -88,10 +89,24 @@ class MethodSpec:
     algorithm: str | None = None
     steps: int = 0
     head: HeadType = HeadType.PROTOTYPE
+    oos_score: OosScore = OosScore.PROTOTYPE
+
+
+_OOS_SUFFIX = re.compile(r"^(.+)-oos-(" + "|".join(k.value for k in OosScore) + r")$")
 
 
 def parse_method(name: str) -> MethodSpec:
-    """``fewintent-fomaml-steps5`` -> family fewintent, algorithm fomaml, 5 steps; unknown names are refused."""
+    """``fewintent-fomaml-steps5`` -> family fewintent, algorithm fomaml, 5 steps; unknown names are refused.
+
+    Any fewintent or frozen-prototype/-linear name takes a ``-oos-<score>`` suffix (``fewintent-linear-oos-nearest``):
+    the same method with another out-of-scope score (``fewintent adapt --oos-score``).
+    """
+    m = _OOS_SUFFIX.match(name)
+    if m:
+        base = parse_method(m.group(1))
+        if base.family not in ("fewintent", FROZEN_PROTOTYPE):
+            raise FewIntentError(f"'{name}': only fewintent and frozen-prototype/-linear methods take -oos-<score>")
+        return replace(base, name=name, oos_score=OosScore(m.group(2)))
     if name in (FROZEN_PROTOTYPE, FROZEN_LOGREG, SETFIT):
         return MethodSpec(name, name)
     if name == FROZEN_LINEAR:
@@ -124,21 +139,22 @@ def _label_index(support: IntentSet) -> tuple[list[str], torch.Tensor]:
 
 def classifier_head(
     encoder: SentenceEncoder,
-    head: HeadType,
+    spec: MethodSpec,
     labels: list[str],
     support_emb: torch.Tensor,
     y: torch.Tensor,
     oos_emb: torch.Tensor | None = None,
 ) -> IntentClassifier:
     """The product's decision rule on these embeddings: ``IntentClassifier.fit_embeddings``, product defaults."""
-    return IntentClassifier(encoder, head=head).fit_embeddings(labels, support_emb, y, oos_emb)
+    clf = IntentClassifier(encoder, head=spec.head, oos_score=spec.oos_score)
+    return clf.fit_embeddings(labels, support_emb, y, oos_emb)
 
 
 def _score(clf: IntentClassifier, emb: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(intent scores the head ranks by, OOS score) for embedded queries, as ``IntentClassifier.decide`` uses them."""
     table = clf.table
     sims = table.similarities(emb)
-    return table.logits(emb, sims, clf.scale).numpy(), sims.max(1).values.numpy()
+    return table.logits(emb, sims, clf.scale).numpy(), table.oos_scores(emb, sims).numpy()
 
 
 def _outcome(
@@ -152,7 +168,7 @@ def _outcome(
         adapt,
         clf.threshold,
         score_kind=kind,
-        extra={**extra, "head": clf.head.value},
+        extra={**extra, "head": clf.head.value, "oos_score": clf.oos_score.value},
         oos_scores={k: v[1] for k, v in scored.items()},
     )
 
@@ -190,7 +206,7 @@ class ClassifierMethod(Method):
             emb, enc_cost = self.pool.embed(key, support.texts)
             oos_emb, oos_cost = self.pool.embed(key, support.oos_texts)
             start = time.perf_counter()
-            clf = classifier_head(encoder, self.spec.head, labels, emb, y, oos_emb)
+            clf = classifier_head(encoder, self.spec, labels, emb, y, oos_emb)
             # encoding time as if uncached (remembered per text) + the head's own time
             adapt = enc_cost + oos_cost + time.perf_counter() - start
             embedded = {k: self.pool.embed(key, v)[0] for k, v in queries.items()}
@@ -215,7 +231,7 @@ class ClassifierMethod(Method):
             adapt_on_support(encoder, support, steps=self.spec.steps, lr=lr, seed=self.seed)
             emb = encoder.encode(support.texts)
             oos_emb = encoder.encode(support.oos_texts) if support.oos_texts else None
-            clf = classifier_head(encoder, self.spec.head, labels, emb, y, oos_emb)
+            clf = classifier_head(encoder, self.spec, labels, emb, y, oos_emb)
             adapt = time.perf_counter() - start
             embedded = {k: encoder.encode(v) for k, v in queries.items()}
         finally:

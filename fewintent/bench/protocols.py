@@ -18,7 +18,7 @@ from fewintent.bench.methods import SETFIT, Method, Outcome, SetFitMethod, parse
 from fewintent.bench.metrics import auroc, mean_ci95, precision_recall_curve
 from fewintent.bench.progress import Tracker
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, IntentSet
-from fewintent.model.calibration import calibrate_threshold
+from fewintent.model.calibration import best_f1_threshold, calibrate_threshold
 from fewintent.model.evaluation import macro_f1, multiclass_mcc, score_predictions
 
 
@@ -252,13 +252,16 @@ def _support_of(ctx: BenchContext, source: tuple[str, str]) -> IntentSet:
     return ctx.corpora.support(dataset, split)
 
 
-def choose_threshold(outcome: Outcome, valid: IntentSet) -> float:
-    """The cut on the max score that best separates ``valid``'s in-scope and OOS rows (Youden's J).
+def choose_threshold(outcome: Outcome, valid: IntentSet, objective: str = "youden") -> float:
+    """The cut on the OOS score from ``valid``'s in-scope and OOS rows: Youden's J (in-scope kept + OOS caught),
+    or ``f1``: the best OOS F1 on the file, which is what ``fewintent calibrate`` does.
 
     Only the ``valid`` query set is read here: test scores never reach a threshold.
     """
     top = outcome.oos_score("valid")
     n_in = len(valid.texts)
+    if objective == "f1":
+        return best_f1_threshold(top[:n_in], top[n_in:])
     return calibrate_threshold(top[:n_in], top[n_in:])
 
 
@@ -284,19 +287,23 @@ def oos(ctx: BenchContext) -> None:
                 "test_splits": list(s["test"][1]),
             }
             for name in cfg.methods:
-                if ctx.already_done({**base, "method": name, "threshold_source": "valid"}):
+                if ctx.already_done({**base, "method": name, "threshold_source": "valid-f1"}):
                     tracker.advance()
                     continue
                 method = _setfit_budget(ctx, ctx.method(name, "oos", s["dataset"]), support)
                 if isinstance(method, Skip):
-                    for source in ("support", "valid"):
+                    for source in ("support", "valid", "valid-f1"):
                         row = _skip_row({**base, "threshold_source": source}, name, method.reason)
                         _write(ctx, tracker, row)
                     tracker.advance()
                     continue
                 queries = {"valid": valid.texts + valid.oos_texts, "test": test.texts + test.oos_texts}
                 outcome = method.run(support, queries, want_threshold=True)
-                thresholds = {"support": outcome.support_threshold, "valid": choose_threshold(outcome, valid)}
+                thresholds = {
+                    "support": outcome.support_threshold,
+                    "valid": choose_threshold(outcome, valid),
+                    "valid-f1": choose_threshold(outcome, valid, objective="f1"),
+                }
                 for source, threshold in thresholds.items():
                     row = {**base, **_method_fields(method, outcome), "threshold_source": source}
                     if threshold is None:

@@ -274,7 +274,10 @@ def oos_table(rows: list[dict[str, Any]]) -> list[str]:
     head = ["dataset", "method", "threshold", "OOS recall", "OOS precision", "OOS F1", "AUROC", "in-scope acc", "MCC"]
     return [
         "10 examples per intent; the OOS threshold comes from the support set alone (`support`, the product's "
-        "default) or from `valid` in-scope + OOS rows (`valid`), never from `test`. AUROC does not depend on it.",
+        "default) or from `valid` in-scope + OOS rows, never from `test`: the cut with the best in-scope kept + OOS "
+        "caught (`valid`, Youden's J) or with the best OOS F1 (`valid-f1`, what `fewintent calibrate` does). "
+        "`-oos-<score>` rows use another out-of-scope score (`adapt --oos-score`). AUROC does not depend on the "
+        "threshold.",
         "",
         *_table(head, body),
     ]
