@@ -20,7 +20,7 @@ from fewintent.data.intentset import IntentSet
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import lora_parameters
 from fewintent.errors import FewIntentError
-from fewintent.heads.linear import PrototypeLinearHead, fit_logistic
+from fewintent.heads.linear import PrototypeLinearHead
 from fewintent.heads.proto import Distance, class_means
 
 Autocast = Callable[[], AbstractContextManager[Any]]
@@ -93,22 +93,16 @@ def inner_loop(
     *,
     generator: torch.Generator | None = None,
     autocast: Autocast = nullcontext,
-    head_init: tuple[torch.Tensor, torch.Tensor] | None = None,
-    head_penalty: float = 0.0,
 ) -> tuple[PrototypeLinearHead, list[float]]:
     """Adapt ``params`` (in place) and a fresh prototype head on the support set; returns the head and losses.
 
-    The head starts from the prototypes of the support embeddings under the initial ``params``, or from
-    ``head_init`` (e.g. the logistic-regression head the classifier deploys); ``head_penalty`` adds
-    ``head_penalty * |W|^2`` to the loss (the same L2 term as :func:`~fewintent.heads.linear.fit_logistic`).
+    The head starts from the prototypes of the support embeddings under the initial ``params``.
     """
     labels = labels.to(encoder.device)
     n = len(texts)
     full_batch = n <= settings.batch_size
     head: PrototypeLinearHead | None = None
-    if head_init is not None:
-        head = PrototypeLinearHead(head_init[0].to(encoder.device), head_init[1].to(encoder.device))
-    elif not full_batch or settings.steps == 0:
+    if not full_batch or settings.steps == 0:
         # Prototypes of the whole support set; encode() sorts by length, so big sets carry little padding.
         emb = encoder.encode(list(texts)).to(encoder.device)
         head = PrototypeLinearHead.from_support(emb, labels, n_classes, settings.distance, settings.temperature)
@@ -124,8 +118,6 @@ def inner_loop(
         if head is None:  # full batch: the first forward pass gives the prototypes too
             head = PrototypeLinearHead.from_support(emb, labels, n_classes, settings.distance, settings.temperature)
         loss = nn.functional.cross_entropy(head(emb.float()), labels[idx.to(labels.device)])
-        if head_penalty:
-            loss = loss + head_penalty * head.weight.pow(2).sum()
         head_params = [head.weight, head.bias]
         if updater is None:
             lrs = [settings.lr] * len(params) + [settings.head_lr] * 2
@@ -145,14 +137,9 @@ def adapt_on_support(
     lr: float,
     seed: int = 0,
     settings: InnerLoopSettings | None = None,
-    logistic_c: float | None = None,
 ) -> list[float]:
     """Deployment: run the meta-learned inner loop on a company's examples, leaving the adapted LoRA weights in
     the encoder (the classifier then builds its head with them and saves them). Returns the support losses.
-
-    ``logistic_c``: start the inner loop's head from the logistic regression of that ``C`` on the support
-    embeddings and keep its L2 term in the loss, so the steps optimise the objective the deployed linear head
-    is fitted with (None: prototype-initialised head, plain cross-entropy, as in meta-training).
 
     Example:
         >>> adapt_on_support(encoder, read_intent_file("train_10.jsonl"), steps=5, lr=1e-3)  # doctest: +SKIP
@@ -173,22 +160,7 @@ def adapt_on_support(
     try:
         for p in params:
             p.requires_grad_(True)
-        init, penalty = None, 0.0
-        if logistic_c is not None:
-            emb = encoder.encode(data.texts)
-            init = fit_logistic(emb, labels, len(data.labels), c=logistic_c)
-            penalty = 1.0 / (2.0 * logistic_c * len(data.texts))
-        _, losses = inner_loop(
-            encoder,
-            params,
-            data.texts,
-            labels,
-            len(data.labels),
-            settings,
-            generator=generator,
-            head_init=init,
-            head_penalty=penalty,
-        )
+        _, losses = inner_loop(encoder, params, data.texts, labels, len(data.labels), settings, generator=generator)
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
