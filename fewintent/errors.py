@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class FewIntentError(Exception):
     """A problem caused by input the user controls (a file, a model directory, an argument).
@@ -27,3 +29,10 @@ class FewIntentWarning(Warning):
 
     Not a ``UserWarning``: the CLI silences library chatter of that kind but prints these, one line each.
     """
+
+
+def reject_unknown(given: Iterable[str], known: Iterable[str], what: str) -> None:
+    """Refuse keys a settings class does not have (a typo must not be silently ignored)."""
+    unknown = set(given) - set(known)
+    if unknown:
+        raise FewIntentError(f"unknown {what}: {', '.join(sorted(unknown))}")

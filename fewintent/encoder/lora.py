@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fewintent.encoder.encoder import SentenceEncoder
-from fewintent.errors import FewIntentError
+from fewintent.errors import FewIntentError, reject_unknown
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -35,9 +35,7 @@ class LoraSettings:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoraSettings:
         """Settings from a mapping; unknown keys are refused, as every other settings class does."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise FewIntentError(f"unknown LoRA setting(s): {', '.join(sorted(unknown))}")
+        reject_unknown(d, cls.__dataclass_fields__, "LoRA setting(s)")
         return cls(**d)
 
 

@@ -24,7 +24,7 @@ from fewintent.encoder.lora import (
     merge_lora,
     resolve_adapter,
 )
-from fewintent.errors import EditConflictError, FewIntentError, FewIntentWarning, UnknownIntentError
+from fewintent.errors import EditConflictError, FewIntentError, FewIntentWarning, UnknownIntentError, reject_unknown
 from fewintent.heads.linear import DEFAULT_C, HeadType, fit_logistic
 from fewintent.heads.proto import class_means
 from fewintent.model.calibration import (
@@ -154,9 +154,7 @@ class AdaptArguments:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AdaptArguments:
         """Arguments from a mapping (e.g. a YAML file); unknown keys are refused."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise FewIntentError(f"unknown adapt argument(s): {', '.join(sorted(unknown))}")
+        reject_unknown(d, cls.__dataclass_fields__, "adapt argument(s)")
         return cls(**d)
 
 
@@ -215,9 +213,7 @@ class IntentClassifier:
 
         Keyword overrides set fields of :class:`AdaptArguments`, e.g. ``adapter="none"``, ``steps=5``.
         """
-        unknown = set(overrides) - set(AdaptArguments.__dataclass_fields__)
-        if unknown:
-            raise FewIntentError(f"unknown adapt argument(s): {', '.join(sorted(unknown))}")
+        reject_unknown(overrides, AdaptArguments.__dataclass_fields__, "adapt argument(s)")
         args = replace(args or AdaptArguments(), **overrides)
         data = _as_intentset(examples, args.oos_label)
         torch.manual_seed(args.seed)
