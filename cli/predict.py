@@ -10,33 +10,8 @@ import typer
 from rich.table import Table
 
 from fewintent.cli._common import THREADS_HELP, console, guarded, load_classifier, progress_bar, set_threads
+from fewintent.data.io import read_messages
 from fewintent.errors import FewIntentError
-
-MAX_INPUT_TEXTS = 1_000_000
-
-
-def _read_texts(path: Path) -> list[str]:
-    """One text per line, or JSONL with a ``text`` field; ``-`` reads standard input."""
-    try:
-        raw = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as e:
-        raise FewIntentError(f"{path}: no such file") from e
-    except UnicodeDecodeError as e:
-        raise FewIntentError(f"{path}: not UTF-8 text (undecodable byte at offset {e.start})") from e
-    texts = []
-    for lineno, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                texts.append(str(json.loads(line)["text"]))
-            except (ValueError, KeyError, TypeError) as e:
-                raise FewIntentError(f"{path}:{lineno}: expected a JSON object with a 'text' field") from e
-        else:
-            texts.append(line.strip())
-    if len(texts) > MAX_INPUT_TEXTS:
-        raise FewIntentError(f"{path}: {len(texts)} texts is more than the {MAX_INPUT_TEXTS} limit; split the file")
-    return texts
 
 
 @guarded
@@ -55,7 +30,7 @@ def predict(
     set_threads(threads)
     all_texts = list(texts or [])
     if input_file is not None:
-        all_texts += _read_texts(input_file)
+        all_texts += read_messages(input_file)
     if not all_texts:
         raise FewIntentError("nothing to classify: give messages as arguments or --input FILE")
     clf = load_classifier(model_dir, device)

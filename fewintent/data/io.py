@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,46 @@ def read_intent_file(
     else:
         rows = _rasa_rows(content, p)
     return IntentSet.from_pairs(rows, oos_label=oos_label, source=str(p), for_training=for_training)
+
+
+MAX_MESSAGES = 1_000_000
+
+
+def read_messages(path: str | Path) -> list[str]:
+    """Unlabelled messages: one per line, or JSONL with a ``text`` field; ``-`` reads standard input.
+
+    Blank lines are skipped; a file with no message, or one that is not UTF-8 text, is refused.
+    """
+    p = Path(path)
+    try:
+        raw = sys.stdin.read() if str(path) == "-" else p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as e:
+        raise FewIntentError(f"{p}: no such file") from e
+    except IsADirectoryError as e:
+        raise FewIntentError(f"{p}: is a directory, expected a file of messages") from e
+    except UnicodeDecodeError as e:
+        raise FewIntentError(f"{p}: not UTF-8 text (undecodable byte at offset {e.start})") from e
+    if "\x00" in raw:
+        raise FewIntentError(f"{p}: looks binary (NUL bytes), expected one message per line or JSONL")
+    texts = []
+    for lineno, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                text = json.loads(line)["text"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise FewIntentError(f"{p}:{lineno}: expected a JSON object with a 'text' field") from e
+            if not isinstance(text, str):
+                raise FewIntentError(f"{p}:{lineno}: 'text' must be a string, got {type(text).__name__}")
+            texts.append(text)
+        else:
+            texts.append(line.strip())
+    if not texts:
+        raise FewIntentError(f"{p}: no messages (the file is empty or blank)")
+    if len(texts) > MAX_MESSAGES:
+        raise FewIntentError(f"{p}: {len(texts)} messages is more than the {MAX_MESSAGES} limit; split the file")
+    return texts
 
 
 def _detect_format(p: Path, content: str) -> str:

@@ -35,6 +35,7 @@ from fewintent.model.calibration import (
     calibrate_threshold,
     check_threshold,
 )
+from fewintent.model.discovery import DiscoveryResult, discover
 from fewintent.model.oos import OosScore, OosScorer, held_out_scores
 from fewintent.model.persistence import load_model, save_model
 
@@ -440,6 +441,11 @@ class IntentClassifier:
         return calibrate_classifier(
             self, data, objective=objective, in_scope_recall=in_scope_recall, oos_share=oos_share
         )
+
+    def discover(self, texts: Sequence[str], **options: Any) -> DiscoveryResult:
+        """Candidate new intents among the out-of-scope ``texts`` and the in-scope ones worth labelling next
+        (see :func:`fewintent.model.discovery.discover` for the options)."""
+        return discover(self, texts, **options)
 
     # ----------------------------------------------------------------- editing
     def add_intent(self, name: str, examples: Sequence[str]) -> None:

@@ -1,0 +1,67 @@
+"""``fewintent discover``: candidate new intents and messages worth labelling, from unlabelled traffic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fewintent.cli._common import THREADS_HELP, console, guarded, load_classifier, progress_bar, set_threads
+from fewintent.data.io import read_messages
+from fewintent.model.discovery import discover as run_discovery
+
+
+@guarded
+def discover(
+    model_dir: Path = typer.Argument(..., help="Model directory written by `fewintent adapt`."),
+    messages_file: Path = typer.Argument(
+        ..., help="Unlabelled user messages: one per line, or JSONL with a 'text' field ('-' = standard input)."
+    ),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Write a JSONL to edit (rename, merge, drop) and feed back to `fewintent adapt`: each cluster's "
+        "messages under a draft intent name, then the messages to label under the model's guess.",
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help='Print one JSON object {"clusters": [...], "to_label": [...]}.'
+    ),
+    min_cluster_size: int = typer.Option(5, "--min-cluster-size", min=2, help="Fewest messages that make a cluster."),
+    to_label: int = typer.Option(20, "--to-label", min=0, help="How many in-scope messages to suggest for labelling."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+) -> None:
+    """Group the messages the model answers out of scope into candidate new intents; list the in-scope messages
+    it is least sure of (most worth labelling). The model itself is not changed."""
+    set_threads(threads)
+    clf = load_classifier(model_dir, device)
+    texts = read_messages(messages_file)
+    with progress_bar("encoding messages", len(texts)) as advance:
+        result = run_discovery(clf, texts, min_cluster_size=min_cluster_size, n_to_label=to_label, progress=advance)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.to_jsonl_rows()))
+        tmp.replace(output)
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    table = Table("id", "size", "name hint", "examples", title=f"{len(result.clusters)} candidate new intents")
+    for c in result.clusters:
+        table.add_row(str(c.id), str(c.size), c.name_hint, "\n".join(c.examples))
+    console.print(table)
+    console.print(
+        f"{result.n_messages} messages: {result.n_out_of_scope} out of scope, "
+        f"{result.n_out_of_scope - len(result.unclustered)} of them in clusters.",
+        highlight=False,
+    )
+    if result.to_label:
+        labels = Table("text", "model's guess", "confidence", title="label these next")
+        for item in result.to_label:
+            labels.add_row(item.text, item.intent, f"{item.confidence:.2f}")
+        console.print(labels)
+    if output is not None:
+        console.print(f"wrote {output}: edit the intent names, then `fewintent adapt` with it", highlight=False)

@@ -1,0 +1,184 @@
+"""Improve a bot from its traffic: group out-of-scope messages into candidate new intents, and pick the
+in-scope messages most worth labelling next.
+
+Clustering is scikit-learn's HDBSCAN on a PCA projection of the embeddings (tree-based neighbour search: memory
+grows with the number of messages, not its square); name hints are each cluster's most characteristic words
+(class-based TF-IDF). Nothing here changes the model: a person reviews the output and feeds it back with
+``fewintent adapt`` or ``POST /intents``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from fewintent.errors import FewIntentError
+
+if TYPE_CHECKING:
+    from fewintent.model.classifier import IntentClassifier, Progress
+
+PCA_DIMS = 32
+"""Dimensions the embeddings are projected to before clustering (density estimates degrade in 384 dims)."""
+
+
+@dataclass
+class Cluster:
+    """A candidate new intent: messages the model sends out of scope that look alike."""
+
+    id: int
+    size: int
+    name_hint: str
+    examples: list[str]
+    """The messages closest to the cluster's centre."""
+    texts: list[str]
+    """Every message assigned to the cluster."""
+
+
+@dataclass
+class LabelCandidate:
+    """An in-scope message the model is least sure about, with its guess: label it to improve the model most."""
+
+    text: str
+    intent: str
+    confidence: float
+
+
+@dataclass
+class DiscoveryResult:
+    clusters: list[Cluster]
+    to_label: list[LabelCandidate]
+    n_messages: int = 0
+    n_out_of_scope: int = 0
+    unclustered: list[str] = field(default_factory=list)
+    """Out-of-scope messages that fell in no cluster (noise, or intents with too few messages yet)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``discover --json`` object: ``clusters`` and ``to_label``."""
+        return {
+            "clusters": [asdict(c) for c in self.clusters],
+            "to_label": [asdict(c) for c in self.to_label],
+        }
+
+    def to_jsonl_rows(self) -> list[dict[str, Any]]:
+        """Rows a person edits and feeds back to ``fewintent adapt``: each cluster's messages under a draft intent
+        name (rename, merge or delete them), then the messages to label under the model's guess."""
+        rows: list[dict[str, Any]] = []
+        for c in self.clusters:
+            rows += [{"text": t, "intent": f"new_{c.id}_{c.name_hint}", "cluster": c.id} for t in c.texts]
+        rows += [
+            {"text": c.text, "intent": c.intent, "to_label": True, "confidence": c.confidence} for c in self.to_label
+        ]
+        return rows
+
+
+def discover(
+    clf: IntentClassifier,
+    texts: Sequence[str],
+    *,
+    min_cluster_size: int = 5,
+    n_examples: int = 3,
+    n_to_label: int = 20,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> DiscoveryResult:
+    """Cluster the messages ``clf`` answers out of scope; rank the in-scope ones worth labelling.
+
+    Example:
+        >>> result = discover(clf, open("chat_logs.txt").read().splitlines())  # doctest: +SKIP
+        >>> [(c.name_hint, c.size) for c in result.clusters]  # doctest: +SKIP
+    """
+    if min_cluster_size < 2:
+        raise FewIntentError("min_cluster_size must be at least 2")
+    table, emb = clf.embed(texts, progress=progress)
+    texts = list(texts)
+    if not texts:
+        raise FewIntentError("no messages to discover intents in")
+    predictions = clf.decide(texts, table, emb, top_k=2)
+    oos = [i for i, p in enumerate(predictions) if p.is_oos]
+    clusters, noise = _clusters(emb[oos], [texts[i] for i in oos], min_cluster_size, n_examples, seed)
+    in_scope = [i for i, p in enumerate(predictions) if not p.is_oos]
+    to_label = _to_label(emb, predictions, in_scope, n_to_label)
+    return DiscoveryResult(clusters, to_label, len(texts), len(oos), noise)
+
+
+def _clusters(
+    emb: torch.Tensor, texts: list[str], min_size: int, n_examples: int, seed: int
+) -> tuple[list[Cluster], list[str]]:
+    if len(texts) < 2 * min_size:
+        return [], texts
+    from sklearn.cluster import HDBSCAN
+    from sklearn.decomposition import PCA
+
+    x = emb.numpy().astype(np.float64)
+    if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
+        x = PCA(PCA_DIMS, random_state=seed).fit_transform(x)
+    labels = HDBSCAN(min_cluster_size=min_size, min_samples=min(min_size, 5), copy=True).fit_predict(x)
+    found = sorted({int(label) for label in labels if label >= 0})
+    members = {c: np.flatnonzero(labels == c) for c in found}
+    hints = _name_hints([[texts[i] for i in members[c]] for c in found])
+    clusters = []
+    normed = torch.nn.functional.normalize(emb, dim=-1)
+    for c, hint in zip(found, hints):
+        idx = members[c]
+        centre = torch.nn.functional.normalize(normed[idx].mean(0), dim=0)
+        closest = idx[np.argsort(-(normed[idx] @ centre).numpy())[:n_examples]]
+        clusters.append(Cluster(0, len(idx), hint, [texts[i] for i in closest], [texts[i] for i in idx]))
+    clusters.sort(key=lambda c: -c.size)
+    for i, cluster in enumerate(clusters):
+        cluster.id = i
+    noise = [texts[i] for i in np.flatnonzero(labels < 0)]
+    return clusters, noise
+
+
+def _name_hints(docs: list[list[str]], words: int = 3) -> list[str]:
+    """Each cluster's most characteristic words: TF-IDF of the cluster's text against the other clusters'."""
+    if not docs:
+        return []
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    joined = [" ".join(d) for d in docs]
+    try:
+        tfidf = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{2,}\b", sublinear_tf=True)
+        matrix = tfidf.fit_transform(joined)
+    except ValueError:  # only stop words or digits: no vocabulary
+        return ["cluster"] * len(docs)
+    vocab = np.asarray(tfidf.get_feature_names_out())
+    hints = []
+    for row in range(matrix.shape[0]):
+        scores = matrix.getrow(row).toarray().ravel()
+        top = [vocab[i] for i in np.argsort(-scores)[:words] if scores[i] > 0]
+        hints.append(re.sub(r"\W+", "_", "_".join(top)) or "cluster")
+    return hints
+
+
+def _to_label(emb: torch.Tensor, predictions: list[Any], candidates: list[int], n: int) -> list[LabelCandidate]:
+    """The least certain in-scope messages (smallest margin between the two best intents), spread out: from the
+    most uncertain quarter, greedily the one farthest from those already picked (cosine)."""
+    if not candidates or n <= 0:
+        return []
+
+    def margin(i: int) -> float:
+        ranking = predictions[i].intent_ranking
+        return ranking[0].confidence - (ranking[1].confidence if len(ranking) > 1 else 0.0)
+
+    pool = sorted(candidates, key=margin)[: max(4 * n, n)]
+    vectors = torch.nn.functional.normalize(emb[pool], dim=-1)
+    chosen = [0]
+    nearest = vectors @ vectors[0]
+    while len(chosen) < min(n, len(pool)):
+        # farthest from every chosen one; ties go to the more uncertain (earlier in the pool)
+        nxt = int(torch.argmin(nearest).item())
+        if nxt in chosen:
+            break
+        chosen.append(nxt)
+        nearest = torch.maximum(nearest, vectors @ vectors[nxt])
+    out = []
+    for k in chosen:
+        p = predictions[pool[k]]
+        out.append(LabelCandidate(p.text, p.intent_ranking[0].name, round(p.intent_ranking[0].confidence, 4)))
+    return out

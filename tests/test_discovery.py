@@ -1,0 +1,105 @@
+"""Intent discovery on unlabelled traffic: clusters of out-of-scope messages, what to label next, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fewintent import IntentClassifier
+from fewintent.cli.main import app
+from fewintent.data.io import read_messages
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+GIFT = [
+    f"{verb} {thing}"
+    for verb in ("do you sell", "can i buy", "i want to buy", "where can i get")
+    for thing in ("a gift card", "a gift voucher", "gift cards for my brother")
+]
+JOBS = [
+    f"{verb} {when}"
+    for verb in ("what is the weather", "weather forecast for", "how is the weather", "tell me the weather")
+    for when in ("tomorrow", "this weekend", "on friday")
+]
+IN_SCOPE = ["is my bike ready yet", "my brakes squeak, can you fix them", "how much is an e-bike for a day"]
+
+
+@pytest.fixture(scope="module")
+def demo(real_encoder) -> IntentClassifier:
+    return IntentClassifier(real_encoder).fit(read_demo())
+
+
+def read_demo():
+    from fewintent.data import read_intent_file
+
+    return read_intent_file(ROOT / "data" / "demo_company.jsonl")
+
+
+def test_discovery_groups_new_intents_and_ranks_messages_to_label(demo):
+    result = demo.discover(GIFT + JOBS + IN_SCOPE, min_cluster_size=4, n_to_label=2)
+    assert result.n_messages == len(GIFT + JOBS + IN_SCOPE)
+    assert len(result.clusters) >= 2
+    for cluster in result.clusters:
+        assert cluster.size == len(cluster.texts) and set(cluster.examples) <= set(cluster.texts)
+        groups = {("gift" if t in GIFT else "job" if t in JOBS else "other") for t in cluster.texts}
+        assert len(groups) == 1, cluster.texts  # pure
+    hints = " ".join(c.name_hint for c in result.clusters)
+    assert "gift" in hints and "weather" in hints
+    assert 1 <= len(result.to_label) <= 2 and all(item.intent in demo.labels for item in result.to_label)
+    d = result.to_dict()
+    assert set(d) == {"clusters", "to_label"}
+    assert set(d["clusters"][0]) == {"id", "size", "name_hint", "examples", "texts"}
+    assert set(d["to_label"][0]) == {"text", "intent", "confidence"}
+
+
+def test_cli_discover_json_and_a_file_that_adapt_reads_back(demo, tmp_path):
+    model = tmp_path / "m"
+    demo.save(model)
+    messages = tmp_path / "logs.txt"
+    messages.write_text("\n".join(GIFT + JOBS + IN_SCOPE) + "\n\n")
+    out = tmp_path / "review.jsonl"
+    args = ["discover", str(model), str(messages), "--json", "-o", str(out), "--min-cluster-size", "4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert sum(c["size"] for c in d["clusters"]) >= len(GIFT)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert any(r["intent"].startswith("new_") for r in rows)
+    # the reviewed file goes straight back into adapt, next to the original examples
+    (tmp_path / "more.jsonl").write_text((ROOT / "data" / "demo_company.jsonl").read_text() + out.read_text())
+    result = runner.invoke(
+        app, ["adapt", str(tmp_path / "more.jsonl"), "-o", str(tmp_path / "m2"), "--adapter", "none"]
+    )
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "no messages"),
+        (b"\n \n\t\n", "no messages"),
+        (b"\x00\x01\x02binary", "binary"),
+        (b"\xff\xfe\x00", "UTF-8"),
+    ],
+)
+def test_bad_message_files_are_refused(tmp_path, content, message):
+    p = tmp_path / "m.txt"
+    p.write_bytes(content)
+    with pytest.raises(Exception, match=message):
+        read_messages(p)
+
+
+def test_one_message_is_fine(demo, tmp_path):
+    result = demo.discover(["do you sell gift cards"])
+    assert result.clusters == [] and result.n_messages == 1
+    model = tmp_path / "m"
+    demo.save(model)
+    (tmp_path / "one.txt").write_text("do you sell gift cards\n")
+    r = runner.invoke(app, ["discover", str(model), str(tmp_path / "one.txt"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["clusters"] == []
+    r = runner.invoke(app, ["discover", str(model), str(tmp_path / "missing.txt")])
+    assert r.exit_code == 1 and "no such file" in r.output
