@@ -18,7 +18,38 @@ from fewintent.cli._common import (
     read_labelled,
     set_threads,
 )
+from fewintent.data import read_intent_file
+from fewintent.errors import FewIntentError
+from fewintent.heads.linear import HeadType
+from fewintent.model import IntentClassifier
 from fewintent.model import evaluate as run_evaluation
+from fewintent.model.crossval import cross_validate
+
+
+def _cross_validate(train_file: Path, cv: str, adapter: str, head: HeadType, device: str, as_json: bool) -> None:
+    data = read_intent_file(train_file)
+    print_warnings(data.warnings)
+    folds: int | str = "loo" if cv.lower() == "loo" else (int(cv) if cv.isdigit() else cv)
+    clf = IntentClassifier.unfitted(adapter=adapter, head=head, device=device)
+    with progress_bar("encoding examples", len(data)) as advance:
+        result = cross_validate(clf, data, folds, progress=advance)
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    table = Table("metric", "value", title=f"{train_file}: {result.folds}-fold cross-validation, {result.n} examples")
+    for key in ("top1_accuracy", "accuracy", "in_scope_kept", "threshold"):
+        table.add_row(key, _fmt(getattr(result, key)))
+    console.print(table)
+    weakest = sorted(result.per_intent.items(), key=lambda kv: kv[1]["f1"])[:15]
+    per = Table("intent", "precision", "recall", "f1", "examples", title="weakest intents")
+    for name, m in weakest:
+        per.add_row(name, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(int(m["support"])))
+    console.print(per)
+    if result.confused_pairs:
+        confused = Table("gold", "predicted", "count", "examples", title="most confused intents")
+        for pair in result.confused_pairs:
+            confused.add_row(pair["gold"], pair["predicted"], str(pair["count"]), "\n".join(pair["examples"]))
+        console.print(confused)
 
 
 def _fmt(x: float | None) -> str:
@@ -27,10 +58,20 @@ def _fmt(x: float | None) -> str:
 
 @guarded
 def evaluate(
-    model_dir: Path = typer.Argument(..., help="Model directory written by `fewintent adapt`."),
-    test_files: list[Path] = typer.Argument(
-        ..., help="Labelled file(s); several are concatenated (e.g. test + oos_test)."
+    model_dir: Path = typer.Argument(
+        ..., help="Model directory written by `fewintent adapt` (with --cv: the training file to cross-validate)."
     ),
+    test_files: list[Path] = typer.Argument(
+        None, help="Labelled file(s); several are concatenated (e.g. test + oos_test). Not with --cv."
+    ),
+    cv: str = typer.Option(
+        None,
+        "--cv",
+        help="Cross-validate the adapt settings on the training file itself: K folds, or 'loo' (leave-one-out). "
+        "Encodes once and refits the head per fold, so it takes seconds.",
+    ),
+    adapter: str = typer.Option("auto", "--adapter", help="With --cv: the adapter to evaluate (as for adapt)."),
+    head: HeadType = typer.Option(HeadType.LINEAR.value, "--head", help="With --cv: the decision head."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every metric."),
     show_sweep: bool = typer.Option(
         False, "--sweep", help="Also show what other OOS thresholds would do (needs 'oos' rows in the files)."
@@ -38,8 +79,19 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
-    """Score a model on labelled data. Rows with the model's OOS label must come back out of scope."""
+    """Score a model on labelled data. Rows with the model's OOS label must come back out of scope.
+
+    With --cv K, MODEL_DIR is a training file instead: each example is predicted by a classifier adapted on the
+    other folds (no test set needed).
+    """
     set_threads(threads)
+    if cv is not None:
+        if test_files:
+            raise FewIntentError("--cv cross-validates the training file alone: give no test files with it")
+        _cross_validate(model_dir, cv, adapter, head, device, as_json)
+        return
+    if not test_files:
+        raise FewIntentError("give one or more labelled test files (or --cv K to cross-validate a training file)")
     clf = load_classifier(model_dir, device)
     data = read_labelled(test_files, clf.oos_label)
     with progress_bar("classifying", len(data)) as advance:

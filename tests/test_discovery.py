@@ -1,4 +1,4 @@
-"""Intent discovery on unlabelled traffic: clusters of out-of-scope messages, what to label next, bad input."""
+"""Improving a bot from its traffic: intent discovery, what to label next, cross-validation on the training file."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
-from fewintent import IntentClassifier
+from fewintent import FewIntentError, IntentClassifier
 from fewintent.cli.main import app
 from fewintent.data.io import read_messages
 
@@ -103,3 +104,38 @@ def test_one_message_is_fine(demo, tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout)["clusters"] == []
     r = runner.invoke(app, ["discover", str(model), str(tmp_path / "missing.txt")])
     assert r.exit_code == 1 and "no such file" in r.output
+
+
+# ------------------------------------------------------------------ cross-validation on the training file
+def test_cross_validation_predicts_each_example_from_the_other_folds(tiny_encoder):
+    from fewintent import IntentSet
+    from fewintent.model.crossval import cross_validate, fold_of
+
+    data = IntentSet.from_pairs([(f"{w} example {i}", w) for w in ("alpha", "beta", "gamma") for i in range(5)])
+    folds = fold_of(torch.tensor([0, 0, 0, 1, 1, 2]), 2)
+    assert folds.tolist() == [0, 1, 0, 0, 1, 0]  # stratified: i-th example of each intent -> fold i mod k
+    clf = IntentClassifier(tiny_encoder)
+    result = cross_validate(clf, data, 5)
+    assert result.folds == 5 and result.n == 15
+    assert 0.0 <= result.accuracy <= result.top1_accuracy <= 1.0
+    assert set(result.per_intent) == {"alpha", "beta", "gamma"}
+    assert sum(int(m["support"]) for m in result.per_intent.values()) == 15
+    for pair in result.confused_pairs:
+        assert pair["gold"] != pair["predicted"] and 1 <= len(pair["examples"]) <= 3
+    assert clf.labels == ["alpha", "beta", "gamma"]  # left fitted on the whole file
+    assert cross_validate(clf, data, "loo").folds == 5
+    with pytest.raises(FewIntentError, match="folds"):
+        cross_validate(clf, data, 1)
+    with pytest.raises(FewIntentError, match="one example"):
+        cross_validate(clf, IntentSet.from_pairs([("a", "x"), ("b", "y")]), 2)
+
+
+def test_cli_evaluate_cv(tmp_path):
+    result = runner.invoke(app, ["evaluate", str(ROOT / "data" / "demo_company.jsonl"), "--cv", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert d["folds"] == 3 and d["n"] == 74 and d["top1_accuracy"] > 0.5  # real MiniLM on the demo intents
+    r = runner.invoke(app, ["evaluate", str(ROOT / "data" / "demo_company.jsonl"), "x.jsonl", "--cv", "3"])
+    assert r.exit_code == 1 and "no test files" in r.output
+    r = runner.invoke(app, ["evaluate", str(ROOT / "data" / "demo_company.jsonl"), "--cv", "many"])
+    assert r.exit_code == 1 and "folds" in r.output

@@ -214,17 +214,10 @@ class IntentClassifier:
 
         Keyword overrides set fields of :class:`AdaptArguments`, e.g. ``adapter="none"``, ``steps=5``.
         """
-        reject_unknown(overrides, AdaptArguments.__dataclass_fields__, "adapt argument(s)")
-        args = replace(args or AdaptArguments(), **overrides)
+        args = _arguments(args, overrides)
         data = _as_intentset(examples, args.oos_label)
         torch.manual_seed(args.seed)
-        encoder = SentenceEncoder(args.base, device=args.device)
-        meta: dict[str, Any] = {"adapter": None, "steps": 0, "seed": args.seed}
-        adapter_dir = resolve_adapter(args.adapter, encoder.name, encoder.sha256)
-        if adapter_dir is not None:
-            adapter_config = load_adapter(encoder, adapter_dir)
-            shipped = adapter_dir.parent == SHIPPED_ADAPTERS_DIR
-            meta["adapter"] = {**adapter_config, "source": adapter_dir.name if shipped else str(adapter_dir)}
+        encoder, meta, adapter_dir = _encoder_for(args)
         if args.steps > 0:
             if adapter_dir is None:
                 from fewintent.encoder.lora import attach_lora
@@ -236,7 +229,26 @@ class IntentClassifier:
             adapt_on_support(encoder, data, steps=args.steps, lr=lr, seed=args.seed)
             meta["steps"], meta["inner_lr"] = args.steps, lr
         merge_lora(encoder)  # the LoRA weights are final from here on: fold them in, inference at raw-encoder cost
-        clf = cls(
+        clf = cls._with(encoder, args, meta)
+        clf.fit(data, progress=progress)
+        return clf
+
+    @classmethod
+    def unfitted(cls, args: AdaptArguments | None = None, **overrides: Any) -> IntentClassifier:
+        """The encoder (and adapter) ``adapt`` would use, with no intents yet: ``fit`` / ``fit_embeddings`` next.
+
+        For work that encodes once and fits many heads (cross-validation); ``steps`` must be 0.
+        """
+        args = _arguments(args, overrides)
+        if args.steps:
+            raise FewIntentError("steps > 0 adapts the encoder to one training set; use adapt() for that")
+        encoder, meta, _ = _encoder_for(args)
+        merge_lora(encoder)
+        return cls._with(encoder, args, meta)
+
+    @classmethod
+    def _with(cls, encoder: SentenceEncoder, args: AdaptArguments, meta: dict[str, Any]) -> IntentClassifier:
+        return cls(
             encoder,
             oos_label=args.oos_label,
             scale=args.scale,
@@ -246,8 +258,6 @@ class IntentClassifier:
             oos_score=args.oos_score,
             meta=meta,
         )
-        clf.fit(data, progress=progress)
-        return clf
 
     def fit(self, data: IntentSet, *, progress: Progress | None = None) -> IntentClassifier:
         """(Re)build prototypes and the OOS threshold from ``data``, replacing every intent."""
@@ -513,6 +523,23 @@ class IntentClassifier:
             return None
         adapter = self.meta.get("adapter") or {}
         return LoraSettings.from_dict(adapter.get("lora", {}))
+
+
+def _arguments(args: AdaptArguments | None, overrides: Mapping[str, Any]) -> AdaptArguments:
+    reject_unknown(overrides, AdaptArguments.__dataclass_fields__, "adapt argument(s)")
+    return replace(args or AdaptArguments(), **overrides)
+
+
+def _encoder_for(args: AdaptArguments) -> tuple[SentenceEncoder, dict[str, Any], Path | None]:
+    """The base encoder with the adapter ``args`` names loaded (LoRA still live), and what to record of it."""
+    encoder = SentenceEncoder(args.base, device=args.device)
+    meta: dict[str, Any] = {"adapter": None, "steps": 0, "seed": args.seed}
+    adapter_dir = resolve_adapter(args.adapter, encoder.name, encoder.sha256)
+    if adapter_dir is not None:
+        adapter_config = load_adapter(encoder, adapter_dir)
+        shipped = adapter_dir.parent == SHIPPED_ADAPTERS_DIR
+        meta["adapter"] = {**adapter_config, "source": adapter_dir.name if shipped else str(adapter_dir)}
+    return encoder, meta, adapter_dir
 
 
 def _as_intentset(examples: IntentSet | Mapping[str, Sequence[str]] | str | Path, oos_label: str) -> IntentSet:

@@ -1,0 +1,143 @@
+"""Cross-validation on the training file itself, for teams without a test set: encode once, refit per fold.
+
+Each example is predicted by a classifier built from the other folds with the same adapt settings, so the
+accuracy estimates what ``adapt`` gives on new messages (with a little less data: ``(K-1)/K`` of it per fold).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from fewintent.data.intentset import IntentSet
+from fewintent.errors import FewIntentError
+
+if TYPE_CHECKING:
+    from fewintent.model.classifier import IntentClassifier, Progress
+
+
+@dataclass
+class CrossValidationResult:
+    """The ``evaluate TRAIN_FILE --cv K --json`` object."""
+
+    folds: int
+    n: int
+    top1_accuracy: float
+    """Held-out accuracy of the best intent, fallback off."""
+    accuracy: float
+    """Held-out accuracy with the out-of-scope fallback on (a rejected example counts as wrong)."""
+    in_scope_kept: float
+    """Share of held-out examples the fold's OOS threshold kept in scope."""
+    threshold: float
+    """The OOS threshold ``adapt`` chooses on the whole file (what the saved model would use)."""
+    per_intent: dict[str, dict[str, float]] = field(default_factory=dict)
+    """precision / recall / f1 / support of each intent (fallback off)."""
+    confused_pairs: list[dict[str, Any]] = field(default_factory=list)
+    """The most frequent (gold, predicted) mistakes, with example texts."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fold_of(labels: torch.Tensor, folds: int) -> torch.Tensor:
+    """Stratified, deterministic folds: the i-th example of each intent goes to fold ``i mod folds``."""
+    rank = torch.zeros_like(labels)
+    for label in labels.unique():
+        where = (labels == label).nonzero().squeeze(1)
+        rank[where] = torch.arange(len(where))
+    return rank % folds
+
+
+def cross_validate(
+    clf: IntentClassifier,
+    data: IntentSet,
+    folds: int | str = 5,
+    *,
+    progress: Progress | None = None,
+    top_confusions: int = 10,
+) -> CrossValidationResult:
+    """K-fold (or ``"loo"``: leave-one-out) cross-validation of ``clf``'s settings on ``data``.
+
+    ``clf`` is an unfitted classifier (``IntentClassifier.unfitted(...)``) carrying the encoder, adapter, head
+    and OOS settings to evaluate; it ends fitted on the whole of ``data``.
+
+    Example:
+        >>> clf = IntentClassifier.unfitted(adapter="auto")  # doctest: +SKIP
+        >>> cross_validate(clf, read_intent_file("train.jsonl"), 5).top1_accuracy  # doctest: +SKIP
+    """
+    labels = data.labels
+    index = {label: i for i, label in enumerate(labels)}
+    y = torch.tensor([index[i] for i in data.intents], dtype=torch.long)
+    counts = torch.bincount(y, minlength=len(labels))
+    if folds == "loo":
+        k = int(counts.max())
+    elif isinstance(folds, int) and not isinstance(folds, bool) and folds >= 2:
+        k = folds
+    else:
+        raise FewIntentError(f"--cv takes a number of folds (2 or more) or 'loo', got {folds!r}")
+    if int(counts.max()) < 2:
+        raise FewIntentError(f"{data.source}: every intent has one example; cross-validation needs two or more")
+    emb = clf._encode(data.texts + data.oos_texts, progress)  # once, for every fold
+    support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
+    fold = fold_of(y, k)
+    top1 = torch.empty(len(y), dtype=torch.long)
+    kept = torch.empty(len(y), dtype=torch.bool)
+    for f in range(k):
+        train, held = fold != f, fold == f
+        if not bool(held.any()):
+            continue
+        present = sorted(set(y[train].tolist()))
+        if len(present) < 2:
+            raise FewIntentError(f"{data.source}: too few examples for {k} folds; use fewer (--cv 2)")
+        remap = torch.full((len(labels),), -1, dtype=torch.long)
+        remap[present] = torch.arange(len(present))
+        clf.fit_embeddings([labels[i] for i in present], support[train], remap[y[train]], oos)
+        table = clf.table
+        predictions = clf.decide([""] * int(held.sum()), table, support[held], top_k=1)
+        names = [p.intent_ranking[0].name for p in predictions]
+        top1[held] = torch.tensor([index[n] for n in names])
+        kept[held] = torch.tensor([not p.is_oos for p in predictions])
+    clf.fit_embeddings(labels, support, y, oos)  # the model the file gives, for its threshold (and to keep)
+    gold, pred = y.numpy(), top1.numpy()
+    right = gold == pred
+    return CrossValidationResult(
+        folds=k,
+        n=len(gold),
+        top1_accuracy=float(right.mean()),
+        accuracy=float((right & kept.numpy()).mean()),
+        in_scope_kept=float(kept.float().mean()),
+        threshold=clf.threshold,
+        per_intent=_per_intent(labels, gold, pred),
+        confused_pairs=_confusions(labels, data.texts, gold, pred, top_confusions),
+    )
+
+
+def _per_intent(labels: list[str], gold: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, float]]:
+    out = {}
+    for i, name in enumerate(labels):
+        tp = int(((gold == i) & (pred == i)).sum())
+        predicted, actual = int((pred == i).sum()), int((gold == i).sum())
+        p = tp / predicted if predicted else 0.0
+        r = tp / actual if actual else 0.0
+        out[name] = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "support": actual}
+    return out
+
+
+def _confusions(
+    labels: list[str], texts: list[str], gold: np.ndarray, pred: np.ndarray, top: int
+) -> list[dict[str, Any]]:
+    pairs: Counter[tuple[int, int]] = Counter()
+    examples: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for text, g, p in zip(texts, gold, pred):
+        if g != p:
+            pairs[(int(g), int(p))] += 1
+            if len(examples[(int(g), int(p))]) < 3:
+                examples[(int(g), int(p))].append(text)
+    return [
+        {"gold": labels[g], "predicted": labels[p], "count": c, "examples": examples[(g, p)]}
+        for (g, p), c in pairs.most_common(top)
+    ]
