@@ -31,6 +31,14 @@ def discover(
     ),
     min_cluster_size: int = typer.Option(5, "--min-cluster-size", min=2, help="Fewest messages that make a cluster."),
     to_label: int = typer.Option(20, "--to-label", min=0, help="How many in-scope messages to suggest for labelling."),
+    min_confidence: float = typer.Option(
+        0.0,
+        "--min-confidence",
+        min=0.0,
+        max=1.0,
+        help="Also cluster in-scope answers less confident than this (new intents close to existing ones often "
+        "land there rather than out of scope). 0 = out-of-scope messages only.",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
@@ -40,7 +48,14 @@ def discover(
     clf = load_classifier(model_dir, device)
     texts = read_messages(messages_file)
     with progress_bar("encoding messages", len(texts)) as advance:
-        result = run_discovery(clf, texts, min_cluster_size=min_cluster_size, n_to_label=to_label, progress=advance)
+        result = run_discovery(
+            clf,
+            texts,
+            min_cluster_size=min_cluster_size,
+            n_to_label=to_label,
+            min_confidence=min_confidence,
+            progress=advance,
+        )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.with_name(f".{output.name}.tmp")
@@ -54,8 +69,8 @@ def discover(
         table.add_row(str(c.id), str(c.size), c.name_hint, "\n".join(c.examples))
     console.print(table)
     console.print(
-        f"{result.n_messages} messages: {result.n_out_of_scope} out of scope, "
-        f"{result.n_out_of_scope - len(result.unclustered)} of them in clusters.",
+        f"{result.n_messages} messages, {result.n_out_of_scope} answered out of scope; "
+        f"{sum(c.size for c in result.clusters)} in clusters.",
         highlight=False,
     )
     if result.to_label:

@@ -94,6 +94,12 @@ def test_bad_message_files_are_refused(tmp_path, content, message):
         read_messages(p)
 
 
+def test_min_confidence_clusters_unsure_in_scope_answers(demo):
+    everything = demo.discover(GIFT + JOBS + IN_SCOPE, min_cluster_size=4, min_confidence=1.01)
+    assert everything.to_label == []  # every message is a clustering candidate now, none left to label
+    assert sum(c.size for c in everything.clusters) + len(everything.unclustered) == len(GIFT + JOBS + IN_SCOPE)
+
+
 def test_one_message_is_fine(demo, tmp_path):
     result = demo.discover(["do you sell gift cards"])
     assert result.clusters == [] and result.n_messages == 1

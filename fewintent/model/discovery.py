@@ -54,6 +54,7 @@ class DiscoveryResult:
     to_label: list[LabelCandidate]
     n_messages: int = 0
     n_out_of_scope: int = 0
+    """Messages answered out of scope (clustered with those under ``min_confidence``)."""
     unclustered: list[str] = field(default_factory=list)
     """Out-of-scope messages that fell in no cluster (noise, or intents with too few messages yet)."""
 
@@ -83,10 +84,14 @@ def discover(
     min_cluster_size: int = 5,
     n_examples: int = 3,
     n_to_label: int = 20,
+    min_confidence: float = 0.0,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> DiscoveryResult:
     """Cluster the messages ``clf`` answers out of scope; rank the in-scope ones worth labelling.
+
+    ``min_confidence``: in-scope answers less confident than this are clustered too (a new intent close to
+    existing ones is often answered in scope with a low confidence rather than sent out of scope).
 
     Example:
         >>> result = discover(clf, open("chat_logs.txt").read().splitlines())  # doctest: +SKIP
@@ -99,11 +104,13 @@ def discover(
     if not texts:
         raise FewIntentError("no messages to discover intents in")
     predictions = clf.decide(texts, table, emb, top_k=2)
-    oos = [i for i, p in enumerate(predictions) if p.is_oos]
+    unsure = [p.is_oos or p.intent.confidence < min_confidence for p in predictions]
+    oos = [i for i, u in enumerate(unsure) if u]
     clusters, noise = _clusters(emb[oos], [texts[i] for i in oos], min_cluster_size, n_examples, seed)
-    in_scope = [i for i, p in enumerate(predictions) if not p.is_oos]
+    in_scope = [i for i, u in enumerate(unsure) if not u]
     to_label = _to_label(emb, predictions, in_scope, n_to_label)
-    return DiscoveryResult(clusters, to_label, len(texts), len(oos), noise)
+    n_oos = sum(p.is_oos for p in predictions)
+    return DiscoveryResult(clusters, to_label, len(texts), n_oos, noise)
 
 
 def _clusters(
