@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fewintent.errors import FewIntentError, FewIntentWarning
@@ -50,7 +51,7 @@ _library_showwarning = warnings.showwarning
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
     """fewintent's own warnings print as one 'warning:' line on stderr, like every other CLI message."""
     if issubclass(category, FewIntentWarning):
-        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     else:
         _library_showwarning(message, category, *args, **kwargs)
 
@@ -101,11 +102,12 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FewIntentError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except OSError as e:  # a path the user gave cannot be read or written
             where = f"{e.filename}: " if e.filename else ""
-            err_console.print(f"[bold red]error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+            message = escape(f"{where}{e.strerror or e}")
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -152,4 +154,4 @@ def progress_bar(description: str, total: int, *, enabled: bool = True) -> Itera
 
 def print_warnings(warnings_: list[str]) -> None:
     for w in warnings_:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fewintent import __version__
-from fewintent.cli import adapt, benchmark, calibrate, data, discover, evaluate, meta_train, predict, serve
+from fewintent.cli import adapt, benchmark, calibrate, data, discover, evaluate, export, meta_train, predict, serve
 
 app = typer.Typer(
     name="fewintent",
@@ -19,6 +19,7 @@ app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("calibrate")(calibrate.calibrate)
 app.command("discover")(discover.discover)
+app.command("export")(export.export)
 app.command("meta-train")(meta_train.meta_train)
 app.command("serve")(serve.serve)
 app.command("benchmark")(benchmark.benchmark)

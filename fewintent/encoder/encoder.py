@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -132,6 +132,26 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise FewIntentError(f"unknown device '{device}': use auto, cpu or cuda")
     return torch.device(device)
+
+
+class Encoder(Protocol):
+    """What a classifier needs of an encoder: :class:`SentenceEncoder` (torch) or ``OnnxEncoder`` (onnxruntime)."""
+
+    name: str
+    sha256: str | None
+    tokenizer_sha256: str | None
+    max_length: int
+    merged_lora: dict[str, torch.Tensor] | None
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, progress: Callable[[int], None] | None = None
+    ) -> torch.Tensor: ...
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

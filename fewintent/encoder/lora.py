@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from fewintent.encoder.encoder import SentenceEncoder
+from fewintent.encoder.encoder import Encoder, SentenceEncoder
 from fewintent.errors import FewIntentError, reject_unknown
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -39,12 +39,14 @@ class LoraSettings:
         return cls(**d)
 
 
-def has_lora(encoder: SentenceEncoder) -> bool:
-    """Whether the encoder carries a LoRA adapter, live or merged (:func:`merge_lora`)."""
-    return is_merged(encoder) or any("lora_" in n for n, _ in encoder.model.named_parameters())
+def has_lora(encoder: Encoder) -> bool:
+    """Whether the encoder carries a LoRA adapter, live or merged (:func:`merge_lora`); an ONNX encoder has its
+    adapter inside the graph and none to save apart."""
+    model = getattr(encoder, "model", None)
+    return is_merged(encoder) or (model is not None and any("lora_" in n for n, _ in model.named_parameters()))
 
 
-def is_merged(encoder: SentenceEncoder) -> bool:
+def is_merged(encoder: Encoder) -> bool:
     return encoder.merged_lora is not None
 
 

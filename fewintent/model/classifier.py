@@ -15,7 +15,7 @@ import torch
 
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet, check_intent_name
 from fewintent.data.io import read_intent_file
-from fewintent.encoder.encoder import SentenceEncoder
+from fewintent.encoder.encoder import Encoder, SentenceEncoder
 from fewintent.encoder.lora import (
     SHIPPED_ADAPTERS_DIR,
     LoraSettings,
@@ -37,7 +37,7 @@ from fewintent.model.calibration import (
 )
 from fewintent.model.discovery import DiscoveryResult, discover
 from fewintent.model.oos import OosScore, OosScorer, held_out_scores
-from fewintent.model.persistence import load_model, save_model
+from fewintent.model.persistence import export_model, load_model, save_model
 
 Progress = Callable[[int], None]
 
@@ -175,7 +175,7 @@ class IntentClassifier:
 
     def __init__(
         self,
-        encoder: SentenceEncoder,
+        encoder: Encoder,
         *,
         oos_label: str = DEFAULT_OOS_LABEL,
         scale: float = 20.0,
@@ -247,7 +247,7 @@ class IntentClassifier:
         return cls._with(encoder, args, meta)
 
     @classmethod
-    def _with(cls, encoder: SentenceEncoder, args: AdaptArguments, meta: dict[str, Any]) -> IntentClassifier:
+    def _with(cls, encoder: Encoder, args: AdaptArguments, meta: dict[str, Any]) -> IntentClassifier:
         return cls(
             encoder,
             oos_label=args.oos_label,
@@ -507,6 +507,20 @@ class IntentClassifier:
         return save_model(self, Path(path), card_extra=card_extra)
 
     save_pretrained = save
+
+    @classmethod
+    def export(
+        cls, model_dir: str | Path, output: str | Path, *, format: str = "onnx", quantize: str | None = None
+    ) -> IntentClassifier:
+        """Write a saved model again with an ONNX encoder (``quantize="int8"``: ~4x smaller, faster on CPU); the
+        result loads like any model directory (predict, evaluate, serve, live edits). Needs ``fewintent[onnx]``.
+
+        Example:
+            >>> IntentClassifier.export("models/shop", "models/shop-int8", quantize="int8")  # doctest: +SKIP
+        """
+        if format != "onnx":
+            raise FewIntentError(f"unknown export format '{format}': use onnx")
+        return export_model(Path(model_dir), Path(output), cls, quantize=quantize)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto") -> IntentClassifier:

@@ -18,6 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from fewintent.encoder.encoder import Encoder, SentenceEncoder
+from fewintent.encoder.onnx import OnnxEncoder, export_encoder, read_spec
 from fewintent.errors import CorruptModelError, FewIntentError
 from fewintent.heads.linear import DEFAULT_C, HeadType
 from fewintent.model.calibration import check_threshold
@@ -136,6 +138,9 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         "oos_temperature": table.oos_temperature,
         "meta": _jsonable(clf.meta),
     }
+    onnx_files: dict[str, Path] = clf.encoder.files() if isinstance(clf.encoder, OnnxEncoder) else {}
+    if isinstance(clf.encoder, OnnxEncoder):
+        config["encoder"] = clf.encoder.spec
     _remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     umask = os.umask(0)
@@ -153,8 +158,13 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
             tensors["head_weight"] = table.head_weight.contiguous()
             tensors["head_bias"] = table.head_bias.contiguous()
         save_file(tensors, str(tmp / TENSORS))
-        if settings is not None:
+        if settings is not None and isinstance(clf.encoder, SentenceEncoder):
             save_file({k: v.contiguous() for k, v in lora_state(clf.encoder).items()}, str(tmp / LORA))
+        for name, source in onnx_files.items():  # the graph travels with the model (a hard link when it can)
+            try:
+                os.link(source, tmp / name)
+            except OSError:
+                shutil.copyfile(source, tmp / name)
         (tmp / CONFIG).write_text(strict_json(config) + "\n")
         (tmp / CARD).write_text(model_card(config, card_extra))
         for f in tmp.iterdir():
@@ -220,7 +230,6 @@ def _recover(path: Path) -> Path:
 
 def load_model(path: Path, cls: type[IntentClassifier], *, device: str = "auto") -> IntentClassifier:
     """Read a model directory into a new ``cls`` (IntentClassifier: passed in, so this module never imports it)."""
-    from fewintent.encoder.encoder import SentenceEncoder
     from fewintent.encoder.lora import LoraSettings, attach_lora, load_lora_state, merge_lora
 
     path = _recover(path.expanduser().absolute())
@@ -255,6 +264,12 @@ def load_model(path: Path, cls: type[IntentClassifier], *, device: str = "auto")
     if t["support_labels"].numel() and int(t["support_labels"].max()) >= len(labels):
         raise CorruptModelError(f"{path}: {TENSORS} does not match {CONFIG} (example labels out of range)")
     base = config.get("base_model")
+    onnx_spec = read_spec(config)
+    if onnx_spec is not None:  # the adapter is merged into the graph; the graph's sha256 is checked instead
+        encoder: Encoder = OnnxEncoder(path, onnx_spec, name=str(base))
+        if t["prototypes"].shape[1] != encoder.dim:
+            raise CorruptModelError(f"{path}: prototypes and the ONNX encoder have different dimensions")
+        return _restore(path, config, t, labels, encoder, cls)
     encoder = SentenceEncoder(base, device=device, max_length=int(config.get("max_length", 128)))
     if t["prototypes"].shape[1] != encoder.dim:
         raise FewIntentError(
@@ -279,6 +294,17 @@ def load_model(path: Path, cls: type[IntentClassifier], *, device: str = "auto")
         attach_lora(encoder, LoraSettings.from_dict(config["lora"]))
         load_lora_state(encoder, lora)
         merge_lora(encoder)
+    return _restore(path, config, t, labels, encoder, cls)
+
+
+def _restore(
+    path: Path,
+    config: dict[str, Any],
+    t: dict[str, torch.Tensor],
+    labels: tuple[str, ...],
+    encoder: Encoder,
+    cls: type[IntentClassifier],
+) -> IntentClassifier:
     head = _read_head(path, config, t, len(labels))
     try:
         kind = OosScore(config.get("oos_score", OosScore.PROTOTYPE.value))
@@ -337,6 +363,27 @@ def _read_head(path: Path, config: dict[str, Any], t: dict[str, torch.Tensor], n
                 f"{path}: {TENSORS} lacks the linear head's weights or they do not match the labels"
             )
     return head
+
+
+def export_model(
+    model_dir: Path, output: Path, cls: type[IntentClassifier], *, quantize: str | None = None
+) -> IntentClassifier:
+    """Write ``model_dir`` again with its encoder as an ONNX graph (LoRA merged; int8 with ``quantize``):
+    same intents, head, threshold and config; every loader accepts the result."""
+    output = check_model_path(output)
+    if output == model_dir.expanduser().absolute():
+        raise FewIntentError("export writes a new model directory: give an -o other than the model itself")
+    clf = load_model(model_dir, cls, device="cpu")
+    if isinstance(clf.encoder, OnnxEncoder):
+        raise FewIntentError(f"{model_dir} is already an ONNX model; export from the torch model directory")
+    assert isinstance(clf.encoder, SentenceEncoder)
+    with tempfile.TemporaryDirectory() as scratch:
+        spec = export_encoder(clf.encoder, Path(scratch), quantize=quantize)
+        clf.encoder = OnnxEncoder(Path(scratch), spec, name=clf.encoder.name)
+        clf.meta = {**clf.meta, "exported_from": str(model_dir), "onnx": {"quantize": quantize}}
+        save_model(clf, output)
+    clf.encoder = OnnxEncoder(output, spec, name=clf.encoder.name)  # the scratch copy is gone: read the saved one
+    return clf
 
 
 def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:

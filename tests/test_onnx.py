@@ -1,0 +1,129 @@
+"""ONNX and int8 model directories: export, load, the same predictions as torch, live edits, damaged graphs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_tiny_encoder
+from typer.testing import CliRunner
+
+from fewintent import FewIntentError, IntentClassifier, IntentSet
+from fewintent.cli.main import app
+
+pytest.importorskip("onnxruntime")
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+DATA = IntentSet.from_pairs(
+    [(f"{w} number {i}", w) for w in ("alpha", "beta", "gamma") for i in range(4)] + [("unrelated thing", "oos")]
+)
+TEXTS = ["alpha number 9", "gamma", "something else entirely", "beta beta beta number"]
+
+
+@pytest.fixture
+def torch_model(tmp_path) -> Path:
+    IntentClassifier(make_tiny_encoder()).fit(DATA).save(tmp_path / "torch")
+    return tmp_path / "torch"
+
+
+def test_fp32_export_predicts_like_torch_and_keeps_everything(torch_model, tmp_path):
+    out = tmp_path / "onnx"
+    result = runner.invoke(app, ["export", str(torch_model), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} >= {"encoder.onnx", "tokenizer.json", "model.safetensors", "config.json"}
+    before, after = IntentClassifier.load(torch_model), IntentClassifier.load(out)
+    assert type(after.encoder).__name__ == "OnnxEncoder"
+    assert after.labels == before.labels and after.threshold == before.threshold and after.head == before.head
+    assert np.allclose(after.predict_proba(TEXTS), before.predict_proba(TEXTS), atol=1e-4)
+    a, b = before.predict(TEXTS), after.predict(TEXTS)
+    assert [p.intent.name for p in a] == [p.intent.name for p in b]
+    assert np.allclose([p.oos_score for p in a], [p.oos_score for p in b], atol=1e-5)
+    config = json.loads((out / "config.json").read_text())
+    assert config["encoder"]["format"] == "onnx" and config["encoder"]["quantize"] is None
+
+
+def test_int8_export_is_smaller_and_loads(torch_model, tmp_path):
+    fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
+    IntentClassifier.export(torch_model, fp32)
+    clf = IntentClassifier.export(torch_model, int8, quantize="int8")
+    assert (int8 / "encoder.onnx").stat().st_size < (fp32 / "encoder.onnx").stat().st_size / 2
+    assert len(clf.predict(TEXTS)) == 4 and IntentClassifier.load(int8).labels == ["alpha", "beta", "gamma"]
+
+
+def test_edits_on_an_onnx_model_persist_with_its_graph(torch_model, tmp_path):
+    out = tmp_path / "onnx"
+    clf = IntentClassifier.export(torch_model, out)
+    clf.add_intent("delta", ["delta one", "delta two"])
+    clf.remove_intent("beta")
+    clf.save(out)  # over itself, as the server's edits do
+    again = IntentClassifier.load(out)
+    assert again.labels == ["alpha", "gamma", "delta"]
+    assert [p.intent.name for p in again.predict(TEXTS)] == [p.intent.name for p in clf.predict(TEXTS)]
+    clf.save(tmp_path / "copy")  # and elsewhere: the graph is copied along
+    assert IntentClassifier.load(tmp_path / "copy").labels == again.labels
+
+
+def test_damaged_onnx_directories_are_refused_in_one_line(torch_model, tmp_path):
+    out = tmp_path / "onnx"
+    IntentClassifier.export(torch_model, out)
+    graph = out / "encoder.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])  # truncated
+    result = runner.invoke(app, ["predict", str(out), "hello"])
+    assert result.exit_code == 1 and "encoder.onnx" in result.output and result.output.count("\n") == 1
+    graph.unlink()  # missing
+    result = runner.invoke(app, ["predict", str(out), "hello"])
+    assert result.exit_code == 1 and "lacks encoder.onnx" in result.output
+    with pytest.raises(FewIntentError, match="other than the model itself"):
+        IntentClassifier.export(torch_model, torch_model)
+    with pytest.raises(FewIntentError, match="unknown --quantize"):
+        IntentClassifier.export(torch_model, tmp_path / "x", quantize="int4")
+    IntentClassifier.export(torch_model, tmp_path / "again")
+    with pytest.raises(FewIntentError, match="already an ONNX model"):
+        IntentClassifier.export(tmp_path / "again", tmp_path / "y")
+
+
+def test_missing_onnxruntime_says_how_to_install(torch_model, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    IntentClassifier.export(torch_model, tmp_path / "onnx")
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    result = runner.invoke(app, ["predict", str(tmp_path / "onnx"), "hello"])
+    assert result.exit_code == 1 and "pip install 'fewintent[onnx]'" in result.output
+
+
+def test_real_minilm_int8_agrees_with_torch(tmp_path):
+    from fewintent.data import read_intent_file
+
+    torch_dir = tmp_path / "demo"
+    IntentClassifier.adapt(ROOT / "data" / "demo_company.jsonl", device="cpu").save(torch_dir)
+    IntentClassifier.export(torch_dir, tmp_path / "int8", quantize="int8")
+    test = read_intent_file(ROOT / "data" / "demo_company_test.jsonl", for_training=False)
+    texts = test.texts + test.oos_texts
+    a = IntentClassifier.load(torch_dir).predict(texts)
+    b = IntentClassifier.load(tmp_path / "int8").predict(texts)
+    same = np.mean([x.intent.name == y.intent.name for x, y in zip(a, b)])
+    assert same >= 0.9, same
+
+
+def test_served_onnx_model_predicts_and_edits_like_torch(torch_model, tmp_path):
+    from test_serve import serving
+
+    out = tmp_path / "onnx"
+    IntentClassifier.export(torch_model, out, quantize="int8")
+    with serving(out) as server, server.client() as c:
+        r = c.post("/predict", json={"texts": TEXTS})
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 4
+        assert c.post("/intents", json={"name": "delta", "examples": ["delta one", "delta two"]}).status_code == 200
+        assert c.delete("/intents/beta").status_code == 200
+        assert c.delete("/intents/nope").status_code == 404
+    again = IntentClassifier.load(out)  # the edits were saved with the graph
+    assert again.labels == ["alpha", "gamma", "delta"] and type(again.encoder).__name__ == "OnnxEncoder"
