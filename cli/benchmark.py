@@ -18,7 +18,9 @@ def _csv(value: str | None) -> tuple[str, ...]:
 def benchmark(
     data_dir: Path = typer.Option(None, "--data-dir", help="Datasets folder (default: ../shared/datasets)."),
     protocols: str = typer.Option(
-        "fullway,episodic,oos,speed", "--protocols", help="Comma list of fullway, episodic, oos, speed."
+        "fullway,episodic,oos,speed",
+        "--protocols",
+        help="Comma list of fullway, episodic, oos, speed, onnx (torch vs ONNX fp32 vs int8; not in the default).",
     ),
     methods: str = typer.Option(
         None,

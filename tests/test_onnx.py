@@ -127,3 +127,32 @@ def test_served_onnx_model_predicts_and_edits_like_torch(torch_model, tmp_path):
         assert c.delete("/intents/nope").status_code == 404
     again = IntentClassifier.load(out)  # the edits were saved with the graph
     assert again.labels == ["alpha", "gamma", "delta"] and type(again.encoder).__name__ == "OnnxEncoder"
+
+
+def test_onnx_report_table_reads_the_protocol_rows():
+    from fewintent.bench.lean import onnx_table
+
+    row = {
+        "protocol": "onnx",
+        "dataset": "banking77",
+        "top1_agreement": 0.995,
+        "top1_accuracy": 0.86,
+        "oos_decision_agreement": 0.99,
+        "latency_p50_ms": 5.0,
+        "latency_p99_ms": 9.0,
+        "throughput_qps": 400.0,
+        "p50_speedup_vs_torch": 2.5,
+        "throughput_vs_torch": 2.1,
+        "disk_mb": 22.8,
+        "worker_peak_rss_mb": 240.0,
+        "worker_seconds": 3.1,
+    }
+    rows = [
+        {**row, "method": m, "device": f"cpu, {t} thread{'s' if t > 1 else ''}"}
+        for m in ("torch-fp32", "onnx-int8")
+        for t in (1, 2)
+    ]
+    lines = onnx_table(rows)
+    table = [line for line in lines if line.startswith("| `")]
+    assert len(table) == 4 and "99.50%" in table[0] and "2.50×" in table[0]
+    assert onnx_table([{"protocol": "fullway"}]) == []

@@ -17,7 +17,8 @@ from typing import Any
 from fewintent.encoder.lora import ADAPTER_CONFIG, SHIPPED_ADAPTERS_DIR
 from fewintent.errors import FewIntentError
 
-PROTOCOLS = ("fullway", "episodic", "oos", "speed")
+PROTOCOLS = ("fullway", "episodic", "oos", "speed", "onnx")
+DEFAULT_PROTOCOLS = ("fullway", "episodic", "oos", "speed")  # onnx is asked for by name (needs [onnx])
 DEFAULT_ADAPTERS: dict[str, str] = {
     "protonet": "minilm-meta-no-{dataset}",
     "fomaml": "minilm-meta-no-{dataset}",
@@ -33,7 +34,7 @@ class BenchConfig:
 
     data_dir: Path
     out: Path = Path("data/benchmarks")
-    protocols: tuple[str, ...] = PROTOCOLS
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     methods: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ()  # empty = every dataset of each protocol
     shots: tuple[int, ...] = (5, 10)

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fewintent.bench.lean import onnx_table
+from fewintent.bench.markdown import markdown_table
 from fewintent.bench.methods import DEFAULT_METHODS, SETFIT
 from fewintent.bench.metrics import mean_ci95
 from fewintent.bench.results import RESULTS, load_rows
@@ -125,11 +127,6 @@ def _secs(x: float | None) -> str:
     return f"{x:.2f} s" if x < 100 else f"{x / 60:.1f} min"
 
 
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return out + ["| " + " | ".join(r) + " |" for r in body]
-
-
 # ------------------------------------------------------------------------------------------------ tables
 def fullway_tables(rows: list[dict[str, Any]], *, published: bool = True) -> list[str]:
     ok = _ok(rows, "fullway")
@@ -142,12 +139,12 @@ def fullway_tables(rows: list[dict[str, Any]], *, published: bool = True) -> lis
         for ref, vals in PUBLISHED.items():
             body.append([f"{ref} *(published)*", *[f"{vals[c]:.2f}" for c in CELLS]])
     lines = ["Top-1 accuracy (%), every intent at once, `train_K` -> `test`:", ""]
-    lines += _table(["method", *cols], body)
+    lines += markdown_table(["method", *cols], body)
     times = []
     for m in _order(r["method"] for r in ok):
         times.append([f"`{m}`", *[_secs((cell.get((d, k, m)) or {}).get("adapt_seconds")) for d, k in CELLS]])
     lines += ["", "Adaptation wall time (encoding the support set + fitting the head; training for SetFit):", ""]
-    lines += _table(["method", *cols], times)
+    lines += markdown_table(["method", *cols], times)
     ratio = setfit_ratio_lines(ok)
     if ratio:
         lines += ["", *ratio]
@@ -201,7 +198,7 @@ def fullway_details(rows: list[dict[str, Any]]) -> list[str]:
         "`with OOS fallback`: accuracy when the support-calibrated out-of-scope threshold is on (the product's "
         "default), so a rejected in-scope query counts as wrong."
     )
-    return [note, "", *_table(head, body)]
+    return [note, "", *markdown_table(head, body)]
 
 
 def episodic_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -242,7 +239,7 @@ def episodic_table(rows: list[dict[str, Any]]) -> list[str]:
         f"Accuracy (%) ± 95% CI (episodes) on held-out domains ({held}). Support from `train`, 15 queries per "
         "intent from `test`; every method sees the same episodes (`episodes_sha256` in results.json).",
         "",
-        *_table(["method", *head], body),
+        *markdown_table(["method", *head], body),
         *(
             ["", "Methods that train on every episode ran on the first episodes only; on those same episodes:", ""]
             + paired
@@ -279,7 +276,7 @@ def oos_table(rows: list[dict[str, Any]]) -> list[str]:
         "`-oos-<score>` rows use another out-of-scope score (`adapt --oos-score`). AUROC does not depend on the "
         "threshold.",
         "",
-        *_table(head, body),
+        *markdown_table(head, body),
     ]
 
 
@@ -332,7 +329,7 @@ def speed_table(rows: list[dict[str, Any]], serve_load: list[str] | None = None)
             "own measurement) so machine load cancels out (1.00 = no overhead); `SetFit / this` is SetFit's "
             "adaptation time over this method's.",
             "",
-            *_table(
+            *markdown_table(
                 [
                     "device",
                     "method",
@@ -386,7 +383,7 @@ def serve_load_lines(out: Path) -> list[str]:
         keys = list(dict.fromkeys(k for r in rs for k in r if not isinstance(r[k], (dict, list))))
         if name:
             lines += [f"`{name}`:", ""]
-        lines += _table(keys, [[str(r.get(k, "")) for k in keys] for r in rs]) + [""]
+        lines += markdown_table(keys, [[str(r.get(k, "")) for k in keys] for r in rs]) + [""]
     return lines
 
 
@@ -597,6 +594,7 @@ def write_report(out: str | Path, *, readme: str | Path | None = None) -> Path:
         ("Episodic, held-out domains", episodic_table(rows), "episodic"),
         ("Out-of-scope detection", oos_table(rows), "pr"),
         ("Speed", speed_table(rows, serve_load_lines(out)), None),
+        ("Lean CPU inference: ONNX and int8", onnx_table(rows), None),
     ]
     md = [
         "# fewintent benchmark",

@@ -11,6 +11,7 @@ from fewintent.bench.config import PROTOCOLS, BenchConfig
 from fewintent.bench.context import BenchContext
 from fewintent.bench.data import Corpora
 from fewintent.bench.encoders import EncoderFactory, EncoderPool
+from fewintent.bench.lean import onnx
 from fewintent.bench.methods import DEFAULT_METHODS, parse_method
 from fewintent.bench.protocols import episodic, fullway, oos
 from fewintent.bench.results import ResultStore, run_metadata
@@ -22,6 +23,7 @@ RUNNERS: dict[str, Callable[[BenchContext], None]] = {
     "episodic": episodic,
     "oos": oos,
     "speed": speed,
+    "onnx": onnx,
 }
 
 
