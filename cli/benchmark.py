@@ -20,7 +20,8 @@ def benchmark(
     protocols: str = typer.Option(
         "fullway,episodic,oos,speed",
         "--protocols",
-        help="Comma list of fullway, episodic, oos, speed, onnx (torch vs ONNX fp32 vs int8; not in the default).",
+        help="Comma list of fullway, episodic, oos, speed, onnx (torch vs ONNX fp32 vs int8), discovery (discover, "
+        "to-label, --cv). The last two are not in the default.",
     ),
     methods: str = typer.Option(
         None,

@@ -367,3 +367,21 @@ def test_missing_only_fills_gaps_without_rerunning(tmp_path, monkeypatch):
     assert calls == [FROZEN_PROTOTYPE]  # only the 10-shot cell was missing
     rows = load_rows(cfg.out / "results.json")
     assert sorted((r["shots"], r["run"]["id"]) for r in rows) == [(5, "t"), (10, "second")]
+
+
+def test_discovery_protocol_rows_and_report(tmp_path):
+    from fewintent.bench.traffic import discovery, discovery_table
+
+    shipped = tmp_path / "adapters"
+    for ds in ("banking77", "clinc150"):
+        _tiny_adapter(shipped / f"minilm-meta-no-{ds}", algorithm="protonet", excluded_datasets=[ds])
+    cfg = tiny_config(make_corpus(tmp_path / "data"), tmp_path / "out", adapter_dirs=(shipped,))
+    ctx = tiny_context(cfg)
+    discovery(ctx)
+    rows = {r["method"]: r for r in ctx.store.read() if r.get("protocol") == "discovery"}
+    assert set(rows) == {"discover", "to_label", "evaluate --cv 5"}
+    assert rows["discover"]["unseen_intents"] == 7  # every third of the 21 tiny CLINC150 intents
+    assert 0 <= rows["discover"]["unseen_found"] <= 7
+    assert 0.0 <= rows["to_label"]["accuracy_ranked"] <= 1.0 and rows["to_label"]["random_seeds"] == 5
+    assert 0.0 <= rows["evaluate --cv 5"]["cv_top1_accuracy"] <= 1.0
+    assert len(discovery_table(list(rows.values()))) == 3

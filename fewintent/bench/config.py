@@ -17,8 +17,8 @@ from typing import Any
 from fewintent.encoder.lora import ADAPTER_CONFIG, SHIPPED_ADAPTERS_DIR
 from fewintent.errors import FewIntentError
 
-PROTOCOLS = ("fullway", "episodic", "oos", "speed", "onnx")
-DEFAULT_PROTOCOLS = ("fullway", "episodic", "oos", "speed")  # onnx is asked for by name (needs [onnx])
+PROTOCOLS = ("fullway", "episodic", "oos", "speed", "onnx", "discovery")
+DEFAULT_PROTOCOLS = ("fullway", "episodic", "oos", "speed")  # onnx and discovery are asked for by name
 DEFAULT_ADAPTERS: dict[str, str] = {
     "protonet": "minilm-meta-no-{dataset}",
     "fomaml": "minilm-meta-no-{dataset}",

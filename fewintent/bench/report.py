@@ -18,6 +18,7 @@ from fewintent.bench.markdown import markdown_table
 from fewintent.bench.methods import DEFAULT_METHODS, SETFIT
 from fewintent.bench.metrics import mean_ci95
 from fewintent.bench.results import RESULTS, load_rows
+from fewintent.bench.traffic import discovery_table
 
 # Published full-way accuracy (%), from ../shared/datasets/README.md: (dataset, shots) -> value.
 PUBLISHED: dict[str, dict[tuple[str, int], float]] = {
@@ -595,6 +596,7 @@ def write_report(out: str | Path, *, readme: str | Path | None = None) -> Path:
         ("Out-of-scope detection", oos_table(rows), "pr"),
         ("Speed", speed_table(rows, serve_load_lines(out)), None),
         ("Lean CPU inference: ONNX and int8", onnx_table(rows), None),
+        ("Improving a bot from its traffic", discovery_table(rows), None),
     ]
     md = [
         "# fewintent benchmark",

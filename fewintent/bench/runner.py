@@ -16,6 +16,7 @@ from fewintent.bench.methods import DEFAULT_METHODS, parse_method
 from fewintent.bench.protocols import episodic, fullway, oos
 from fewintent.bench.results import ResultStore, run_metadata
 from fewintent.bench.speed import speed
+from fewintent.bench.traffic import discovery
 from fewintent.errors import FewIntentError
 
 RUNNERS: dict[str, Callable[[BenchContext], None]] = {
@@ -24,6 +25,7 @@ RUNNERS: dict[str, Callable[[BenchContext], None]] = {
     "oos": oos,
     "speed": speed,
     "onnx": onnx,
+    "discovery": discovery,
 }
 
 

@@ -108,7 +108,7 @@ def discover(
     oos = [i for i, u in enumerate(unsure) if u]
     clusters, noise = _clusters(emb[oos], [texts[i] for i in oos], min_cluster_size, n_examples, seed)
     in_scope = [i for i, u in enumerate(unsure) if not u]
-    to_label = _to_label(emb, predictions, in_scope, n_to_label)
+    to_label = rank_to_label(emb, predictions, in_scope, n_to_label)
     n_oos = sum(p.is_oos for p in predictions)
     return DiscoveryResult(clusters, to_label, len(texts), n_oos, noise)
 
@@ -163,7 +163,7 @@ def _name_hints(docs: list[list[str]], words: int = 3) -> list[str]:
     return hints
 
 
-def _to_label(emb: torch.Tensor, predictions: list[Any], candidates: list[int], n: int) -> list[LabelCandidate]:
+def rank_to_label(emb: torch.Tensor, predictions: list[Any], candidates: list[int], n: int) -> list[LabelCandidate]:
     """The least certain in-scope messages (smallest margin between the two best intents), spread out: from the
     most uncertain quarter, greedily the one farthest from those already picked (cosine)."""
     if not candidates or n <= 0:
