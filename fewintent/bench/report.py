@@ -20,33 +20,19 @@ from fewintent.bench.metrics import mean_ci95
 from fewintent.bench.results import RESULTS, load_rows
 from fewintent.bench.traffic import discovery_table
 
-# Published full-way accuracy (%), from ../shared/datasets/README.md: (dataset, shots) -> value.
-PUBLISHED: dict[str, dict[tuple[str, int], float]] = {
-    "USE+ConveRT (Casanueva et al. 2020)": {
-        ("banking77", 5): 77.75,
-        ("clinc150", 5): 90.49,
-        ("hwu64", 5): 80.01,
-        ("banking77", 10): 85.19,
-        ("clinc150", 10): 93.26,
-        ("hwu64", 10): 85.83,
-    },
-    "DNNC (RoBERTa-base)": {
-        ("banking77", 5): 80.40,
-        ("clinc150", 5): 91.02,
-        ("hwu64", 5): 80.46,
-        ("banking77", 10): 86.71,
-        ("clinc150", 10): 93.76,
-        ("hwu64", 10): 84.72,
-    },
-    "CPFT (RoBERTa-base, EMNLP 2021)": {
-        ("banking77", 5): 80.86,
-        ("clinc150", 5): 92.34,
-        ("hwu64", 5): 82.03,
-        ("banking77", 10): 87.20,
-        ("clinc150", 10): 94.18,
-        ("hwu64", 10): 87.13,
-    },
-}
+PUBLISHED_FILE = Path(__file__).with_name("published.json")
+
+
+def published() -> dict[str, dict[tuple[str, int], float]]:
+    """Published full-way accuracy (%) by method, ``(dataset, shots) -> value``, from ``published.json``."""
+    methods = json.loads(PUBLISHED_FILE.read_text())["methods"]
+    out = {}
+    for method, cells in methods.items():
+        out[method] = {(key.split("/")[0], int(key.split("/")[1])): float(v) for key, v in cells.items()}
+    return out
+
+
+PUBLISHED = published()
 CELLS = [("banking77", 5), ("clinc150", 5), ("hwu64", 5), ("banking77", 10), ("clinc150", 10), ("hwu64", 10)]
 NAMES = {"banking77": "BANKING77", "clinc150": "CLINC150", "hwu64": "HWU64", "banking77_oos": "BANKING77-OOS"}
 SERVE_LOAD = "serve_load.json"
