@@ -238,19 +238,33 @@ class SentenceEncoder(nn.Module):
         Texts are sorted by length first so batches carry little padding; ``progress`` is called with the
         number of texts done after each batch.
         """
-        if len(texts) == 0:
-            return torch.empty(0, self.dim)
         was_training = self.model.training
         self.model.eval()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = torch.empty(len(texts), self.dim)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            out[idx] = self.forward([texts[i] for i in idx]).cpu()
-            if progress is not None:
-                progress(len(idx))
-        self.model.train(was_training)
-        return out
+        try:
+            return encode_sorted(texts, lambda batch: self.forward(batch).cpu(), self.dim, batch_size, progress)
+        finally:
+            self.model.train(was_training)
+
+
+def encode_sorted(
+    texts: Sequence[str],
+    run: Callable[[list[str]], torch.Tensor | Any],
+    dim: int,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Embed ``texts`` in batches of similar length (little padding) with ``run``; rows come back in input order.
+
+    ``progress`` is called with the number of texts done after each batch.
+    """
+    out = torch.empty(len(texts), dim)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        out[idx] = torch.as_tensor(run([texts[i] for i in idx]))
+        if progress is not None:
+            progress(len(idx))
+    return out
 
 
 def _load_hf(location: str, local: bool) -> tuple[nn.Module, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fewintent.encoder.encoder import SentenceEncoder, file_sha256, mean_pool
+from fewintent.encoder.encoder import SentenceEncoder, encode_sorted, file_sha256, mean_pool
 from fewintent.errors import CorruptModelError, FewIntentError
 
 GRAPH = "encoder.onnx"
@@ -94,16 +94,7 @@ class OnnxEncoder:
         progress: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
         """Embeddings in input order (float32, L2-normalised), length-sorted batches like the torch encoder."""
-        if len(texts) == 0:
-            return torch.empty(0, self.dim)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            out[idx] = self._run([texts[i] for i in idx])
-            if progress is not None:
-                progress(len(idx))
-        return torch.from_numpy(out)
+        return encode_sorted(texts, self._run, self.dim, batch_size, progress)
 
     def _run(self, texts: list[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(texts)
