@@ -145,3 +145,38 @@ def test_cli_evaluate_cv(tmp_path):
     assert r.exit_code == 1 and "no test files" in r.output
     r = runner.invoke(app, ["evaluate", str(ROOT / "data" / "demo_company.jsonl"), "--cv", "many"])
     assert r.exit_code == 1 and "folds" in r.output
+
+
+# ------------------------------------------------------------------ confusable intents before any traffic
+def test_overlap_finds_confusable_intents_duplicates_and_weak_ones(demo):
+    from fewintent import IntentSet
+
+    data = IntentSet.from_pairs(
+        [
+            ("where is my parcel", "track_order"),
+            ("has my order shipped", "track_order"),
+            ("when will my package arrive", "track_order"),
+            ("where is my package", "delivery_status"),
+            ("has my parcel been shipped yet", "delivery_status"),
+            ("when does my order arrive", "delivery_status"),
+            ("open hours please", "hours"),
+            ("open hours please!", "hours_again"),  # a near-duplicate under another intent, and a 1-example intent
+            ("opening hours", "hours"),
+            ("what are your opening hours", "hours"),
+        ]
+    )
+    report = demo.overlaps(data)
+    pairs = {frozenset((c["a"], c["b"])) for c in report.confusable}
+    assert frozenset(("track_order", "delivery_status")) in pairs
+    assert any({d["intent_a"], d["intent_b"]} == {"hours", "hours_again"} for d in report.near_duplicates)
+    assert any(w["intent"] == "hours_again" and "only 1" in w["reason"] for w in report.weak)
+    assert all(len(line) < 400 for line in report.lines())
+
+
+def test_cli_data_validate_prints_findings(tmp_path):
+    result = runner.invoke(app, ["data", "validate", str(ROOT / "data" / "demo_company.jsonl"), "--json"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert set(d) >= {"intents", "warnings", "confusable", "near_duplicates", "weak"}
+    result = runner.invoke(app, ["data", "validate", str(ROOT / "data" / "demo_company.jsonl"), "--no-overlap"])
+    assert result.exit_code == 0 and "check:" not in result.output

@@ -85,7 +85,7 @@ class IntentSet:
                     n_conflict += 1
                     if n_conflict <= 3:
                         warnings.append(
-                            f"'{_short(text)}' is labelled both '{seen[text]}' and '{intent}'; kept '{seen[text]}'"
+                            f"'{shorten(text)}' is labelled both '{seen[text]}' and '{intent}'; kept '{seen[text]}'"
                         )
                 continue
             seen[text] = intent
@@ -133,7 +133,7 @@ class IntentSet:
         )
 
 
-def _short(text: str, limit: int = 80) -> str:
+def shorten(text: str, limit: int = 80) -> str:
     """A text as a warning shows it: long ones cut, so one message stays one line."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

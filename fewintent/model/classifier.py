@@ -37,6 +37,7 @@ from fewintent.model.calibration import (
 )
 from fewintent.model.discovery import DiscoveryResult, discover
 from fewintent.model.oos import OosScore, OosScorer, held_out_scores
+from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
 
 Progress = Callable[[int], None]
@@ -451,6 +452,11 @@ class IntentClassifier:
         return calibrate_classifier(
             self, data, objective=objective, in_scope_recall=in_scope_recall, oos_share=oos_share
         )
+
+    def overlaps(self, data: IntentSet, *, progress: Progress | None = None) -> OverlapReport:
+        """Confusable intents, near-duplicate examples under different intents and weak intents in ``data``,
+        seen through this classifier's encoder (no head needed)."""
+        return find_overlaps(self._encode(data.texts, progress), data)
 
     def discover(self, texts: Sequence[str], **options: Any) -> DiscoveryResult:
         """Candidate new intents among the out-of-scope ``texts`` and the in-scope ones worth labelling next
