@@ -16,15 +16,15 @@ from typing import Any
 
 from fewintent.encoder.lora import ADAPTER_CONFIG, SHIPPED_ADAPTERS_DIR
 from fewintent.errors import FewIntentError
+from fewintent.meta.args import Algorithm
 
 PROTOCOLS = ("fullway", "episodic", "oos", "speed", "onnx", "discovery")
 DEFAULT_PROTOCOLS = ("fullway", "episodic", "oos", "speed")  # onnx and discovery are asked for by name
+ALGORITHMS = tuple(a.value for a in Algorithm)
 DEFAULT_ADAPTERS: dict[str, str] = {
-    "protonet": "minilm-meta-no-{dataset}",
-    "fomaml": "minilm-meta-no-{dataset}",
+    **{algo: "minilm-meta-no-{dataset}" for algo in ALGORITHMS},
     # adapters meta-trained with CLINC150 banking/credit_cards/travel and HWU64 alarm/iot/music held out
-    "episodic:protonet": "runs/heldout-domains-protonet",
-    "episodic:fomaml": "runs/heldout-domains-fomaml",
+    **{f"episodic:{algo}": f"runs/heldout-domains-{algo}" for algo in ALGORITHMS},
 }
 
 
@@ -95,8 +95,8 @@ def parse_adapter_options(options: Iterable[str]) -> dict[str, str]:
     for opt in options:
         key, sep, value = opt.partition("=")
         algo = key.split(":")[-1].removeprefix("fewintent-")
-        if not sep or algo not in ("protonet", "fomaml") or not value:
-            raise FewIntentError(f"--adapter '{opt}': expected [PROTOCOL:]protonet|fomaml=NAME_OR_PATH")
+        if not sep or algo not in ALGORITHMS or not value:
+            raise FewIntentError(f"--adapter '{opt}': expected [PROTOCOL:]{'|'.join(ALGORITHMS)}=NAME_OR_PATH")
         proto = key.split(":")[0] if ":" in key else None
         out[f"{proto}:{algo}" if proto else algo] = value
     return out
@@ -147,7 +147,7 @@ def _as_set(values: list[Any]) -> set[str]:
 
 def adapter_algorithm(config: dict[str, Any]) -> str | None:
     for v in _find(config, ("algorithm", "algo")):
-        if isinstance(v, str) and v.lower() in ("protonet", "fomaml"):
+        if isinstance(v, str) and v.lower() in ALGORITHMS:
             return v.lower()
     return None
 

@@ -32,12 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from fewintent.bench.config import ALGORITHMS
 from fewintent.bench.encoders import EncoderPool
 from fewintent.data.intentset import IntentSet
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import load_lora_state, lora_state
 from fewintent.errors import FewIntentError
 from fewintent.heads.linear import HeadType
+from fewintent.meta.args import Algorithm
 from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold
 from fewintent.model.classifier import IntentClassifier
 from fewintent.model.oos import OosScore
@@ -48,7 +50,6 @@ FROZEN_LOGREG = "frozen-logreg"
 FEWINTENT_LINEAR = "fewintent-linear"
 LOGREG_C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 SETFIT = "setfit"
-ALGORITHMS = ("protonet", "fomaml")
 DEFAULT_METHODS = (
     FROZEN_PROTOTYPE,
     FROZEN_LOGREG,
@@ -58,7 +59,7 @@ DEFAULT_METHODS = (
     "fewintent-fomaml",
     "fewintent-fomaml-steps5",
 )
-_FEWINTENT = re.compile(r"^fewintent-(protonet|fomaml)(-linear)?(?:-steps(\d+))?$")
+_FEWINTENT = re.compile(r"^fewintent-(" + "|".join(ALGORITHMS) + r")(-linear)?(?:-steps(\d+))?$")
 
 
 @dataclass
@@ -112,7 +113,7 @@ def parse_method(name: str) -> MethodSpec:
     if name == FROZEN_LINEAR:
         return MethodSpec(name, FROZEN_PROTOTYPE, head=HeadType.LINEAR)
     if name == FEWINTENT_LINEAR:
-        return MethodSpec(name, "fewintent", "protonet", head=HeadType.LINEAR)
+        return MethodSpec(name, "fewintent", Algorithm.PROTONET.value, head=HeadType.LINEAR)
     m = _FEWINTENT.match(name)
     if m:
         head = HeadType.LINEAR if m.group(2) else HeadType.PROTOTYPE

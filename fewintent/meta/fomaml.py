@@ -38,6 +38,11 @@ class FOMAML:
     def parameters(self) -> list[nn.Parameter]:
         return list(lora_parameters(self.encoder).values())
 
+    @property
+    def learned_temperature(self) -> float | None:
+        """None: the inner loop's head starts from a fixed temperature (``InnerLoopSettings.temperature``)."""
+        return None
+
     def adapt(
         self, episode: Episode, generator: torch.Generator | None = None
     ) -> tuple[PrototypeLinearHead, list[float]]:

@@ -64,3 +64,8 @@ class ProtoNet:
     @property
     def temperature(self) -> float:
         return float(self.head.temperature.detach())
+
+    @property
+    def learned_temperature(self) -> float | None:
+        """The episode head's temperature (learned or fixed), recorded in the adapter."""
+        return self.temperature

@@ -30,10 +30,9 @@ from fewintent.encoder.lora import attach_lora, load_lora_state, lora_parameters
 from fewintent.errors import FewIntentError
 from fewintent.heads.proto import class_means
 from fewintent.meta import checkpoint as ckpt
-from fewintent.meta.args import Algorithm, MetaTrainingArguments
-from fewintent.meta.fomaml import FOMAML
+from fewintent.meta.args import MetaTrainingArguments
 from fewintent.meta.inner import prototype_accuracy
-from fewintent.meta.protonet import ProtoNet
+from fewintent.meta.registry import build_algorithm
 
 METRICS_FILE = "metrics.jsonl"
 ADAPTER_FORMAT = "fewintent-adapter"
@@ -220,17 +219,7 @@ class MetaTrainer:
         torch.manual_seed(args.seed)  # the same LoRA initialisation on every rank
         self.encoder = SentenceEncoder(args.base, device=self.dist.device, max_length=args.max_length)
         attach_lora(self.encoder, args.lora)
-        self.algo: ProtoNet | FOMAML
-        if args.algorithm is Algorithm.PROTONET:
-            self.algo = ProtoNet(
-                self.encoder,
-                distance=args.distance,
-                temperature=args.temperature,
-                learn_temperature=args.learn_temperature,
-                autocast=self.autocast,
-            )
-        else:
-            self.algo = FOMAML(self.encoder, args.inner_settings(), autocast=self.autocast)
+        self.algo = build_algorithm(self.encoder, args, self.autocast)
         self.params = self.algo.parameters()
         self.dist.broadcast(self.params)
         lora = list(lora_parameters(self.encoder).values())
@@ -398,8 +387,8 @@ class MetaTrainer:
                 info = f"loss {loss:.3f} acc {acc:.3f}"
                 if log:
                     record = {"episode": episodes, "step": self.step, "loss": loss, "acc": acc}
-                    if isinstance(self.algo, ProtoNet):
-                        record["temperature"] = self.algo.temperature
+                    if self.algo.learned_temperature is not None:
+                        record["temperature"] = self.algo.learned_temperature
                     self._log({**record, "elapsed_s": round(self.elapsed, 2)})
                 before = (self.step - 1) * self.per_step
                 if self.valid and args.eval_every and episodes // args.eval_every > before // args.eval_every:
@@ -485,7 +474,7 @@ class MetaTrainer:
                 "fewintent_version": __version__,
                 "algorithm": args.algorithm.value,
                 "distance": args.distance.value,
-                "temperature": self.algo.temperature if isinstance(self.algo, ProtoNet) else args.temperature,
+                "temperature": self.algo.learned_temperature or args.temperature,
                 "inner_lr": args.inner_lr,
                 "inner_steps": args.inner_steps,
                 "inner": args.inner_settings().to_dict(),
