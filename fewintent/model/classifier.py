@@ -287,7 +287,6 @@ class IntentClassifier:
         support: torch.Tensor,
         y: torch.Tensor,
         oos: torch.Tensor,
-        threshold: float | None = None,
     ) -> _Table:
         n = len(labels)
         protos = torch.nn.functional.normalize(class_means(support, y, n), dim=-1)
@@ -301,9 +300,9 @@ class IntentClassifier:
             None if kind is OosScore.PROTOTYPE else OosScorer.fit(kind, support, y, n, prototypes=protos, head=head)
         )
         temperature = self.scale
-        if threshold is None and self.threshold_manual and self._table is not None:
+        if self.threshold_manual and self._table is not None:  # set by hand: it survives edits
             threshold, temperature = self._table.threshold, self._table.oos_temperature
-        elif threshold is None:
+        else:
             in_scores = held_out_scores(kind, support, y, n, self.head_c)
             if in_scores.size == 0 and not kind.is_cosine:
                 raise FewIntentError(
