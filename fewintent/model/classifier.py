@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from fewintent.encoder.lora import (
 from fewintent.errors import EditConflictError, FewIntentError, FewIntentWarning, UnknownIntentError, reject_unknown
 from fewintent.heads.linear import DEFAULT_C, HeadType, fit_logistic
 from fewintent.heads.proto import class_means
+from fewintent.model.arguments import AdaptArguments
 from fewintent.model.calibration import (
     DEFAULT_IN_SCOPE_RECALL,
     FALLBACK_THRESHOLD,
@@ -39,125 +39,11 @@ from fewintent.model.discovery import DiscoveryResult, discover
 from fewintent.model.oos import OosScore, OosScorer, held_out_scores
 from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
+from fewintent.model.table import IntentScore, Prediction, ScoringTable
+
+__all__ = ["AdaptArguments", "IntentClassifier", "IntentScore", "Prediction"]
 
 Progress = Callable[[int], None]
-
-
-@dataclass
-class IntentScore:
-    name: str
-    confidence: float
-
-
-@dataclass
-class Prediction:
-    """One classified text; ``to_dict()`` is one ``predict --json`` line (README, "Command line")."""
-
-    text: str
-    intent: IntentScore
-    is_oos: bool
-    intent_ranking: list[IntentScore] = field(default_factory=list)
-    oos_score: float | None = None
-    """How in-scope the text looks under the model's OOS score (higher = more); below the threshold = OOS."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class _Table:
-    """Everything prediction reads, swapped as one object so concurrent readers never see half an update."""
-
-    labels: tuple[str, ...]
-    prototypes: torch.Tensor  # (n_labels, dim), L2-normalised
-    support: torch.Tensor  # (n_examples, dim)
-    support_labels: torch.Tensor  # (n_examples,) int64 into labels
-    oos: torch.Tensor  # (n_oos, dim) out-of-scope examples, possibly empty
-    threshold: float
-    head_weight: torch.Tensor | None = None  # (n_labels, dim) the linear head; None = prototype head
-    head_bias: torch.Tensor | None = None  # (n_labels,)
-    scorer: OosScorer | None = None  # the out-of-scope score; None = best cosine to a prototype
-    oos_temperature: float = 20.0  # how fast OOS confidence moves away from 0.5 around the threshold
-
-    def oos_scores(self, emb: torch.Tensor, sims: torch.Tensor) -> torch.Tensor:
-        """How in-scope each embedding looks (higher = more); the threshold cuts this."""
-        return sims.max(dim=1).values if self.scorer is None else self.scorer(emb, sims)
-
-    def similarities(self, emb: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of each embedding to each prototype: the out-of-scope score."""
-        return emb @ self.prototypes.T
-
-    def logits(self, emb: torch.Tensor, sims: torch.Tensor, scale: float) -> torch.Tensor:
-        """The head's scores over intents (softmax gives confidences)."""
-        if self.head_weight is None or self.head_bias is None:
-            return sims * scale
-        return emb @ self.head_weight.T + self.head_bias
-
-    def counts(self) -> dict[str, int]:
-        """Examples per intent, in label order."""
-        c = torch.bincount(self.support_labels, minlength=len(self.labels)).tolist()
-        return dict(zip(self.labels, c))
-
-
-@dataclass
-class AdaptArguments:
-    """How ``IntentClassifier.adapt`` builds a model (also what the CLI's ``adapt`` options map to)."""
-
-    base: str | None = None
-    """Hugging Face id or local path of the encoder; None = packaged all-MiniLM-L6-v2."""
-    adapter: str | None = "auto"
-    """Meta-learned LoRA adapter: a shipped name, a directory, 'auto' (the shipped default if any) or 'none'."""
-    steps: int = 0
-    """Inner-loop steps on the support set before prototypes are built (0 = prototypes only)."""
-    inner_lr: float | None = None
-    """Learning rate of those steps; None = the adapter's meta-learned or default value."""
-    device: str = "auto"
-    seed: int = 0
-    oos_label: str = DEFAULT_OOS_LABEL
-    in_scope_recall: float = DEFAULT_IN_SCOPE_RECALL
-    """Share of in-scope queries the out-of-scope threshold aims to keep (when no OOS examples are given)."""
-    scale: float = 20.0
-    """Temperature of the softmax over cosine similarities that gives confidences (prototype head)."""
-    head: HeadType = HeadType.LINEAR
-    """Decision head: 'linear' (logistic regression on the embeddings, the default) or 'prototype'."""
-    head_c: float = DEFAULT_C
-    """Inverse regularisation strength of the linear head (scikit-learn's C)."""
-    oos_score: OosScore = OosScore.PROTOTYPE
-    """Out-of-scope score: 'prototype' (default), 'nearest', 'mahalanobis' or 'energy' (see OosScore)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 0 <= self.steps <= 10_000:
-            raise FewIntentError(f"steps must be a whole number from 0 to 10000, got {self.steps!r:.20}")
-        if self.inner_lr is not None and not (_finite(self.inner_lr) and self.inner_lr > 0):
-            raise FewIntentError(f"inner_lr must be a positive number, got {self.inner_lr!r:.20}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise FewIntentError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed!r:.30}")
-        if not isinstance(self.oos_label, str) or not self.oos_label.strip():
-            raise FewIntentError(f"oos_label must be a non-empty string, got {self.oos_label!r:.20}")
-        if not (_finite(self.in_scope_recall) and 0.5 <= self.in_scope_recall <= 1.0):
-            raise FewIntentError(f"in_scope_recall must be between 0.5 and 1, got {self.in_scope_recall!r:.20}")
-        if not (_finite(self.scale) and self.scale > 0):
-            raise FewIntentError(f"scale must be a positive number, got {self.scale!r:.20}")
-        try:
-            self.oos_score = OosScore(self.oos_score)
-        except ValueError:
-            names = ", ".join(k.value for k in OosScore)
-            raise FewIntentError(f"unknown OOS score '{self.oos_score}': use {names}") from None
-        try:
-            self.head = HeadType(self.head)
-        except ValueError:
-            raise FewIntentError(f"unknown head '{self.head}': use linear or prototype") from None
-        if not (isinstance(self.head_c, (int, float)) and 0 < self.head_c < float("inf")):
-            raise FewIntentError(f"head_c must be a positive number, got {self.head_c!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> AdaptArguments:
-        """Arguments from a mapping (e.g. a YAML file); unknown keys are refused."""
-        reject_unknown(d, cls.__dataclass_fields__, "adapt argument(s)")
-        return cls(**d)
 
 
 class IntentClassifier:
@@ -199,7 +85,7 @@ class IntentClassifier:
         self.meta: dict[str, Any] = dict(meta or {})
         self._write_lock = threading.Lock()
         self._encode_lock = threading.Lock()
-        self._table: _Table | None = None
+        self._table: ScoringTable | None = None
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -287,7 +173,7 @@ class IntentClassifier:
         support: torch.Tensor,
         y: torch.Tensor,
         oos: torch.Tensor,
-    ) -> _Table:
+    ) -> ScoringTable:
         n = len(labels)
         protos = torch.nn.functional.normalize(class_means(support, y, n), dim=-1)
         weight = bias = None
@@ -325,7 +211,7 @@ class IntentClassifier:
                     FewIntentWarning,
                     stacklevel=2,
                 )
-        return _Table(labels, protos, support, y, oos, float(threshold), weight, bias, scorer, temperature)
+        return ScoringTable(labels, protos, support, y, oos, float(threshold), weight, bias, scorer, temperature)
 
     def restore(
         self,
@@ -352,7 +238,9 @@ class IntentClassifier:
         if kind is not OosScore.PROTOTYPE:
             scorer = OosScorer.fit(kind, support, y, len(labels), prototypes=protos, head=head)
         temperature = self.scale if oos_temperature is None else float(oos_temperature)
-        table = _Table(tuple(labels), protos, support, y, tensors["oos"], threshold, weight, bias, scorer, temperature)
+        table = ScoringTable(
+            tuple(labels), protos, support, y, tensors["oos"], threshold, weight, bias, scorer, temperature
+        )
         with self._write_lock:
             self._table = table
             self.threshold_manual = threshold_manual
@@ -365,7 +253,7 @@ class IntentClassifier:
 
     # ----------------------------------------------------------------- reading
     @property
-    def table(self) -> _Table:
+    def table(self) -> ScoringTable:
         if self._table is None:
             raise FewIntentError("the classifier has no intents yet: call adapt() or fit() first")
         return self._table
@@ -390,12 +278,14 @@ class IntentClassifier:
     def counts(self) -> dict[str, int]:
         return self.table.counts()
 
-    def similarities(self, texts: Sequence[str], *, progress: Progress | None = None) -> tuple[_Table, torch.Tensor]:
+    def similarities(
+        self, texts: Sequence[str], *, progress: Progress | None = None
+    ) -> tuple[ScoringTable, torch.Tensor]:
         """Cosine similarity of each text to each prototype, with the table used (for consistent reads)."""
         table, emb = self.embed(texts, progress=progress)
         return table, table.similarities(emb)
 
-    def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> tuple[_Table, torch.Tensor]:
+    def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> tuple[ScoringTable, torch.Tensor]:
         """Embeddings of ``texts`` with the table to score them against (one consistent snapshot)."""
         texts = _check_texts(texts)
         table = self.table
@@ -414,7 +304,9 @@ class IntentClassifier:
         table, emb = self.embed(texts, progress=progress)
         return self.decide(texts, table, emb, top_k)
 
-    def decide(self, texts: Sequence[str], table: _Table, emb: torch.Tensor, top_k: int = 10) -> list[Prediction]:
+    def decide(
+        self, texts: Sequence[str], table: ScoringTable, emb: torch.Tensor, top_k: int = 10
+    ) -> list[Prediction]:
         """Predictions from embeddings: the head ranks the intents, the OOS score (by default the best cosine to a
         prototype) against the threshold decides out of scope."""
         sims = table.similarities(emb)
@@ -592,10 +484,6 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
             raise FewIntentError(f"texts must be strings, got {type(t).__name__}")
         out.append(_valid_unicode(t[:MAX_TEXT_CHARS]))
     return out
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _valid_unicode(text: str) -> str:
