@@ -21,7 +21,7 @@ def export(
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Export MODEL_DIR with its encoder as an ONNX graph (LoRA merged): same intents, head, threshold and
-    config. Every command and IntentClassifier.load accept the result; it needs `pip install 'fewintent[onnx]'`."""
+    config. Every command and IntentClassifier.load accept the result; it needs the onnx extra (see README)."""
     set_threads(threads)
     start = time.perf_counter()
     with model_dir_lock(model_dir.expanduser().absolute(), exclusive=False):
