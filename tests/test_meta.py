@@ -128,6 +128,28 @@ def test_protonet_gradients_reach_lora_and_temperature_only(data_dir: Path) -> N
     assert algo.head.log_temperature.grad is not None
 
 
+def test_protonet_with_unknown_intents_learns_a_rejection_similarity(data_dir: Path) -> None:
+    enc = lora_encoder()
+    ep = episode(data_dir, ways=3)
+    algo = ProtoNet(enc, learn_temperature=True, unknown_fraction=0.34)  # 1 of 3 intents held out
+    loss, _ = algo.loss(ep)
+    loss.backward()
+    assert algo.reject_at.grad is not None and algo.reject_at.grad.abs() > 0
+    assert any(p is algo.reject_at for p in algo.parameters()) and algo.learned_reject_at == pytest.approx(0.5)
+    # by hand: 2 known prototypes + the rejection logit; the held-out intent's queries target the extra class
+    with torch.no_grad():
+        emb = enc(ep.support + ep.query).float()
+        s, q = emb[: len(ep.support)], emb[len(ep.support) :]
+        s_y, q_y = torch.tensor(ep.support_labels), torch.tensor(ep.query_labels)
+        logits = algo.head.fit(s[s_y < 2], s_y[s_y < 2], 2)(q)
+        logits = torch.cat([logits, (algo.head.temperature * algo.reject_at).expand(len(q), 1)], 1)
+        expected = nn.functional.cross_entropy(logits, torch.where(q_y < 2, q_y, torch.full_like(q_y, 2)))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert ProtoNet(enc).learned_reject_at is None and not any(p is algo.reject_at for p in ProtoNet(enc).parameters())
+    with pytest.raises(ValueError, match="unknown_fraction"):
+        ProtoNet(enc, unknown_fraction=1.0)
+
+
 def test_fomaml_update_is_the_query_gradient_at_the_adapted_weights(data_dir: Path) -> None:
     enc = lora_encoder()
     ep = episode(data_dir, ways=3)

@@ -67,6 +67,9 @@ class MetaTrainingArguments:
     temperature: float = 20.0
     learn_temperature: bool = True
     temperature_lr: float = 1e-2
+    unknown_fraction: float = 0.0
+    """protonet: share of each episode's intents held out as "unknown" (no support examples); their queries
+    must fall below a learned similarity (meta-learned rejection). 0 = off."""
     dropout: bool = True
     """Train with dropout on (LoRA and encoder); evaluation and deployment always run without."""
     # inner loop (fomaml; also the default of ``adapt --steps`` through the adapter's ``inner_lr``)
@@ -113,6 +116,10 @@ class MetaTrainingArguments:
         for split in (self.train_split, self.valid_split):
             if split.startswith("test"):
                 raise FewIntentError(f"split '{split}': meta-training and early stopping must never use test data")
+        if not 0.0 <= self.unknown_fraction < 1.0:
+            raise FewIntentError(f"unknown_fraction must be in [0, 1), got {self.unknown_fraction}")
+        if self.unknown_fraction and self.algorithm is not Algorithm.PROTONET:
+            raise FewIntentError("unknown_fraction (meta-learned rejection) is implemented for protonet only")
         if self.episodes < 1 or self.queries < 1 or self.meta_batch < 1:
             raise FewIntentError("episodes, queries and meta_batch must be at least 1")
         if self.algorithm is Algorithm.FOMAML and self.inner_steps < 0:

@@ -31,15 +31,24 @@ class ProtoNet:
         distance: Distance | str = Distance.COSINE,
         temperature: float = 20.0,
         learn_temperature: bool = True,
+        unknown_fraction: float = 0.0,
         autocast: Autocast = nullcontext,
     ) -> None:
+        if not 0.0 <= unknown_fraction < 1.0:
+            raise ValueError(f"unknown_fraction must be in [0, 1), got {unknown_fraction}")
         self.encoder = encoder
         self.head = PrototypicalHead(distance, temperature, learn_temperature).to(encoder.device)
         self.autocast = autocast
+        self.unknown_fraction = unknown_fraction
+        # Meta-learned rejection: a learned similarity below which a query is "none of these" (an extra logit).
+        self.reject_at = nn.Parameter(torch.tensor(0.5, device=encoder.device), requires_grad=unknown_fraction > 0)
 
     def parameters(self) -> list[nn.Parameter]:
-        """What the outer optimiser updates: the LoRA weights, then the temperature when it is learned."""
+        """What the outer optimiser updates: the LoRA weights, then the temperature when it is learned, then the
+        rejection similarity when episodes hold intents out as unknown."""
         extra = [self.head.log_temperature] if self.head.log_temperature.requires_grad else []
+        if self.reject_at.requires_grad:
+            extra.append(self.reject_at)
         return [*lora_parameters(self.encoder).values(), *extra]
 
     def loss(self, episode: Episode) -> tuple[torch.Tensor, float]:
@@ -51,9 +60,21 @@ class ProtoNet:
         device = emb.device
         s_labels = torch.tensor(episode.support_labels, device=device)
         q_labels = torch.tensor(episode.query_labels, device=device)
-        logits = self.head.fit(s, s_labels, episode.ways)(q)
-        loss = nn.functional.cross_entropy(logits, q_labels)
-        return loss, float((logits.argmax(-1) == q_labels).float().mean())
+        unknown = int(episode.ways * self.unknown_fraction)
+        if unknown == 0 or episode.ways - unknown < 2:
+            logits = self.head.fit(s, s_labels, episode.ways)(q)
+            loss = nn.functional.cross_entropy(logits, q_labels)
+            return loss, float((logits.argmax(-1) == q_labels).float().mean())
+        # The last `unknown` intents lose their support examples: their queries must pick the extra
+        # "unknown" logit (temperature x reject_at), the others their own intent, as deployment's fallback does.
+        known = episode.ways - unknown
+        keep = s_labels < known
+        logits = self.head.fit(s[keep], s_labels[keep], known)(q)
+        reject = (self.head.temperature * self.reject_at).expand(len(q), 1)
+        logits = torch.cat([logits, reject], dim=1)
+        target = torch.where(q_labels < known, q_labels, torch.full_like(q_labels, known))
+        loss = nn.functional.cross_entropy(logits, target)
+        return loss, float((logits.argmax(-1) == target).float().mean())
 
     def accumulate(self, episode: Episode, weight: float = 1.0) -> dict[str, float]:
         """Add ``weight * d(query loss)/d(params)`` to the parameters' ``.grad``."""
@@ -64,6 +85,11 @@ class ProtoNet:
     @property
     def temperature(self) -> float:
         return float(self.head.temperature.detach())
+
+    @property
+    def learned_reject_at(self) -> float | None:
+        """The learned rejection similarity (None when episodes hold no intent out)."""
+        return float(self.reject_at.detach()) if self.unknown_fraction > 0 else None
 
     @property
     def learned_temperature(self) -> float | None:

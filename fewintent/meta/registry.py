@@ -44,6 +44,7 @@ BUILDERS: dict[Algorithm, Builder] = {
         distance=args.distance,
         temperature=args.temperature,
         learn_temperature=args.learn_temperature,
+        unknown_fraction=args.unknown_fraction,
         autocast=autocast,
     ),
     Algorithm.FOMAML: lambda encoder, args, autocast: FOMAML(encoder, args.inner_settings(), autocast=autocast),

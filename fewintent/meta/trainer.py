@@ -475,6 +475,7 @@ class MetaTrainer:
                 "algorithm": args.algorithm.value,
                 "distance": args.distance.value,
                 "temperature": self.algo.learned_temperature or args.temperature,
+                "reject_at": getattr(self.algo, "learned_reject_at", None),
                 "inner_lr": args.inner_lr,
                 "inner_steps": args.inner_steps,
                 "inner": args.inner_settings().to_dict(),
