@@ -16,6 +16,7 @@ from fewintent.model.oos import OosScore
 from fewintent.model.persistence import check_model_path, model_dir_lock
 
 LARGE_SUPPORT = 20_000
+MANY_INTENTS = 2_000
 
 
 @guarded
@@ -75,6 +76,13 @@ def adapt(
     if calibrate_file is not None:  # read (and validated) before minutes of work
         held_out = read_intent_file(calibrate_file, oos_label=oos_label, for_training=False)
         print_warnings(held_out.warnings)
+    if len(data.labels) > MANY_INTENTS:
+        print_warnings(
+            [
+                f"{len(data.labels)} intents: the linear head's fit grows with intents x examples and can take "
+                "minutes at this size; --head prototype fits instantly"
+            ]
+        )
     if len(data) > LARGE_SUPPORT:
         print_warnings(
             [

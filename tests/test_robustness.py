@@ -327,3 +327,22 @@ def test_cli_edge_cases(tmp_path, small_file):
     result = run("evaluate", tmp_path / "m", unknown, "--json")
     assert result.exit_code == 0 and "unknown to the model" in result.stderr
     assert json.loads(result.stdout)["unknown_intents"] == ["nope"]
+
+
+def test_case_variants_of_the_oos_label_are_not_intents(tiny_encoder, tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text(SMALL + "\n" + json.dumps({"text": "tell me a joke", "intent": "OOS"}))
+    _one_line_error(run("adapt", p, "-o", tmp_path / "m"), "only by case")
+    clf = IntentClassifier(tiny_encoder).fit(read_intent_file_from_text(SMALL))
+    with pytest.raises(FewIntentError, match="out-of-scope label"):
+        clf.add_intent("OOS", ["tell me a joke"])
+
+
+def test_many_intents_warn_about_the_linear_head(tmp_path, monkeypatch):
+    from fewintent.cli import adapt
+
+    monkeypatch.setattr(adapt, "MANY_INTENTS", 1)
+    p = tmp_path / "t.jsonl"
+    p.write_text(SMALL)
+    result = run("adapt", p, "-o", tmp_path / "m", "--base", tiny_model_dir(), "--adapter", "none")
+    assert result.exit_code == 0 and "--head prototype fits instantly" in result.output

@@ -72,6 +72,11 @@ class IntentSet:
             text = " ".join(str(raw_text).split()) if raw_text is not None else ""
             intent = str(raw_intent).strip() if raw_intent is not None else ""
             check_intent_name(intent)
+            if intent != oos_label and intent.casefold() == oos_label.casefold():
+                raise FewIntentError(
+                    f"{source}: intent '{intent}' differs from the out-of-scope label '{oos_label}' only by case; "
+                    f"write '{oos_label}' for out-of-scope rows, or give the intent another name"
+                )
             if not text or not intent:
                 n_empty += 1
                 continue

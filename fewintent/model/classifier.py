@@ -360,7 +360,7 @@ class IntentClassifier:
         if not isinstance(name, str) or not name.strip():
             raise FewIntentError(f"an intent needs a non-empty name (a string), got {name!r:.40}")
         name = check_intent_name(name.strip())
-        if name == self.oos_label:
+        if name.casefold() == self.oos_label.casefold():
             raise FewIntentError(f"'{name}' is the out-of-scope label and cannot be an intent")
         examples = _check_texts(examples)  # a bare string is refused, not split into characters
         clean = list(dict.fromkeys(" ".join(t.split()) for t in examples if t.strip()))
