@@ -181,10 +181,7 @@ class IntentClassifier:
             # Started from the prototype head (same scores at iteration 0); the optimum does not depend on it.
             weight, bias = fit_logistic(support, y, n, c=self.head_c, init=(protos * self.scale, torch.zeros(n)))
         kind = self.oos_score
-        head = (weight, bias) if weight is not None and bias is not None else None
-        scorer = (
-            None if kind is OosScore.PROTOTYPE else OosScorer.fit(kind, support, y, n, prototypes=protos, head=head)
-        )
+        scorer = self._scorer(support, y, n, protos, weight, bias)
         temperature = self.scale
         if self.threshold_manual and self._table is not None:  # set by hand: it survives edits
             threshold, temperature = self._table.threshold, self._table.oos_temperature
@@ -195,12 +192,8 @@ class IntentClassifier:
                     f"the '{kind.value}' out-of-scope score needs at least 2 examples per intent; "
                     "add examples or use --oos-score prototype"
                 )
-            oos_scores = None
-            if len(oos):
-                oos_scores = (oos @ protos.T).max(1).values if scorer is None else scorer(oos)
-            threshold = calibrate_threshold(
-                in_scores, None if oos_scores is None else oos_scores.numpy(), in_scope_recall=self.in_scope_recall
-            )
+            oos_scores = scorer(oos).numpy() if len(oos) else None
+            threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=self.in_scope_recall)
             if not kind.is_cosine:  # unbounded scores: confidence moves by their spread, as cosines do by 1/20
                 temperature = 2.0 / max(float(np.std(in_scores)), 1e-6)
             if in_scores.size == 0:
@@ -211,7 +204,20 @@ class IntentClassifier:
                     FewIntentWarning,
                     stacklevel=2,
                 )
-        return ScoringTable(labels, protos, support, y, oos, float(threshold), weight, bias, scorer, temperature)
+        return ScoringTable(labels, protos, support, y, oos, float(threshold), scorer, weight, bias, temperature)
+
+    def _scorer(
+        self,
+        support: torch.Tensor,
+        y: torch.Tensor,
+        n: int,
+        prototypes: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+    ) -> OosScorer:
+        """The configured out-of-scope score, derived from the support set (fitting and restoring alike)."""
+        head = (weight, bias) if weight is not None and bias is not None else None
+        return OosScorer.fit(self.oos_score, support, y, n, prototypes=prototypes, head=head)
 
     def restore(
         self,
@@ -231,15 +237,11 @@ class IntentClassifier:
         weight, bias = tensors.get("head_weight"), tensors.get("head_bias")
         if self.head is not HeadType.LINEAR:
             weight = bias = None
-        head = (weight, bias) if weight is not None and bias is not None else None
         protos = tensors["prototypes"]
-        kind = self.oos_score
-        scorer = None
-        if kind is not OosScore.PROTOTYPE:
-            scorer = OosScorer.fit(kind, support, y, len(labels), prototypes=protos, head=head)
+        scorer = self._scorer(support, y, len(labels), protos, weight, bias)
         temperature = self.scale if oos_temperature is None else float(oos_temperature)
         table = ScoringTable(
-            tuple(labels), protos, support, y, tensors["oos"], threshold, weight, bias, scorer, temperature
+            tuple(labels), protos, support, y, tensors["oos"], threshold, scorer, weight, bias, temperature
         )
         with self._write_lock:
             self._table = table

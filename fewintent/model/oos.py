@@ -17,6 +17,7 @@ from fewintent.errors import FewIntentError
 from fewintent.heads.linear import fit_logistic
 from fewintent.heads.proto import class_means
 from fewintent.model.calibration import leave_one_out_scores
+from fewintent.model.crossval import fold_of
 
 MAHALANOBIS_SHRINKAGE = 0.6
 """Share of the shared covariance replaced by its average variance (chosen on ``valid``: 0.1 / 0.3 / 0.6)."""
@@ -114,12 +115,7 @@ def held_out_scores(kind: OosScore, support: torch.Tensor, y: torch.Tensor, n_cl
     folds = int(min(_FOLDS, int(counts[counts > 0].min())))
     if folds < 2:
         return np.empty(0)
-    # stratified folds: the i-th example of each intent goes to fold i mod k (deterministic)
-    rank = torch.zeros_like(y)
-    for label in range(n_classes):
-        where = (y == label).nonzero().squeeze(1)
-        rank[where] = torch.arange(len(where))
-    fold = rank % folds
+    fold = fold_of(y, folds)
     out = torch.empty(len(y))
     for f in range(folds):
         train, held = fold != f, fold == f

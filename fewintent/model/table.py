@@ -41,14 +41,14 @@ class ScoringTable:
     support_labels: torch.Tensor  # (n_examples,) int64 into labels
     oos: torch.Tensor  # (n_oos, dim) out-of-scope examples, possibly empty
     threshold: float
+    scorer: OosScorer  # the out-of-scope score the threshold cuts
     head_weight: torch.Tensor | None = None  # (n_labels, dim) the linear head; None = prototype head
     head_bias: torch.Tensor | None = None  # (n_labels,)
-    scorer: OosScorer | None = None  # the out-of-scope score; None = best cosine to a prototype
     oos_temperature: float = 20.0  # how fast OOS confidence moves away from 0.5 around the threshold
 
     def oos_scores(self, emb: torch.Tensor, sims: torch.Tensor) -> torch.Tensor:
         """How in-scope each embedding looks (higher = more); the threshold cuts this."""
-        return sims.max(dim=1).values if self.scorer is None else self.scorer(emb, sims)
+        return self.scorer(emb, sims)
 
     def similarities(self, emb: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of each embedding to each prototype: the out-of-scope score."""
