@@ -10,7 +10,7 @@ from typing import Any
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.errors import FewIntentError, reject_unknown
 from fewintent.heads.linear import DEFAULT_C, HeadType
-from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL
+from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, DEFAULT_SCALE
 from fewintent.model.oos import OosScore
 
 
@@ -31,7 +31,7 @@ class AdaptArguments:
     oos_label: str = DEFAULT_OOS_LABEL
     in_scope_recall: float = DEFAULT_IN_SCOPE_RECALL
     """Share of in-scope queries the out-of-scope threshold aims to keep (when no OOS examples are given)."""
-    scale: float = 20.0
+    scale: float = DEFAULT_SCALE
     """Temperature of the softmax over cosine similarities that gives confidences (prototype head)."""
     head: HeadType = HeadType.LINEAR
     """Decision head: 'linear' (logistic regression on the embeddings, the default) or 'prototype'."""

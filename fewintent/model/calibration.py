@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from fewintent.model.classifier import IntentClassifier
 
 DEFAULT_IN_SCOPE_RECALL = 0.95
+DEFAULT_SCALE = 20.0
+"""Temperature of the softmax over cosine similarities (prototype head confidences, OOS confidence)."""
 FALLBACK_THRESHOLD = 0.30
 """OOS threshold when the support set cannot calibrate one (every intent has a single example): the 5% quantile
 of the best cosine of ``valid`` queries to 1-shot prototypes, frozen all-MiniLM-L6-v2, averaged over BANKING77 /

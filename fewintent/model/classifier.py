@@ -29,6 +29,7 @@ from fewintent.heads.proto import class_means
 from fewintent.model.arguments import AdaptArguments
 from fewintent.model.calibration import (
     DEFAULT_IN_SCOPE_RECALL,
+    DEFAULT_SCALE,
     FALLBACK_THRESHOLD,
     CalibrationReport,
     calibrate_classifier,
@@ -65,7 +66,7 @@ class IntentClassifier:
         encoder: Encoder,
         *,
         oos_label: str = DEFAULT_OOS_LABEL,
-        scale: float = 20.0,
+        scale: float = DEFAULT_SCALE,
         in_scope_recall: float = DEFAULT_IN_SCOPE_RECALL,
         head: HeadType | str = HeadType.LINEAR,
         head_c: float = DEFAULT_C,

@@ -18,11 +18,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.encoder.encoder import Encoder, SentenceEncoder
 from fewintent.encoder.onnx import OnnxEncoder, export_encoder, read_spec
 from fewintent.errors import CorruptModelError, FewIntentError
 from fewintent.heads.linear import DEFAULT_C, HeadType
-from fewintent.model.calibration import check_threshold
+from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, DEFAULT_SCALE, check_threshold
 from fewintent.model.oos import OosScore
 
 if TYPE_CHECKING:
@@ -311,9 +312,9 @@ def _restore(
         threshold = check_threshold(config["threshold"], cosine=kind.is_cosine)
         clf = cls(
             encoder,
-            oos_label=config.get("oos_label", "oos"),
-            scale=float(config.get("scale", 20.0)),
-            in_scope_recall=float(config.get("in_scope_recall", 0.95)),
+            oos_label=config.get("oos_label", DEFAULT_OOS_LABEL),
+            scale=float(config.get("scale", DEFAULT_SCALE)),
+            in_scope_recall=float(config.get("in_scope_recall", DEFAULT_IN_SCOPE_RECALL)),
             head=head,
             head_c=float(config.get("head_c", DEFAULT_C)),
             oos_score=kind,
