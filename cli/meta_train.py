@@ -41,7 +41,7 @@ def meta_train(
     exclude_domains: str = typer.Option(
         None, "--exclude-domains", help="Held-out domains, e.g. clinc150:banking,hwu64:alarm (never sampled)."
     ),
-    algo: str = typer.Option(None, "--algo", help="protonet or fomaml."),
+    algo: str = typer.Option(None, "--algo", help="protonet, fomaml or ridge."),
     episodes: int = typer.Option(None, "--episodes", min=1, help="Training episodes in all."),
     ways: str = typer.Option(None, "--ways", help="Intents per episode: N or a range lo-hi."),
     shots: str = typer.Option(None, "--shots", help="Support examples per intent: K or a range lo-hi."),
@@ -56,6 +56,9 @@ def meta_train(
     eval_every: int = typer.Option(None, "--eval-every", min=0, help="Episodes between validation passes."),
     patience: int = typer.Option(None, "--patience", min=0, help="Validation passes without gain before stopping."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", min=0, help="Episodes between checkpoints."),
+    max_time: float = typer.Option(
+        None, "--max-time", min=1, help="Stop after this many seconds, keeping the best validated weights."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in the output directory."),
     keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep the last checkpoint at the end."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
@@ -87,6 +90,7 @@ def meta_train(
         "eval_every": eval_every,
         "patience": patience,
         "checkpoint_every": checkpoint_every,
+        "max_time_s": max_time,
     }
     if config is not None:
         args = MetaTrainingArguments.from_yaml(config, **overrides)

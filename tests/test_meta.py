@@ -428,3 +428,38 @@ def test_a_users_own_file_trains_without_a_validation_split(data_dir: Path, tmp_
     trainer = MetaTrainer(args, tmp_path / "mine", progress=False)
     assert trainer.valid == [] and list(trainer.train_corpora) == ["train"]
     assert trainer.train()["valid_best"] is None
+
+
+def test_ridge_head_is_the_closed_form_ridge_solution_and_trains_lora(data_dir: Path) -> None:
+    from fewintent.meta.ridge import RidgeNet, ridge_weights
+
+    torch.manual_seed(0)
+    s, y = torch.randn(9, 16, dtype=torch.float64), torch.tensor([0, 1, 2] * 3)
+    w = ridge_weights(s, y, 3, torch.tensor(0.7, dtype=torch.float64))
+    primal = torch.linalg.solve(
+        s.T @ s + 0.7 * torch.eye(16, dtype=torch.float64), s.T @ nn.functional.one_hot(y, 3).double()
+    )
+    assert torch.allclose(w, primal, atol=1e-10)  # the n x n form equals the d x d normal equations
+
+    enc = lora_encoder()
+    algo = RidgeNet(enc, lam=1.0, scale=10.0)
+    metrics = algo.accumulate(episode(data_dir))
+    assert metrics["loss"] > 0 and 0.0 <= metrics["acc"] <= 1.0
+    assert len(algo.parameters()) == len(lora_parameters(enc)) + 2
+    assert algo.log_lambda.grad is not None and algo.log_scale.grad is not None
+    assert all(p.grad is not None for p in lora_parameters(enc).values())
+    assert algo.learned_temperature == pytest.approx(10.0) and algo.learned_lambda == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="positive"):
+        RidgeNet(enc, lam=0.0)
+
+
+def test_ridge_meta_training_and_a_time_budget_write_an_adapter(data_dir: Path, tmp_path: Path) -> None:
+    args = tiny_args(data_dir, algorithm="ridge", episodes=1000, max_time_s=0.01, eval_every=500)
+    summary = MetaTrainer(args, tmp_path / "ridge", progress=False).train()
+    assert summary["stopped_for_time"] and summary["episodes_trained"] < 1000
+    config, _ = read_adapter(tmp_path / "ridge")
+    assert config["algorithm"] == "ridge" and config["ridge_lambda"] > 0
+    lines = [json.loads(x) for x in (tmp_path / "ridge" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["episode"] for x in lines if "valid_acc" in x and not x.get("final")] == [0, summary["episodes_trained"]]
+    with pytest.raises(FewIntentError, match="max_time_s"):
+        tiny_args(data_dir, max_time_s=0)

@@ -23,6 +23,9 @@ class Algorithm(str, Enum):
     """Episodic prototypical loss through the LoRA parameters (cheap: one forward/backward per episode)."""
     FOMAML = "fomaml"
     """First-order Proto-MAML over the LoRA parameters (``inner_steps`` + 1 forward/backward passes per task)."""
+    RIDGE = "ridge"
+    """A differentiable ridge-regression head fitted on each episode's support set (R2D2): the episode objective
+    of a linear head, like the deployed one, at the cost of one small solve per episode."""
 
 
 @dataclass
@@ -67,6 +70,8 @@ class MetaTrainingArguments:
     temperature: float = 20.0
     learn_temperature: bool = True
     temperature_lr: float = 1e-2
+    ridge_lambda: float = 1.0
+    """ridge: the head's initial regulariser (learned from there)."""
     unknown_fraction: float = 0.0
     """protonet: share of each episode's intents held out as "unknown" (no support examples); their queries
     must fall below a learned similarity (meta-learned rejection). 0 = off."""
@@ -89,6 +94,9 @@ class MetaTrainingArguments:
     """bf16 autocast on CUDA (ignored on CPU)."""
     threads: int | None = None
     """torch CPU threads; None = torch's default."""
+    max_time_s: float | None = None
+    """Stop after this many seconds of training (then keep the best validated weights, as early stopping does);
+    None = no limit. The adapter is written either way."""
     eval_every: int = 100
     """Episodes between validation passes (and early-stopping checks); 0 = never validate."""
     valid_episodes: int = 40
@@ -120,6 +128,10 @@ class MetaTrainingArguments:
             raise FewIntentError(f"unknown_fraction must be in [0, 1), got {self.unknown_fraction}")
         if self.unknown_fraction and self.algorithm is not Algorithm.PROTONET:
             raise FewIntentError("unknown_fraction (meta-learned rejection) is implemented for protonet only")
+        if self.max_time_s is not None and self.max_time_s <= 0:
+            raise FewIntentError(f"max_time_s must be positive, got {self.max_time_s}")
+        if self.ridge_lambda <= 0:
+            raise FewIntentError(f"ridge_lambda must be positive, got {self.ridge_lambda}")
         if self.episodes < 1 or self.queries < 1 or self.meta_batch < 1:
             raise FewIntentError("episodes, queries and meta_batch must be at least 1")
         if self.algorithm is Algorithm.FOMAML and self.inner_steps < 0:

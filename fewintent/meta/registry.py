@@ -17,6 +17,7 @@ from fewintent.meta.args import Algorithm, MetaTrainingArguments
 from fewintent.meta.fomaml import FOMAML
 from fewintent.meta.inner import Autocast
 from fewintent.meta.protonet import ProtoNet
+from fewintent.meta.ridge import RidgeNet
 
 
 class MetaAlgorithm(Protocol):
@@ -48,6 +49,9 @@ BUILDERS: dict[Algorithm, Builder] = {
         autocast=autocast,
     ),
     Algorithm.FOMAML: lambda encoder, args, autocast: FOMAML(encoder, args.inner_settings(), autocast=autocast),
+    Algorithm.RIDGE: lambda encoder, args, autocast: RidgeNet(
+        encoder, lam=args.ridge_lambda, scale=args.temperature, autocast=autocast
+    ),
 }
 
 

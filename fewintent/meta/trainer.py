@@ -237,6 +237,7 @@ class MetaTrainer:
         self.initial_valid: dict[str, float] | None = None
         self.bad_evals = 0
         self.stopped_early = False
+        self.out_of_time = False
         self.elapsed = 0.0
         self.window: deque[tuple[float, float]] = deque(maxlen=50)  # running loss/accuracy
 
@@ -305,7 +306,16 @@ class MetaTrainer:
         tensors, state = ckpt.load_checkpoint(self.output_dir)
         saved = dict(state["args"])
         now = self.args.to_dict()
-        ignore = {"episodes", "threads", "device", "patience", "checkpoint_every", "log_every", "data_dir"}
+        ignore = {
+            "episodes",
+            "threads",
+            "device",
+            "patience",
+            "checkpoint_every",
+            "log_every",
+            "data_dir",
+            "max_time_s",
+        }
         diff = sorted(k for k in now if k not in ignore and saved.get(k) != now[k])
         if diff:
             raise FewIntentError(
@@ -381,6 +391,7 @@ class MetaTrainer:
             while self.step < self.total_steps and not self.stopped_early:
                 episodes = self._train_step(window)
                 self.elapsed = time.perf_counter() - started
+                out_of_time = args.max_time_s is not None and self.elapsed >= args.max_time_s
                 log = self.step % args.log_every == 0 or self.step == self.total_steps
                 loss = sum(x for x, _ in window) / len(window)
                 acc = sum(y for _, y in window) / len(window)
@@ -391,7 +402,8 @@ class MetaTrainer:
                         record["temperature"] = self.algo.learned_temperature
                     self._log({**record, "elapsed_s": round(self.elapsed, 2)})
                 before = (self.step - 1) * self.per_step
-                if self.valid and args.eval_every and episodes // args.eval_every > before // args.eval_every:
+                due = args.eval_every and episodes // args.eval_every > before // args.eval_every
+                if self.valid and (due or out_of_time):
                     result = self.evaluate()
                     self.stopped_early = self._consider(result, episodes)
                     self._log({"episode": episodes, **result, "best": self.best["episode"] == episodes})
@@ -406,6 +418,10 @@ class MetaTrainer:
                     self._save_checkpoint()
                 if self.on_step is not None:
                     self.on_step(episodes)
+                if out_of_time:
+                    reporter.note(f"max_time_s {args.max_time_s:g} reached at episode {episodes}: stopping")
+                    self.out_of_time = True
+                    break
         finally:
             reporter.close()
         trained = self.step * self.per_step
@@ -452,6 +468,7 @@ class MetaTrainer:
             "episodes_trained": trained,
             "best_episode": self.best["episode"] if self.valid else trained,
             "stopped_early": self.stopped_early,
+            "stopped_for_time": self.out_of_time,
             "valid_initial": self.initial_valid,
             "valid_best": final_valid,
             "wall_time_s": round(self.elapsed, 1),
@@ -476,6 +493,7 @@ class MetaTrainer:
                 "distance": args.distance.value,
                 "temperature": self.algo.learned_temperature or args.temperature,
                 "reject_at": getattr(self.algo, "learned_reject_at", None),
+                "ridge_lambda": getattr(self.algo, "learned_lambda", None),
                 "inner_lr": args.inner_lr,
                 "inner_steps": args.inner_steps,
                 "inner": args.inner_settings().to_dict(),
