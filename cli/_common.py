@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,9 +14,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fewintent.errors import FewIntentError, FewIntentWarning
+from fewintent.progress import ProgressBar
 
 if TYPE_CHECKING:
     from fewintent.data import IntentSet
@@ -70,12 +69,10 @@ def set_threads(threads: int | None) -> None:
 
 
 def load_classifier(model_dir: Path, device: str) -> IntentClassifier:
-    """Load a model directory under its shared lock, so the load never lands in the middle of a save."""
+    """Load a model directory (under its shared lock, so the load never lands in the middle of a save)."""
     from fewintent.model import IntentClassifier
-    from fewintent.model.persistence import model_dir_lock
 
-    with model_dir_lock(model_dir.expanduser().absolute(), exclusive=False):
-        return IntentClassifier.load(model_dir, device=device)
+    return IntentClassifier.load(model_dir, device=device)
 
 
 def read_labelled(files: list[Path], oos_label: str) -> IntentSet:
@@ -122,12 +119,10 @@ def progress_bar(description: str, total: int, *, enabled: bool = True) -> Itera
 
     When stderr is not a terminal (a log file, CI), long work prints a plain line every 10% instead.
     """
-    if not enabled or total < 200:
-        yield lambda n: None
-        return
-    if not sys.stderr.isatty():
-        if total < PLAIN_PROGRESS_MIN:
-            yield lambda n: None
+    shown = enabled and total >= 200
+    with ProgressBar(description, total, enabled=shown, console=err_console) as bar:
+        if bar.live or not shown or total < PLAIN_PROGRESS_MIN:
+            yield bar.advance  # a no-op without a bar
             return
         done = [0, 0]  # texts done, tenths reported
 
@@ -136,20 +131,9 @@ def progress_bar(description: str, total: int, *, enabled: bool = True) -> Itera
             tenth = done[0] * 10 // total
             if tenth > done[1]:
                 done[1] = tenth
-                print(f"{description}: {done[0]}/{total}", file=sys.stderr, flush=True)
+                bar.print(f"{description}: {done[0]}/{total}")
 
         yield advance
-        return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
 
 
 def print_warnings(warnings_: list[str]) -> None:

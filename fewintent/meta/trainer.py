@@ -12,7 +12,6 @@ import json
 import math
 import os
 import resource
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from fewintent.meta import checkpoint as ckpt
 from fewintent.meta.args import MetaTrainingArguments
 from fewintent.meta.inner import prototype_accuracy
 from fewintent.meta.registry import build_algorithm
+from fewintent.progress import ProgressBar
 
 METRICS_FILE = "metrics.jsonl"
 ADAPTER_FORMAT = "fewintent-adapter"
@@ -95,53 +95,6 @@ class _Dist:
             import torch.distributed as td
 
             td.barrier()
-
-
-class _Reporter:
-    """A rich progress bar with running loss/accuracy on a terminal; a plain line per log step otherwise."""
-
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.enabled = enabled
-        self.live = enabled and sys.stderr.isatty()
-        self.progress: Any = None
-        if self.live:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn("meta-training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=total, completed=start, info="")
-
-    def update(self, episodes: int, info: str, *, log: bool) -> None:
-        if self.live:
-            self.progress.update(self.task, completed=episodes, info=info)
-        elif self.enabled and log:
-            print(f"episode {episodes}: {info}", file=sys.stderr, flush=True)
-
-    def note(self, text: str) -> None:
-        if self.live:
-            self.progress.console.print(text, highlight=False)
-        elif self.enabled:
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.live:
-            self.progress.stop()
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -363,7 +316,9 @@ class MetaTrainer:
         """Run (or resume) the meta-training and save the adapter; returns the summary written in its metadata."""
         args = self.args
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        reporter = _Reporter(self.show_progress and self.dist.is_main, args.episodes, 0)
+        # a bar with running loss/accuracy on a terminal; a plain line per log step otherwise
+        shown = self.show_progress and self.dist.is_main
+        reporter = ProgressBar("meta-training", args.episodes, enabled=shown, info=True, transient=False)
         if ckpt.has_checkpoint(self.output_dir):
             if not self.resume:
                 raise FewIntentError(
@@ -371,10 +326,10 @@ class MetaTrainer:
                     "or choose another output directory"
                 )
             self._restore()
-            reporter.note(f"resumed at episode {self.step * self.per_step}")
+            reporter.print(f"resumed at episode {self.step * self.per_step}")
         else:
             if self.resume:
-                reporter.note(f"no checkpoint in {self.output_dir}: starting from scratch")
+                reporter.print(f"no checkpoint in {self.output_dir}: starting from scratch")
             metrics = self.output_dir / METRICS_FILE
             if self.dist.is_main and metrics.exists():
                 metrics.unlink()
@@ -382,7 +337,7 @@ class MetaTrainer:
                 self.initial_valid = self.evaluate()
                 self._consider(self.initial_valid, 0)
                 self._log({"episode": 0, **self.initial_valid, "best": True})
-                reporter.note(f"before training: valid acc {self.initial_valid['valid_acc']:.4f}")
+                reporter.print(f"before training: valid acc {self.initial_valid['valid_acc']:.4f}")
         window = self.window
         run_start = time.perf_counter()
         started = run_start - self.elapsed
@@ -407,11 +362,13 @@ class MetaTrainer:
                     result = self.evaluate()
                     self.stopped_early = self._consider(result, episodes)
                     self._log({"episode": episodes, **result, "best": self.best["episode"] == episodes})
-                    reporter.note(
+                    reporter.print(
                         f"episode {episodes}: {info} | valid {result['valid_acc']:.4f} (best {self.best['acc']:.4f})"
                     )
                     info += f" val {result['valid_acc']:.3f}"
-                reporter.update(episodes, info, log=log)
+                reporter.update(episodes, info)
+                if log and not reporter.live:
+                    reporter.print(f"episode {episodes}: {info}")
                 if args.checkpoint_every and (
                     episodes // args.checkpoint_every > before // args.checkpoint_every or self.stopped_early
                 ):
@@ -419,7 +376,7 @@ class MetaTrainer:
                 if self.on_step is not None:
                     self.on_step(episodes)
                 if out_of_time:
-                    reporter.note(f"max_time_s {args.max_time_s:g} reached at episode {episodes}: stopping")
+                    reporter.print(f"max_time_s {args.max_time_s:g} reached at episode {episodes}: stopping")
                     self.out_of_time = True
                     break
         finally:
