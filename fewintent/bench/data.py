@@ -5,12 +5,12 @@ Files are read from the user's data directory (``../shared/datasets`` by default
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, IntentSet
+from fewintent.data.io import jsonl_records
 from fewintent.errors import FewIntentError
 
 FULLWAY_DATASETS = ("banking77", "clinc150", "hwu64")
@@ -72,15 +72,11 @@ class Corpora:
             if not p.is_file():
                 raise FewIntentError(f"{p}: missing; the benchmark needs {dataset}/{split}.jsonl in --data-dir")
             out = []
-            with p.open(encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        r = json.loads(line)
-                        out.append(Row(str(r["text"]), str(r["intent"]), str(r.get("domain", dataset))))
-                    except (ValueError, KeyError) as e:
-                        raise FewIntentError(f"{p}:{lineno}: expected {{'text', 'intent'}} ({e})") from e
+            for lineno, r in jsonl_records(p):
+                try:
+                    out.append(Row(str(r["text"]), str(r["intent"]), str(r.get("domain", dataset))))
+                except KeyError as e:
+                    raise FewIntentError(f"{p}:{lineno}: expected {{'text', 'intent'}} ({e})") from e
             self._cache[key] = out
         return self._cache[key]
 

@@ -18,10 +18,13 @@ from fewintent.errors import FewIntentError
 
 TEXT_COLUMNS = ("text",)
 INTENT_COLUMNS = ("intent", "label")
+JSONL_EXTENSIONS = (".jsonl", ".json", ".ndjson")
 # Files larger than this are almost certainly not a few-shot support set or a test set.
 MAX_FILE_BYTES = 512 * 1024 * 1024
 # Rasa entity markup: "[Berlin](city)" or "[Berlin]{"entity": "city"}" -> "Berlin"
 _RASA_ENTITY = re.compile(r"\[([^\]]+)\](\([^)]*\)|\{[^}]*\})")
+JsonlRecord = tuple[int, dict[str, Any]]
+"""One JSON Lines object and its 1-based line number."""
 
 
 def read_intent_file(
@@ -37,7 +40,71 @@ def read_intent_file(
     Example:
         >>> examples = read_intent_file("data/demo_company.jsonl")  # doctest: +SKIP
     """
+    return read_intent_file_with_records(
+        path, oos_label=oos_label, for_training=for_training, text_column=text_column, intent_column=intent_column
+    )[0]
+
+
+def read_intent_file_with_records(
+    path: str | Path,
+    *,
+    oos_label: str = DEFAULT_OOS_LABEL,
+    for_training: bool = True,
+    text_column: str | None = None,
+    intent_column: str | None = None,
+) -> tuple[IntentSet, list[JsonlRecord]]:
+    """``read_intent_file`` plus the file's JSON objects (empty for CSV and Rasa), read once.
+
+    For callers that need fields beyond text and intent, such as the corpus registry's ``domain``.
+    """
     p = Path(path)
+    content = _read_text(p)
+    if not content.strip():
+        raise FewIntentError(f"{p}: the file is empty")
+    fmt = _detect_format(p, content)
+    records: list[JsonlRecord] = []
+    if fmt == "jsonl":
+        records = jsonl_records(p, content)
+        rows = _jsonl_rows(records, p, text_column, intent_column)
+    elif fmt == "csv":
+        rows = _csv_rows(content, p, text_column, intent_column)
+    else:
+        rows = _rasa_rows(content, p)
+    data = IntentSet.from_pairs(rows, oos_label=oos_label, source=str(p), for_training=for_training)
+    return data, records
+
+
+def jsonl_records(path: str | Path, content: str | None = None) -> list[JsonlRecord]:
+    """The objects of a JSON Lines file, each with its 1-based line number; blank lines are skipped.
+
+    Every line is parsed before this returns, so a malformed line fails before any work is done, with a
+    ``FewIntentError`` naming ``path:line``. ``content`` is the file's text when the caller has read it already.
+
+    Example:
+        >>> [obj["intent"] for _, obj in jsonl_records("data/demo_company.jsonl")][:1]  # doctest: +SKIP
+        ['book_repair']
+    """
+    p = Path(path)
+    if content is None:
+        content = _read_text(p)
+    records: list[JsonlRecord] = []
+    # JSON Lines ends a record at "\n" only (what iterating over the open file does): U+2028 is valid inside a string.
+    for lineno, line in enumerate(content.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            hint = "; a .json file must hold one object per line (JSON Lines)" if line.strip() in ("[", "{") else ""
+            raise FewIntentError(f"{p}:{lineno}: not valid JSON ({e.msg}){hint}") from e
+        if not isinstance(obj, dict):
+            raise FewIntentError(f'{p}:{lineno}: expected an object like {{"text": ..., "intent": ...}}')
+        records.append((lineno, obj))
+    return records
+
+
+def _read_text(p: Path) -> str:
+    """A text file's content (UTF-8, a BOM dropped), refused with a clear message when it cannot be read."""
     if not p.exists():
         raise FewIntentError(f"{p}: no such file")
     if p.is_dir():
@@ -47,19 +114,9 @@ def read_intent_file(
             f"{p}: {p.stat().st_size / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES >> 20} MiB limit"
         )
     try:
-        content = p.read_text(encoding="utf-8-sig")
+        return p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise FewIntentError(f"{p}: not UTF-8 text (undecodable byte at offset {e.start}); save it as UTF-8") from e
-    if not content.strip():
-        raise FewIntentError(f"{p}: the file is empty")
-    fmt = _detect_format(p, content)
-    if fmt == "jsonl":
-        rows = _jsonl_rows(content, p, text_column, intent_column)
-    elif fmt == "csv":
-        rows = _csv_rows(content, p, text_column, intent_column)
-    else:
-        rows = _rasa_rows(content, p)
-    return IntentSet.from_pairs(rows, oos_label=oos_label, source=str(p), for_training=for_training)
 
 
 MAX_MESSAGES = 1_000_000
@@ -104,7 +161,7 @@ def read_messages(path: str | Path) -> list[str]:
 
 def _detect_format(p: Path, content: str) -> str:
     ext = p.suffix.lower()
-    if ext in (".jsonl", ".json", ".ndjson"):
+    if ext in JSONL_EXTENSIONS:
         return "jsonl"
     if ext in (".csv", ".tsv"):
         return "csv"
@@ -131,20 +188,9 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], w
     )
 
 
-def _jsonl_rows(content: str, p: Path, text_col: str | None, intent_col: str | None) -> Iterator[tuple[Any, Any]]:
-    # Parse everything first so a malformed line fails before any work is done.
-    records: list[tuple[int, dict[str, Any]]] = []
-    for lineno, line in enumerate(content.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            hint = "; a .json file must hold one object per line (JSON Lines)" if line.strip() in ("[", "{") else ""
-            raise FewIntentError(f"{p}:{lineno}: not valid JSON ({e.msg}){hint}") from e
-        if not isinstance(obj, dict):
-            raise FewIntentError(f'{p}:{lineno}: expected an object like {{"text": ..., "intent": ...}}')
-        records.append((lineno, obj))
+def _jsonl_rows(
+    records: list[JsonlRecord], p: Path, text_col: str | None, intent_col: str | None
+) -> Iterator[tuple[Any, Any]]:
     columns = list(dict.fromkeys(k for _, r in records[:100] for k in r))
     tcol = _pick(columns, text_col, TEXT_COLUMNS, "text", p)
     icol = _pick(columns, intent_col, INTENT_COLUMNS, "intent", p)

@@ -1,0 +1,184 @@
+"""The report's PNG plots, drawn with matplotlib (the ``[bench]`` extra) from ``results.json`` rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fewintent.bench.methods import DEFAULT_METHODS
+from fewintent.bench.rows import PUBLISHED, dataset_name, method_order, ok_rows
+
+PLOTS = {
+    "shots": "accuracy_vs_shots.png",
+    "time": "adapt_time_vs_accuracy.png",
+    "pr": "oos_pr_curves.png",
+    "episodic": "episodic.png",
+}
+
+
+def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, bool] | None:
+    """Draw every plot into ``out`` under its ``PLOTS`` name; returns which were drawn, None without matplotlib.
+
+    A plot whose protocol has no rows is not drawn (False).
+    """
+    try:
+        import matplotlib  # noqa: F401
+
+        return {
+            "shots": plot_accuracy_vs_shots(rows, out / PLOTS["shots"]),
+            "time": plot_time_vs_accuracy(rows, out / PLOTS["time"]),
+            "pr": plot_pr_curves(rows, out / PLOTS["pr"]),
+            "episodic": plot_episodic(rows, out / PLOTS["episodic"]),
+        }
+    except ImportError:
+        return None
+
+
+def _color(method: str) -> str:
+    """One colour per method across every plot (a method keeps its colour when another is missing from a plot)."""
+    known = [m for m in DEFAULT_METHODS if m != "raw-encoder"]
+    return f"C{known.index(method) % 10}" if method in known else f"C{(len(known) + sum(map(ord, method))) % 10}"
+
+
+def _plt():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_shots(rows: list[dict[str, Any]], path: Path) -> bool:
+    ok = ok_rows(rows, "fullway")
+    if not ok:
+        return False
+    plt = _plt()
+    datasets = [d for d in ("banking77", "clinc150", "hwu64") if any(r["dataset"] == d for r in ok)]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 4), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        for m in method_order(r["method"] for r in ok if r["dataset"] == d):
+            pts = sorted((r["shots"], 100 * r["accuracy"]) for r in ok if r["dataset"] == d and r["method"] == m)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m, color=_color(m))
+        ref = PUBLISHED["CPFT (RoBERTa-base, EMNLP 2021)"]
+        ax.plot([5, 10], [ref[(d, 5)], ref[(d, 10)]], "k--", alpha=0.5, label="CPFT (published)")
+        ax.set_title(dataset_name(d))
+        ax.set_xlabel("examples per intent")
+        ax.set_xticks([5, 10])
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("top-1 accuracy (%)")
+    legend: dict[str, Any] = {}
+    for ax in axes[0]:  # every method once, even one missing from the first panel
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, h)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 5), frameon=False)
+    fig.suptitle("Full-way few-shot accuracy (every intent at once)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_time_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> bool:
+    ok = [r for r in ok_rows(rows, "fullway") if r.get("adapt_seconds")]
+    if not ok:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"banking77": "o", "clinc150": "s", "hwu64": "^"}
+    for m in method_order(r["method"] for r in ok):
+        color = _color(m)
+        for r in (r for r in ok if r["method"] == m):
+            ax.scatter(
+                r["adapt_seconds"],
+                100 * r["accuracy"],
+                color=color,
+                marker=markers.get(r["dataset"], "o"),
+                s=30 + 4 * r["shots"],
+            )
+        ax.scatter([], [], color=color, label=m)
+    for d, mk in markers.items():
+        ax.scatter([], [], color="gray", marker=mk, label=dataset_name(d))
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("log")
+    seconds = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(seconds)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_xlabel("adaptation wall time (s, log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("Adaptation time vs accuracy (full-way; bigger marker = 10-shot)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_pr_curves(rows: list[dict[str, Any]], path: Path) -> bool:
+    ok = [r for r in ok_rows(rows, "oos") if r.get("pr_curve")]
+    if not ok:
+        return False
+    plt = _plt()
+    datasets = sorted({r["dataset"] for r in ok})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 4.2), squeeze=False)
+    points = {(r["dataset"], r["method"], r["threshold_source"]): r for r in ok_rows(rows, "oos")}
+    for ax, d in zip(axes[0], datasets):
+        for m in method_order(r["method"] for r in ok if r["dataset"] == d):
+            r = next(r for r in ok if r["dataset"] == d and r["method"] == m)
+            ax.plot(
+                r["pr_curve"]["recall"],
+                r["pr_curve"]["precision"],
+                color=_color(m),
+                label=f"{m} (AUROC {100 * r['auroc']:.1f})",
+            )
+            for source, marker in (("valid", "o"), ("support", "x")):
+                p = points.get((d, m, source))
+                if p and p.get("oos_recall") is not None:
+                    ax.scatter(p["oos_recall"], p["oos_precision"], color=_color(m), marker=marker, zorder=3)
+        ax.set_title(dataset_name(d), fontsize=10)
+        ax.set_xlabel("OOS recall")
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0][0].set_ylabel("OOS precision")
+    fig.suptitle(
+        "Out-of-scope detection: precision-recall\n(o = threshold from valid, x = from the support set)", fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_episodic(rows: list[dict[str, Any]], path: Path) -> bool:
+    ok = ok_rows(rows, "episodic")
+    if not ok:
+        return False
+    plt = _plt()
+    settings = sorted({(r["dataset"], str(r["ways"]), r["shots"]) for r in ok})
+    methods = method_order(r["method"] for r in ok)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(settings)), 4.4))
+    width = 0.8 / max(len(methods), 1)
+    cell = {(r["dataset"], str(r["ways"]), r["shots"], r["method"]): r for r in ok}
+    for i, m in enumerate(methods):
+        xs, ys, es = [], [], []  # i: the bar's slot in its group
+        for j, s in enumerate(settings):
+            r = cell.get((*s, m))
+            if r:
+                xs.append(j + (i - (len(methods) - 1) / 2) * width)
+                ys.append(100 * r["accuracy"])
+                es.append(100 * r["ci95"])
+        ax.bar(xs, ys, width, yerr=es, capsize=2, label=m, color=_color(m))
+    ax.set_xticks(range(len(settings)))
+    ax.set_xticklabels([f"{dataset_name(d)}\n{w}-way {k}-shot" for d, w, k in settings], fontsize=8)
+    ax.set_ylabel("accuracy (%) ± 95% CI")
+    ax.set_title("Episodic accuracy on held-out domains")
+    ax.grid(alpha=0.3, axis="y")
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=len(methods), frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,0 +1,274 @@
+"""The report's Markdown tables, one function per protocol, each a list of lines built from ``results.json`` rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fewintent.bench.markdown import fixed, markdown_table, pct, secs
+from fewintent.bench.methods import SETFIT
+from fewintent.bench.metrics import mean_ci95
+from fewintent.bench.rows import CELLS, PUBLISHED, dataset_name, method_order, method_rank, ok_rows
+
+SERVE_LOAD = "serve_load.json"
+
+
+def fullway_tables(rows: list[dict[str, Any]], *, published: bool = True) -> list[str]:
+    ok = ok_rows(rows, "fullway")
+    cell = {(r["dataset"], r["shots"], r["method"]): r for r in ok}
+    cols = [f"{dataset_name(d)} {k}" for d, k in CELLS]
+    body = []
+    for m in method_order(r["method"] for r in ok):
+        body.append([f"`{m}`", *[pct((cell.get((d, k, m)) or {}).get("accuracy")) for d, k in CELLS]])
+    if published:
+        for ref, vals in PUBLISHED.items():
+            body.append([f"{ref} *(published)*", *[f"{vals[c]:.2f}" for c in CELLS]])
+    lines = ["Top-1 accuracy (%), every intent at once, `train_K` -> `test`:", ""]
+    lines += markdown_table(["method", *cols], body)
+    times = []
+    for m in method_order(r["method"] for r in ok):
+        times.append([f"`{m}`", *[secs((cell.get((d, k, m)) or {}).get("adapt_seconds")) for d, k in CELLS]])
+    lines += ["", "Adaptation wall time (encoding the support set + fitting the head; training for SetFit):", ""]
+    lines += markdown_table(["method", *cols], times)
+    ratio = setfit_ratio_lines(ok)
+    if ratio:
+        lines += ["", *ratio]
+    return lines
+
+
+def setfit_ratio_lines(ok: list[dict[str, Any]]) -> list[str]:
+    """SetFit's adaptation time over each other method's, on the cells where SetFit ran."""
+    out = []
+    for s in [r for r in ok if r["method"] == SETFIT and r.get("adapt_seconds")]:
+        others = [r for r in ok if (r["dataset"], r["shots"]) == (s["dataset"], s["shots"]) and r["method"] != SETFIT]
+        parts = []
+        for r in sorted(others, key=lambda r: method_rank(r["method"])):
+            if r.get("adapt_seconds"):
+                parts.append(
+                    f"{s['adapt_seconds'] / r['adapt_seconds']:.0f}x slower than `{r['method']}` "
+                    f"({pct(s['accuracy'])} vs {pct(r['accuracy'])})"
+                )
+        recipe = s.get("recipe", "default")
+        extra = ""
+        if s.get("projected_default_seconds") and recipe != "default":
+            extra = (
+                f" SetFit's default recipe would take {s.get('default_recipe_steps')} steps, about "
+                f"{secs(s['projected_default_seconds'])} at the measured {s.get('seconds_per_step', 0):.2f} s/step."
+            )
+        out.append(
+            f"SetFit on {dataset_name(s['dataset'])} {s['shots']}-shot ({recipe}, {s.get('train_steps')} steps) "
+            f"trained in {secs(s['adapt_seconds'])}: " + "; ".join(parts) + "." + extra
+        )
+    return out
+
+
+def fullway_details(rows: list[dict[str, Any]]) -> list[str]:
+    ok = sorted(ok_rows(rows, "fullway"), key=lambda r: (r["shots"], r["dataset"], method_rank(r["method"])))
+    body = [
+        [
+            f"{dataset_name(r['dataset'])} {r['shots']}-shot",
+            f"`{r['method']}`",
+            str(r.get("steps", 0)),
+            str(r.get("adapter") or "—"),
+            pct(r["accuracy"]),
+            pct(r.get("macro_f1")),
+            fixed(r.get("mcc")),
+            pct(r.get("fallback_accuracy")),
+            secs(r.get("adapt_seconds")),
+        ]
+        for r in ok
+    ]
+    head = ["cell", "method", "steps", "adapter", "accuracy", "macro-F1", "MCC", "with OOS fallback", "adapt"]
+    note = (
+        "`with OOS fallback`: accuracy when the support-calibrated out-of-scope threshold is on (the product's "
+        "default), so a rejected in-scope query counts as wrong."
+    )
+    return [note, "", *markdown_table(head, body)]
+
+
+def episodic_table(rows: list[dict[str, Any]]) -> list[str]:
+    ok = ok_rows(rows, "episodic")
+    if not ok:
+        return []
+    settings = sorted({(r["dataset"], str(r["ways"]), r["shots"]) for r in ok}, key=lambda s: (s[0], s[1], s[2]))
+    cell = {(r["dataset"], str(r["ways"]), r["shots"], r["method"]): r for r in ok}
+    body = []
+    for m in method_order(r["method"] for r in ok):
+        line = [f"`{m}`"]
+        for s in settings:
+            r = cell.get((*s, m))
+            line.append("—" if r is None else f"{pct(r['accuracy'])} ± {pct(r['ci95'])} ({r['episodes']})")
+        body.append(line)
+    head = [f"{dataset_name(d)} {w}-way {k}-shot" for d, w, k in settings]
+    paired = []
+    for s in settings:
+        short = [r for r in ok if (r["dataset"], str(r["ways"]), r["shots"]) == s and r.get("note")]
+        for r in short:
+            n = r["episodes"]
+            same = []
+            for other in method_order(x["method"] for x in ok if (x["dataset"], str(x["ways"]), x["shots"]) == s):
+                o = cell[(*s, other)]
+                accs = o.get("episode_accuracy") or []
+                if o["episodes"] == n:  # ran on exactly these episodes
+                    same.append(f"`{other}` {pct(o['accuracy'])} ± {pct(o['ci95'])}")
+                elif len(accs) >= n:
+                    mean, ci = mean_ci95(accs[:n])
+                    same.append(f"`{other}` {pct(mean)} ± {pct(ci)}")
+            if len(same) > 1:
+                paired.append(
+                    f"- {dataset_name(s[0])} {s[1]}-way {s[2]}-shot, the same first {n} episodes: " + ", ".join(same)
+                )
+    domains = {r["dataset"]: r.get("domains") for r in ok}
+    held = "; ".join(f"{dataset_name(d)}: {', '.join(v or [])}" for d, v in domains.items())
+    return [
+        f"Accuracy (%) ± 95% CI (episodes) on held-out domains ({held}). Support from `train`, 15 queries per "
+        "intent from `test`; every method sees the same episodes (`episodes_sha256` in results.json).",
+        "",
+        *markdown_table(["method", *head], body),
+        *(
+            ["", "Methods that train on every episode ran on the first episodes only; on those same episodes:", ""]
+            + paired
+            if paired
+            else []
+        ),
+    ]
+
+
+def oos_table(rows: list[dict[str, Any]]) -> list[str]:
+    ok = ok_rows(rows, "oos")
+    if not ok:
+        return []
+    body = []
+    for r in sorted(ok, key=lambda r: (r["dataset"], method_rank(r["method"]), r["threshold_source"])):
+        body.append(
+            [
+                dataset_name(r["dataset"]),
+                f"`{r['method']}`",
+                r["threshold_source"],
+                pct(r["oos_recall"]),
+                pct(r["oos_precision"]),
+                pct(r["oos_f1"]),
+                pct(r["auroc"]),
+                pct(r["in_scope_accuracy"]),
+                fixed(r["mcc"]),
+            ]
+        )
+    head = ["dataset", "method", "threshold", "OOS recall", "OOS precision", "OOS F1", "AUROC", "in-scope acc", "MCC"]
+    return [
+        "10 examples per intent; the OOS threshold comes from the support set alone (`support`, the product's "
+        "default) or from `valid` in-scope + OOS rows, never from `test`: the cut with the best in-scope kept + OOS "
+        "caught (`valid`, Youden's J) or with the best OOS F1 (`valid-f1`, what `fewintent calibrate` does). "
+        "`-oos-<score>` rows use another out-of-scope score (`adapt --oos-score`). AUROC does not depend on the "
+        "threshold.",
+        "",
+        *markdown_table(head, body),
+    ]
+
+
+def _speed_provenance(ok: list[dict[str, Any]]) -> list[str]:
+    """Which machine each device's rows come from, and the rows' own notes (e.g. what changed since)."""
+    lines = []
+    for device in sorted({r["device"] for r in ok}):
+        run = next(r.get("run") or {} for r in ok if r["device"] == device)
+        versions = run.get("versions") or {}
+        machine = run.get("gpu") if device.startswith("cuda") else f"{run.get('cpu')}, {run.get('cpu_count')} cores"
+        lines.append(f"- `{device}`: {machine}; torch {versions.get('torch')}, fewintent {versions.get('fewintent')}.")
+    return lines + [f"- {note}" for note in sorted({r["note"] for r in ok if r.get("note")})]
+
+
+def speed_table(rows: list[dict[str, Any]], serve_load: list[str] | None = None) -> list[str]:
+    ok = ok_rows(rows, "speed")
+    if not ok and not serve_load:
+        return []
+    lines: list[str] = []
+    if ok:
+        setfit = {r["device"]: r.get("adapt_seconds") for r in ok if r["method"] == SETFIT}
+        body = []
+        for r in sorted(ok, key=lambda r: (r["device"], method_rank(r["method"]))):
+            sf = setfit.get(r["device"])
+            ratio = f"{sf / r['adapt_seconds']:.0f}x" if sf and r.get("adapt_seconds") else "—"
+            peak = r.get("peak_rss_mb") or r.get("peak_gpu_mb")
+            mem = "—" if peak is None else f"{peak:.0f} (+{r.get('memory_delta_mb') or 0:.0f})"
+            body.append(
+                [
+                    r["device"],
+                    f"`{r['method']}`",
+                    secs(r.get("adapt_seconds")) if r["method"] != "raw-encoder" else "—",
+                    ratio if r["method"] not in (SETFIT, "raw-encoder") else "—",
+                    fixed(r["latency_p50_ms"], 2),
+                    fixed(r["latency_p99_ms"], 2),
+                    fixed(r.get("floor_p50_ms", r["latency_p50_ms"]), 2),
+                    fixed(r.get("latency_ratio"), 2) if r["method"] != "raw-encoder" else "1.00",
+                    fixed(r["throughput_qps"], 0),
+                    fixed(r.get("throughput_ratio"), 2) if r["method"] != "raw-encoder" else "1.00",
+                    mem,
+                ]
+            )
+        first = ok[0]
+        lines += [
+            f"{dataset_name(first['dataset'])} `train_{first['shots']}` "
+            f"({first['ways']} intents, {first.get('n_support')} "
+            f"examples); latency over {first.get('n_latency')} single queries, throughput over {first.get('n_batch')} "
+            f"test texts; torch threads: {first.get('torch_threads')}. Peak MB is the process's resident peak while "
+            "the method ran (+ its growth during it). Ratios are against the raw encoder forward pass "
+            "on the same texts, timed in alternation with the method (`floor p50 ms`; the `raw-encoder` row is its "
+            "own measurement) so machine load cancels out (1.00 = no overhead); `SetFit / this` is SetFit's "
+            "adaptation time over this method's.",
+            "",
+            *markdown_table(
+                [
+                    "device",
+                    "method",
+                    "adapt",
+                    "SetFit / this",
+                    "p50 ms",
+                    "p99 ms",
+                    "floor p50 ms",
+                    "p50 / floor",
+                    "texts/s",
+                    "floor / texts/s",
+                    "peak MB",
+                ],
+                body,
+            ),
+            "",
+            *_speed_provenance(ok),
+        ]
+    if serve_load:
+        lines += ["", *serve_load]
+    return lines
+
+
+def serve_load_lines(out: Path) -> list[str]:
+    """Tables of ``serve_load.json`` (written by the serve load test), whatever rows it holds.
+
+    The file is a list of rows, or an object whose list-valued fields are tables of rows (e.g. ``http``).
+    """
+    p = out / SERVE_LOAD
+    if not p.exists():
+        return []
+    try:
+        data = json.loads(p.read_text())
+    except ValueError:
+        return [f"`{SERVE_LOAD}` is not valid JSON; skipped."]
+    tables: dict[str, list[dict[str, Any]]] = {}
+    head = f"HTTP serving under load (`{SERVE_LOAD}`, written by the serve load test)"
+    if isinstance(data, list):
+        tables[""] = [r for r in data if isinstance(r, dict)]
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+                tables[key] = value
+        machine = data.get("machine") or {}
+        what = data.get("what")
+        extra = ", ".join(f"{k} {v}" for k, v in machine.items() if not isinstance(v, (dict, list)))
+        head += f": {what}" if what else ""
+        head += f" ({extra}; {data.get('created', '')})" if extra else ""
+    lines = [head + ".", ""]
+    for name, rs in tables.items():
+        keys = list(dict.fromkeys(k for r in rs for k in r if not isinstance(r[k], (dict, list))))
+        if name:
+            lines += [f"`{name}`:", ""]
+        lines += markdown_table(keys, [[str(r.get(k, "")) for k in keys] for r in rs]) + [""]
+    return lines
