@@ -13,7 +13,7 @@ from fewintent.data import read_intent_file
 from fewintent.heads.linear import DEFAULT_C, HeadType
 from fewintent.model import AdaptArguments, IntentClassifier
 from fewintent.model.oos import OosScore
-from fewintent.model.persistence import check_model_path, model_dir_lock
+from fewintent.model.persistence import check_model_path
 
 LARGE_SUPPORT = 20_000
 MANY_INTENTS = 2_000
@@ -109,8 +109,7 @@ def adapt(
     seconds = time.perf_counter() - start
     if held_out is not None:
         print_report(clf.calibrate(held_out), f"out-of-scope threshold calibrated on {calibrate_file}")
-    with model_dir_lock(output.expanduser().absolute(), exclusive=True):  # a server on it reloads after, not during
-        clf.save(output)
+    clf.save(output)  # under the directory's lock: a server on it reloads after, not during
     adapter_name = (clf.meta.get("adapter") or {}).get("source", "none")
     console.print(
         f"adapted {len(clf.labels)} intents from {len(data.texts)} examples"

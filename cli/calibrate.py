@@ -18,7 +18,6 @@ from fewintent.cli._common import (
     set_threads,
 )
 from fewintent.model.calibration import OBJECTIVES, CalibrationReport
-from fewintent.model.persistence import model_dir_lock
 
 
 def _pct(x: float | None) -> str:
@@ -78,8 +77,7 @@ def calibrate(
     if not as_json:
         print_warnings(data.warnings)
     report = clf.calibrate(data, objective=objective, in_scope_recall=in_scope_recall, oos_share=oos_share)
-    with model_dir_lock(model_dir.expanduser().absolute(), exclusive=True):
-        clf.save(model_dir)
+    clf.save(model_dir)
     if as_json:
         print(json.dumps(report.to_dict()))
     else:

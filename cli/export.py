@@ -9,7 +9,6 @@ import typer
 
 from fewintent.cli._common import THREADS_HELP, console, guarded, set_threads
 from fewintent.model import IntentClassifier
-from fewintent.model.persistence import model_dir_lock
 
 
 @guarded
@@ -24,8 +23,7 @@ def export(
     config. Every command and IntentClassifier.load accept the result; it needs the onnx extra (see README)."""
     set_threads(threads)
     start = time.perf_counter()
-    with model_dir_lock(model_dir.expanduser().absolute(), exclusive=False):
-        clf = IntentClassifier.export(model_dir, output, format=format, quantize=quantize)
+    clf = IntentClassifier.export(model_dir, output, format=format, quantize=quantize)
     size = sum(f.stat().st_size for f in output.iterdir()) / 2**20
     console.print(
         f"exported {len(clf.labels)} intents with an ONNX{' int8' if quantize else ''} encoder in "

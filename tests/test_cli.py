@@ -131,7 +131,6 @@ def test_adapt_saves_and_predict_loads_under_the_model_dir_lock(tmp_path, monkey
     import fcntl
     import os
 
-    import fewintent.cli.adapt as adapt_cmd
     from fewintent.model import persistence
 
     seen = []
@@ -150,8 +149,7 @@ def test_adapt_saves_and_predict_loads_under_the_model_dir_lock(tmp_path, monkey
                 os.close(fd)
             yield
 
-    monkeypatch.setattr(adapt_cmd, "model_dir_lock", probe)
-    monkeypatch.setattr(persistence, "model_dir_lock", probe)
+    monkeypatch.setattr(persistence, "model_dir_lock", probe)  # save and load take it themselves
     out = tmp_path / "locked"
     assert run("adapt", DEMO, "-o", out, "--adapter", "none", "--device", "cpu").exit_code == 0
     assert run("predict", out, "is my bike ready yet").exit_code == 0
@@ -204,3 +202,34 @@ def test_snips_ten_shot_well_above_chance(datasets_dir, real_encoder, tmp_path):
     loaded = IntentClassifier.load(tmp_path / "snips", device="cpu")
     sample = test.texts[:50]
     assert [p.to_dict() for p in loaded.predict(sample)] == [p.to_dict() for p in clf.predict(sample)]
+
+
+def test_model_dir_lock_is_reentrant_in_a_thread_and_cannot_be_upgraded(tmp_path):
+    """A transaction (a server's reload, edit, save) holds the lock while save/load take it again inside."""
+    import fcntl
+    import os
+
+    import pytest
+
+    from fewintent.model.persistence import model_dir_lock
+
+    d = tmp_path / "m"
+
+    def locked_elsewhere() -> bool:
+        fd = os.open(tmp_path / ".m.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    with model_dir_lock(d, exclusive=True):
+        with model_dir_lock(d, exclusive=False), model_dir_lock(d, exclusive=True):
+            assert locked_elsewhere()
+        assert locked_elsewhere()  # leaving the inner holds did not release the transaction's lock
+    assert not locked_elsewhere()
+    with model_dir_lock(d, exclusive=False), pytest.raises(RuntimeError, match="exclusive one first"):
+        with model_dir_lock(d, exclusive=True):
+            pass

@@ -106,7 +106,8 @@ def test_save_load_gives_identical_predictions(clf, tmp_path):
     loaded = IntentClassifier.load(tmp_path / "m", device="cpu")
     assert loaded.labels == clf.labels and loaded.threshold == clf.threshold
     assert [p.to_dict() for p in loaded.predict(texts)] == [p.to_dict() for p in clf.predict(texts)]
-    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary leftovers
+    # no temporary leftovers; only the lock file that save and load share with other processes
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".m.lock"]
 
 
 def test_crash_during_save_leaves_old_model_loadable(clf, tmp_path, monkeypatch):
@@ -122,7 +123,7 @@ def test_crash_during_save_leaves_old_model_loadable(clf, tmp_path, monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         clf.save(path)
     assert IntentClassifier.load(path).labels == old_labels
-    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m"]
 
 
 def test_failed_swap_puts_the_old_model_back(clf, tmp_path, monkeypatch):
@@ -142,7 +143,7 @@ def test_failed_swap_puts_the_old_model_back(clf, tmp_path, monkeypatch):
         clf.save(path)
     monkeypatch.undo()
     assert IntentClassifier.load(path).labels == old_labels
-    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m"]
     assert oct((path).stat().st_mode & 0o777) != oct(0o700)
 
 

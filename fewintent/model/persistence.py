@@ -76,21 +76,32 @@ def check_model_path(path: Path) -> Path:
     return path
 
 
+_HELD = threading.local()  # the model-directory locks this thread holds: lock path -> exclusive?
+
+
 @contextlib.contextmanager
 def model_dir_lock(model_dir: Path, *, exclusive: bool) -> Iterator[None]:
     """An advisory ``flock`` on ``.NAME.lock`` beside ``model_dir``, shared by every fewintent process.
 
-    Writers (a server's edit, ``fewintent adapt -o``) take it exclusively around their save; readers (a server's
-    reload, ``predict``, ``evaluate``) take it shared around their load, so a load never meets the moment between
-    a save's two renames. Not re-entrant: a process holding it must not take it again. A no-op where flock is
-    missing or the parent directory does not exist yet / is read-only (no one can be saving there).
+    :func:`save_model` takes it exclusively and :func:`load_model` shared, so a load never meets the moment between
+    a save's two renames; callers need it only to make several steps one transaction (a server's reload, edit and
+    save). Re-entrant within a thread: inside a transaction, the save's and load's own locking is a no-op (a shared
+    hold cannot become exclusive: take the exclusive lock first). A no-op where flock is missing or the parent
+    directory does not exist yet / is read-only (no one can be saving there).
     """
+    lock_path = model_dir.expanduser().absolute().parent / f".{model_dir.name}.lock"
+    held: dict[str, bool] = _HELD.__dict__.setdefault("paths", {})
+    key = str(lock_path)
+    if key in held:
+        if exclusive and not held[key]:
+            raise RuntimeError(f"{model_dir}: this thread holds the shared lock; take the exclusive one first")
+        yield
+        return
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: one process per model directory
         yield
         return
-    lock_path = model_dir.parent / f".{model_dir.name}.lock"
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
@@ -98,15 +109,18 @@ def model_dir_lock(model_dir: Path, *, exclusive: bool) -> Iterator[None]:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        held[key] = exclusive
         yield
     finally:
+        held.pop(key, None)
         os.close(fd)  # closing releases the lock
 
 
 def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] | None = None) -> Path:
     """Write into a temporary sibling, then swap it in with renames: a crash leaves the old model loadable."""
-    with _SAVE_LOCK:
-        return _save_model(clf, check_model_path(path), card_extra or {})
+    path = check_model_path(path)
+    with model_dir_lock(path, exclusive=True), _SAVE_LOCK:  # this order: a transaction holding the first saves
+        return _save_model(clf, path, card_extra or {})
 
 
 def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -> Path:
@@ -230,10 +244,16 @@ def _recover(path: Path) -> Path:
 
 
 def load_model(path: Path, cls: type[IntentClassifier], *, device: str = "auto") -> IntentClassifier:
-    """Read a model directory into a new ``cls`` (IntentClassifier: passed in, so this module never imports it)."""
+    """Read a model directory into a new ``cls`` (IntentClassifier: passed in, so this module never imports it),
+    under its shared lock."""
+    path = path.expanduser().absolute()
+    with model_dir_lock(path, exclusive=False):
+        return _load_model(_recover(path), cls, device)
+
+
+def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentClassifier:
     from fewintent.encoder.lora import LoraSettings, attach_lora, load_lora_state, merge_lora
 
-    path = _recover(path.expanduser().absolute())
     if not path.exists():
         raise CorruptModelError(f"{path}: no such model directory (create one with `fewintent adapt`)")
     if not path.is_dir():
