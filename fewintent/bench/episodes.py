@@ -25,8 +25,11 @@ ALL_WAYS = "all"
 
 
 @dataclass(frozen=True)
-class Episode:
-    """One task: a domain, its intents, support and query rows (as texts and gold intents)."""
+class BenchEpisode:
+    """One benchmark task: a domain, its intents, support and query rows (as texts and gold intents).
+
+    Not the meta-training :class:`fewintent.data.episodes.Episode` (integer labels, drawn by ``EpisodeSampler`` from
+    the training splits): this one is fixed by the data and the seed alone and scores a whole classifier."""
 
     domain: str
     labels: tuple[str, ...]
@@ -73,7 +76,7 @@ def build_episodes(
     spec: EpisodeSpec,
     n_episodes: int,
     seed: int,
-) -> list[Episode]:
+) -> list[BenchEpisode]:
     """``n_episodes`` episodes over ``domains`` (taken in turn, so each gets its share), seeded and stable.
 
     A domain with fewer intents than ``spec.ways`` is skipped (e.g. HWU64 ``alarm`` has 3 intents: it
@@ -102,11 +105,11 @@ def build_episodes(
             pool = [t for t in qry[domain][label] if t not in taken]
             support += [(t, label) for t in shots]
             query += [(t, label) for t in rng.sample(pool, min(spec.queries, len(pool)))]
-        episodes.append(Episode(domain, labels, tuple(support), tuple(query)))
+        episodes.append(BenchEpisode(domain, labels, tuple(support), tuple(query)))
     return episodes
 
 
-def episodes_fingerprint(episodes: Sequence[Episode]) -> str:
+def episodes_fingerprint(episodes: Sequence[BenchEpisode]) -> str:
     """sha256 over every episode's intents, support and query rows: equal fingerprints, identical episodes."""
     h = hashlib.sha256()
     for ep in episodes:
