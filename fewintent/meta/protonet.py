@@ -11,10 +11,11 @@ from fewintent.data.episodes import Episode
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import lora_parameters
 from fewintent.heads.proto import Distance, PrototypicalHead
+from fewintent.meta.episodic import EpisodicLoss
 from fewintent.meta.inner import Autocast
 
 
-class ProtoNet:
+class ProtoNet(EpisodicLoss):
     """Episodic prototypical loss: prototypes from the support set, cross-entropy of the query set.
 
     Gradients reach only the LoRA parameters (the base encoder is frozen) and, when learned, the temperature.
@@ -75,12 +76,6 @@ class ProtoNet:
         target = torch.where(q_labels < known, q_labels, torch.full_like(q_labels, known))
         loss = nn.functional.cross_entropy(logits, target)
         return loss, float((logits.argmax(-1) == target).float().mean())
-
-    def accumulate(self, episode: Episode, weight: float = 1.0) -> dict[str, float]:
-        """Add ``weight * d(query loss)/d(params)`` to the parameters' ``.grad``."""
-        loss, acc = self.loss(episode)
-        (loss * weight).backward()
-        return {"loss": float(loss.detach()), "acc": acc}
 
     @property
     def temperature(self) -> float:

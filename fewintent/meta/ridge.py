@@ -16,6 +16,7 @@ from torch import nn
 from fewintent.data.episodes import Episode
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import lora_parameters
+from fewintent.meta.episodic import EpisodicLoss
 from fewintent.meta.inner import Autocast
 
 
@@ -27,7 +28,7 @@ def ridge_weights(support: torch.Tensor, labels: torch.Tensor, ways: int, lam: t
     return support.T @ torch.linalg.solve(gram, y)
 
 
-class RidgeNet:
+class RidgeNet(EpisodicLoss):
     """Episodic loss of a ridge head fitted on the support set; learned regulariser and logit scale.
 
     Example:
@@ -63,12 +64,6 @@ class RidgeNet:
         logits = self.log_scale.exp() * (q @ w)
         loss = nn.functional.cross_entropy(logits, q_labels)
         return loss, float((logits.argmax(-1) == q_labels).float().mean())
-
-    def accumulate(self, episode: Episode, weight: float = 1.0) -> dict[str, float]:
-        """Add ``weight * d(query loss)/d(params)`` to the parameters' ``.grad``."""
-        loss, acc = self.loss(episode)
-        (loss * weight).backward()
-        return {"loss": float(loss.detach()), "acc": acc}
 
     @property
     def learned_temperature(self) -> float | None:
