@@ -1,0 +1,104 @@
+"""The import rules of ARCHITECTURE.md, checked: each package imports only the packages above it, and no two
+modules import each other at load time (an import cycle)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+from conftest import ROOT
+
+# ARCHITECTURE.md, "Packages and what they may import"; errors.py, progress.py and the package root's
+# __version__ may be imported by everyone.
+MAY_IMPORT = {
+    "data": set(),
+    "encoder": set(),
+    "heads": set(),
+    "meta": {"data", "encoder", "heads"},
+    "model": {"data", "encoder", "heads", "meta"},
+    "bench": {"data", "encoder", "heads", "meta", "model"},
+    "serve": {"model"},
+    "cli": {"data", "encoder", "heads", "meta", "model", "bench", "serve"},
+}
+EVERYONE = {"errors", "progress", ""}
+
+
+def _modules() -> dict[str, Path]:
+    files = {
+        f: "fewintent." + ".".join(f.relative_to(ROOT / "fewintent").with_suffix("").parts)
+        for f in (ROOT / "fewintent").rglob("*.py")
+    }
+    files.update({f: "fewintent.cli." + f.stem for f in (ROOT / "cli").glob("*.py")})
+    return {name.removesuffix(".__init__"): f for f, name in files.items()}
+
+
+def _imports(path: Path, *, load_time_only: bool) -> set[str]:
+    """fewintent modules imported by ``path``: every import, or only those run when the module loads (not inside
+    functions or ``if TYPE_CHECKING:``)."""
+    tree = ast.parse(path.read_text())
+    nodes = _top_level(tree.body) if load_time_only else ast.walk(tree)
+    out: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fewintent"):
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("fewintent"))
+    return out
+
+
+def _top_level(body: list[ast.stmt]) -> Iterator[ast.AST]:
+    """Statements that run at import time: the module body, without function/class bodies' lazy imports and
+    without ``if TYPE_CHECKING:`` blocks."""
+    for stmt in body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test):
+            continue
+        if isinstance(stmt, ast.ClassDef):
+            yield from _top_level([s for s in stmt.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))])
+            continue
+        yield from ast.walk(stmt)
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in MAY_IMPORT) else ""
+
+
+def test_packages_import_only_the_layers_above_them() -> None:
+    wrong = []
+    for module, path in _modules().items():
+        pkg = _package(module)
+        if pkg not in MAY_IMPORT:
+            continue
+        for target in _imports(path, load_time_only=False):
+            other = target.split(".")[1] if target.count(".") >= 1 else ""
+            if other and other != pkg and other not in MAY_IMPORT[pkg] | EVERYONE:
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, "imports that point down the layers (see ARCHITECTURE.md):\n" + "\n".join(wrong)
+
+
+def test_no_import_cycle_between_modules() -> None:
+    modules = _modules()
+    graph = {m: {t for t in _imports(p, load_time_only=True) if t in modules and t != m} for m, p in modules.items()}
+    # a package's __init__ re-exporting its own modules is not a cycle that matters: drop parent -> child edges
+    graph = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                return stack[stack.index(t) :] + [t]
+            if t not in state and (cycle := visit(t)):
+                return cycle
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (cycle := visit(m)):
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
