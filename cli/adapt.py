@@ -46,6 +46,12 @@ def adapt(
         help="What the out-of-scope threshold cuts: 'prototype' (best cosine to an intent's mean example; the "
         "default, best on valid), 'nearest' (best cosine to one example), 'mahalanobis' or 'energy' (linear head).",
     ),
+    intent_names: bool = typer.Option(
+        True,
+        "--intent-names/--no-intent-names",
+        help="Use each intent's name as one more example (card_arrival: 'card arrival'). Turn it off when your "
+        "intent names are codes rather than words.",
+    ),
     calibrate_file: Path = typer.Option(
         None,
         "--calibrate",
@@ -96,6 +102,7 @@ def adapt(
         head=head,
         head_c=head_c,
         oos_score=oos_score,
+        intent_names=intent_names,
         steps=steps,
         inner_lr=inner_lr,
         device=device,

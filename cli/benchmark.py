@@ -26,8 +26,9 @@ def benchmark(
     methods: str = typer.Option(
         None,
         "--methods",
-        help="Comma list (default: frozen-prototype, frozen-logreg, setfit, fewintent-protonet, fewintent-fomaml, "
-        "fewintent-fomaml-steps5); fewintent-<protonet|fomaml>-steps<N> for N inner-loop steps.",
+        help="Comma list (default: frozen-prototype, frozen-logreg, setfit, fewintent-linear (the product default), "
+        "fewintent-protonet, fewintent-fomaml, fewintent-fomaml-steps5); also frozen-linear, "
+        "fewintent-ALGO-linear-stepsN (ALGO: protonet, fomaml or ridge) and a -oos-SCORE suffix.",
     ),
     datasets: str = typer.Option(None, "--datasets", help="Only these datasets (banking77, clinc150, hwu64, ...)."),
     shots: str = typer.Option("5,10", "--shots", help="Full-way shots (train_K files)."),
@@ -48,7 +49,7 @@ def benchmark(
         None,
         "--adapter",
         help="[PROTOCOL:]ALGO=NAME_OR_PATH, repeatable; {dataset} = the left-out corpus. Default "
-        "protonet|fomaml=minilm-meta-no-{dataset}, episodic:ALGO=runs/heldout-domains-ALGO.",
+        "ALGO=minilm-meta-no-{dataset}, episodic:ALGO=runs/heldout-domains-ALGO.",
     ),
     setfit_iterations: int = typer.Option(
         None, "--setfit-iterations", help="SetFit num_iterations (default: the library's default recipe)."

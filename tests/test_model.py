@@ -200,3 +200,44 @@ def test_metrics_on_known_labels():
     # a class only ever predicted (the fallback on a file without OOS rows) still counts, as in scikit-learn
     gold2, pred2 = ["a", "a", "b"], ["a", "oos", "b"]
     assert macro_f1(gold2, pred2) == pytest.approx(sklearn.f1_score(gold2, pred2, average="macro"))
+
+
+def test_intent_names_are_one_more_example_through_edits_and_save(tiny_encoder, tmp_path):
+    from fewintent.model.classifier import name_example
+
+    assert name_example("card_arrival") == "card arrival" and name_example("cardArrival") == "card arrival"
+    assert name_example("weather.get-forecast") == "weather get forecast"
+    assert name_example("intent_17") is None and name_example("c3") is None and name_example("42") is None
+
+    clf = IntentClassifier(tiny_encoder).fit(DATA)
+    t = clf.table
+    assert t.name_labels.tolist() == [0, 1] and clf.counts() == {"card": 3, "balance": 3}  # names are not counted
+    names = tiny_encoder.encode(["card", "balance"])
+    assert torch.allclose(t.name_support, names, atol=1e-6)
+    # the prototype is the mean of the examples and the name
+    card = torch.cat([t.support[t.support_labels == 0], names[:1]]).mean(0)
+    assert torch.allclose(t.prototypes[0], torch.nn.functional.normalize(card, dim=0), atol=1e-6)
+    off = IntentClassifier(tiny_encoder, intent_names=False).fit(DATA)
+    assert off.table.name_support is None and not torch.allclose(off.table.prototypes, t.prototypes)
+
+    clf.add_intent("intent_7", ["hi"])  # a code says nothing: no name row
+    clf.add_intent("greeting", ["hello", "hi there"])
+    assert clf.table.name_labels.tolist() == [0, 1, 3]
+    clf.add_intent("card", ["lost my card"])  # replaced: moves to the end, keeps one name row
+    assert clf.labels == ["balance", "intent_7", "greeting", "card"] and clf.table.name_labels.tolist() == [0, 2, 3]
+    clf.remove_intent("balance")
+    assert clf.table.name_labels.tolist() == [1, 2]
+    assert torch.allclose(clf.table.name_support, tiny_encoder.encode(["greeting", "card"]), atol=1e-6)
+
+    clf.save(tmp_path / "m")
+    again = IntentClassifier.load(tmp_path / "m", device="cpu")
+    assert again.intent_names and torch.equal(again.table.name_labels, clf.table.name_labels)
+    texts = ["hello", "lost card", "weather"]
+    assert [p.to_dict() for p in again.predict(texts)] == [p.to_dict() for p in clf.predict(texts)]
+    off.save(tmp_path / "off")
+    assert not IntentClassifier.load(tmp_path / "off", device="cpu").intent_names
+    # a model saved before intent names existed loads as it was: examples only
+    config = json.loads((tmp_path / "off" / "config.json").read_text())
+    del config["intent_names"]
+    (tmp_path / "off" / "config.json").write_text(json.dumps(config))
+    assert not IntentClassifier.load(tmp_path / "off", device="cpu").intent_names

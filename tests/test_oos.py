@@ -89,7 +89,7 @@ def test_unbounded_scores_take_unbounded_thresholds(tiny_encoder):
         IntentClassifier(tiny_encoder, head="prototype", oos_score="energy")
     one_each = IntentSet.from_pairs([(w, w) for w in WORDS])
     with pytest.raises(FewIntentError, match="at least 2 examples per intent"):
-        IntentClassifier(tiny_encoder, oos_score="mahalanobis").fit(one_each)
+        IntentClassifier(tiny_encoder, oos_score="mahalanobis").fit(one_each)  # names are no held-out messages
 
 
 def test_calibrate_objectives_and_refusals(tiny_encoder):

@@ -39,6 +39,8 @@ class AdaptArguments:
     """Inverse regularisation strength of the linear head (scikit-learn's C)."""
     oos_score: OosScore = OosScore.PROTOTYPE
     """Out-of-scope score: 'prototype' (default), 'nearest', 'mahalanobis' or 'energy' (see OosScore)."""
+    intent_names: bool = True
+    """Use each intent's name ("card_arrival" -> "card arrival") as one more example (chosen on ``valid``)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 0 <= self.steps <= 10_000:
@@ -62,6 +64,8 @@ class AdaptArguments:
             self.head = HeadType(self.head)
         except ValueError:
             raise FewIntentError(f"unknown head '{self.head}': use linear or prototype") from None
+        if not isinstance(self.intent_names, bool):
+            raise FewIntentError(f"intent_names must be true or false, got {self.intent_names!r:.20}")
         if not (isinstance(self.head_c, (int, float)) and 0 < self.head_c < float("inf")):
             raise FewIntentError(f"head_c must be a positive number, got {self.head_c!r}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -71,6 +72,7 @@ class IntentClassifier:
         head: HeadType | str = HeadType.LINEAR,
         head_c: float = DEFAULT_C,
         oos_score: OosScore | str = OosScore.PROTOTYPE,
+        intent_names: bool = True,
         meta: dict[str, Any] | None = None,
     ) -> None:
         self.encoder = encoder
@@ -82,6 +84,8 @@ class IntentClassifier:
         if self.oos_score is OosScore.ENERGY and self.head is not HeadType.LINEAR:
             raise FewIntentError("the 'energy' out-of-scope score needs the linear head (--head linear)")
         self.in_scope_recall = in_scope_recall
+        self.intent_names = bool(intent_names)
+        self._name_cache: dict[str, torch.Tensor] = {}  # name example -> its embedding (cross-validation refits)
         self.threshold_manual = False
         self.meta: dict[str, Any] = dict(meta or {})
         self._write_lock = threading.Lock()
@@ -144,6 +148,7 @@ class IntentClassifier:
             head=args.head,
             head_c=args.head_c,
             oos_score=args.oos_score,
+            intent_names=args.intent_names,
             meta=meta,
         )
 
@@ -164,9 +169,24 @@ class IntentClassifier:
         """Build prototypes, the head and the OOS threshold from already encoded examples (what ``fit`` does
         after encoding; the benchmark calls it with cached embeddings so it measures this very code)."""
         oos = oos if oos is not None else torch.empty(0, support.shape[1])
+        names = self._name_rows(labels)
         with self._write_lock:
-            self._table = self._build_table(tuple(labels), support, y, oos)
+            self._table = self._build_table(tuple(labels), support, y, oos, names)
         return self
+
+    def _name_rows(self, labels: Sequence[str]) -> Rows | None:
+        """The intents' names as examples (``intent_names``): embeddings and label indices, or None when off or
+        no name says anything."""
+        if not self.intent_names:
+            return None
+        texts = [(i, name_example(label)) for i, label in enumerate(labels)]
+        kept = [(i, text) for i, text in texts if text is not None]
+        missing = list(dict.fromkeys(text for _, text in kept if text not in self._name_cache))
+        if missing:
+            self._name_cache.update(zip(missing, self._encode(missing)))
+        if not kept:
+            return None
+        return torch.stack([self._name_cache[text] for _, text in kept]), torch.tensor([i for i, _ in kept])
 
     def _build_table(
         self,
@@ -174,8 +194,14 @@ class IntentClassifier:
         support: torch.Tensor,
         y: torch.Tensor,
         oos: torch.Tensor,
+        names: Rows | None = None,
     ) -> ScoringTable:
+        """Prototypes, head, OOS scorer and threshold from the examples; the name rows count as examples in all but
+        the threshold's calibration."""
         n = len(labels)
+        examples, y_examples = support, y
+        if names is not None:
+            support, y = torch.cat([support, names[0]]), torch.cat([y, names[1]])
         protos = torch.nn.functional.normalize(class_means(support, y, n), dim=-1)
         weight = bias = None
         if self.head is HeadType.LINEAR:
@@ -187,7 +213,8 @@ class IntentClassifier:
         if self.threshold_manual and self._table is not None:  # set by hand: it survives edits
             threshold, temperature = self._table.threshold, self._table.oos_temperature
         else:
-            in_scores = held_out_scores(kind, support, y, n, self.head_c)
+            # calibrated on how the user's own examples score held out (a name is no message), as without names
+            in_scores = held_out_scores(kind, examples, y_examples, n, self.head_c)
             if in_scores.size == 0 and not kind.is_cosine:
                 raise FewIntentError(
                     f"the '{kind.value}' out-of-scope score needs at least 2 examples per intent; "
@@ -205,7 +232,19 @@ class IntentClassifier:
                     FewIntentWarning,
                     stacklevel=2,
                 )
-        return ScoringTable(labels, protos, support, y, oos, float(threshold), scorer, weight, bias, temperature)
+        return ScoringTable(
+            labels,
+            protos,
+            examples,
+            y_examples,
+            oos,
+            float(threshold),
+            scorer,
+            weight,
+            bias,
+            temperature,
+            *(names or (None, None)),
+        )
 
     def _scorer(
         self,
@@ -231,18 +270,32 @@ class IntentClassifier:
     ) -> IntentClassifier:
         """Put back a saved state (what :mod:`fewintent.model.persistence` reads) without recalibrating anything.
 
-        ``tensors`` holds ``prototypes``, ``support``, ``support_labels``, ``oos`` and, for the linear head,
-        ``head_weight`` / ``head_bias``; the OOS scorer is derived again from them.
+        ``tensors`` holds ``prototypes``, ``support``, ``support_labels``, ``oos``, for the linear head
+        ``head_weight`` / ``head_bias``, and with ``intent_names`` ``name_support`` / ``name_labels``; the OOS scorer
+        is derived again from them.
         """
         support, y = tensors["support"], tensors["support_labels"].long()
         weight, bias = tensors.get("head_weight"), tensors.get("head_bias")
         if self.head is not HeadType.LINEAR:
             weight = bias = None
         protos = tensors["prototypes"]
-        scorer = self._scorer(support, y, len(labels), protos, weight, bias)
+        name_support, name_labels = tensors.get("name_support"), tensors.get("name_labels")
+        names = (name_support, name_labels.long()) if name_support is not None and name_labels is not None else None
+        s, s_y = (torch.cat([support, names[0]]), torch.cat([y, names[1]])) if names else (support, y)
+        scorer = self._scorer(s, s_y, len(labels), protos, weight, bias)
         temperature = self.scale if oos_temperature is None else float(oos_temperature)
         table = ScoringTable(
-            tuple(labels), protos, support, y, tensors["oos"], threshold, scorer, weight, bias, temperature
+            tuple(labels),
+            protos,
+            support,
+            y,
+            tensors["oos"],
+            threshold,
+            scorer,
+            weight,
+            bias,
+            temperature,
+            *(names or (None, None)),
         )
         with self._write_lock:
             self._table = table
@@ -370,20 +423,18 @@ class IntentClassifier:
         if not clean:
             raise FewIntentError(f"intent '{name}' needs at least one non-empty example")
         emb = self._encode(clean)
+        name_row = self._name_rows([name])  # encoded outside the lock, numbered inside
         with self._write_lock:
             t = self.table
-            keep = (
-                t.support_labels != t.labels.index(name)
-                if name in t.labels
-                else torch.ones_like(t.support_labels, dtype=torch.bool)
-            )
+            gone = t.labels.index(name) if name in t.labels else None
             old_labels = [label for label in t.labels if label != name]
-            remap = {t.labels.index(label): i for i, label in enumerate(old_labels)}
-            y_old = torch.tensor([remap[int(i)] for i in t.support_labels[keep]], dtype=torch.long)
-            labels = (*old_labels, name)
-            support = torch.cat([t.support[keep], emb])
-            y = torch.cat([y_old, torch.full((len(clean),), len(old_labels), dtype=torch.long)])
-            self._table = self._build_table(labels, support, y, t.oos)
+            support, y = _without_label((t.support, t.support_labels), gone)
+            support = torch.cat([support, emb])
+            y = torch.cat([y, torch.full((len(clean),), len(old_labels), dtype=torch.long)])
+            if name_row is not None:
+                name_row = name_row[0], torch.full_like(name_row[1], len(old_labels))
+            names = _join(_without_label(_names_of(t), gone), name_row)
+            self._table = self._build_table((*old_labels, name), support, y, t.oos, names)
 
     def remove_intent(self, name: str) -> None:
         if not isinstance(name, str):
@@ -396,10 +447,10 @@ class IntentClassifier:
             if len(t.labels) <= 2:
                 raise EditConflictError(f"cannot remove '{name}': a classifier needs at least 2 intents")
             gone = t.labels.index(name)
-            keep = t.support_labels != gone
-            y = t.support_labels[keep]
-            y = y - (y > gone).long()
-            self._table = self._build_table(tuple(x for x in t.labels if x != name), t.support[keep], y, t.oos)
+            support, y = _without_label((t.support, t.support_labels), gone)
+            names = _without_label(_names_of(t), gone)
+            labels = tuple(x for x in t.labels if x != name)
+            self._table = self._build_table(labels, support, y, t.oos, names if len(names[1]) else None)
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path, *, card_extra: dict[str, Any] | None = None) -> Path:
@@ -437,6 +488,41 @@ class IntentClassifier:
             return None
         adapter = self.meta.get("adapter") or {}
         return LoraSettings.from_dict(adapter.get("lora", {}))
+
+
+Rows = tuple[torch.Tensor, torch.Tensor]
+"""Embeddings and their label indices."""
+_NAME_WORDS = re.compile(r"[\s_\-./:]+|(?<=[a-z])(?=[A-Z])")
+_GENERIC_WORDS = frozenset({"intent", "label", "class", "category", "other", "misc"})
+
+
+def name_example(label: str) -> str | None:
+    """An intent's name as an example message: ``card_arrival`` / ``cardArrival`` -> ``card arrival``. None for a
+    name that says nothing (no word of three letters or more besides intent / label / class ...: ``intent_17``)."""
+    words = [w.lower() for w in _NAME_WORDS.split(label) if w]
+    if not any(len(w) >= 3 and w.isalpha() and w not in _GENERIC_WORDS for w in words):
+        return None
+    return " ".join(words)
+
+
+def _names_of(table: ScoringTable) -> Rows:
+    if table.name_support is None or table.name_labels is None:
+        return torch.empty(0, table.support.shape[1]), torch.empty(0, dtype=torch.long)
+    return table.name_support, table.name_labels
+
+
+def _without_label(rows: Rows, gone: int | None) -> Rows:
+    """The rows of every label but ``gone``, renumbered to close the gap (all of them when ``gone`` is None)."""
+    emb, y = rows
+    if gone is None:
+        return emb, y
+    keep = y != gone
+    return emb[keep], y[keep] - (y[keep] > gone).long()
+
+
+def _join(a: Rows, b: Rows | None) -> Rows | None:
+    rows = a if b is None else (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]))
+    return rows if len(rows[1]) else None
 
 
 def _arguments(args: AdaptArguments | None, overrides: Mapping[str, Any]) -> AdaptArguments:

@@ -149,6 +149,7 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         "scale": clf.scale,
         "head": clf.head.value,
         "head_c": clf.head_c,
+        "intent_names": clf.intent_names,
         "oos_score": clf.oos_score.value,
         "oos_temperature": table.oos_temperature,
         "meta": _jsonable(clf.meta),
@@ -172,6 +173,9 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         if table.head_weight is not None and table.head_bias is not None:
             tensors["head_weight"] = table.head_weight.contiguous()
             tensors["head_bias"] = table.head_bias.contiguous()
+        if table.name_support is not None and table.name_labels is not None:
+            tensors["name_support"] = table.name_support.contiguous()
+            tensors["name_labels"] = table.name_labels.contiguous()
         save_file(tensors, str(tmp / TENSORS))
         if settings is not None and isinstance(clf.encoder, SentenceEncoder):
             save_file({k: v.contiguous() for k, v in lora_state(clf.encoder).items()}, str(tmp / LORA))
@@ -282,8 +286,13 @@ def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentC
     needed = {"prototypes", "support", "support_labels", "oos"}
     if not needed <= set(t) or t["prototypes"].shape[0] != len(labels):
         raise CorruptModelError(f"{path}: {TENSORS} does not match {CONFIG} (labels and prototypes differ)")
-    if t["support_labels"].numel() and int(t["support_labels"].max()) >= len(labels):
-        raise CorruptModelError(f"{path}: {TENSORS} does not match {CONFIG} (example labels out of range)")
+    for key in ("support_labels", "name_labels"):
+        if key in t and t[key].numel() and int(t[key].max()) >= len(labels):
+            raise CorruptModelError(f"{path}: {TENSORS} does not match {CONFIG} (example labels out of range)")
+    if ("name_support" in t) != ("name_labels" in t) or (
+        "name_support" in t and len(t["name_support"]) != len(t["name_labels"])
+    ):
+        raise CorruptModelError(f"{path}: {TENSORS} is corrupt (intent-name examples without their labels)")
     base = config.get("base_model")
     onnx_spec = read_spec(config)
     if onnx_spec is not None:  # the adapter is merged into the graph; the graph's sha256 is checked instead
@@ -338,6 +347,7 @@ def _restore(
             head=head,
             head_c=float(config.get("head_c", DEFAULT_C)),
             oos_score=kind,
+            intent_names=bool(config.get("intent_names", False)),  # older models: examples only
             meta=config.get("meta") or {},
         )
         temperature = config.get("oos_temperature")
@@ -365,6 +375,7 @@ def _check_config_types(path: Path, config: dict[str, Any]) -> None:
         "oos_label": lambda v: isinstance(v, str) and bool(v.strip()),
         "max_length": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
         "threshold_manual": lambda v: isinstance(v, bool),
+        "intent_names": lambda v: isinstance(v, bool),
     }
     for key, ok in checks.items():
         if key in config and not ok(config[key]):
@@ -423,6 +434,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         "oos_threshold": round(config["threshold"], 4),
         "oos_score": config.get("oos_score"),
         "head": config.get("head"),
+        "intent_names": config.get("intent_names", False),
         "adapter": adapter.get("source"),
         **extra,
     }
@@ -436,8 +448,9 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         f"Adapted from {sum(config['counts'].values())} examples over {len(config['labels'])} intents on "
         f"`{config['base_model']}`"
         + (f" with the meta-learned adapter `{adapter.get('source')}`." if adapter else "."),
-        f"Intents are ranked by the `{config.get('head', 'prototype')}` head. "
-        f"Messages whose out-of-scope score (`{config.get('oos_score', 'prototype')}`) is below "
+        f"Intents are ranked by the `{config.get('head', 'prototype')}` head"
+        + (", with each intent's name as one more example. " if config.get("intent_names") else ". ")
+        + f"Messages whose out-of-scope score (`{config.get('oos_score', 'prototype')}`) is below "
         f"{config['threshold']:.3f} are answered `{config['oos_label']}` (out of scope).",
         "",
         "```bash",

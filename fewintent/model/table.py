@@ -45,6 +45,9 @@ class ScoringTable:
     head_weight: torch.Tensor | None = None  # (n_labels, dim) the linear head; None = prototype head
     head_bias: torch.Tensor | None = None  # (n_labels,)
     oos_temperature: float = 20.0  # how fast OOS confidence moves away from 0.5 around the threshold
+    # the intents' names as one more example each (``intent_names``): (n_names, dim) and their label indices
+    name_support: torch.Tensor | None = None
+    name_labels: torch.Tensor | None = None
 
     def oos_scores(self, emb: torch.Tensor, sims: torch.Tensor) -> torch.Tensor:
         """How in-scope each embedding looks (higher = more); the threshold cuts this."""
