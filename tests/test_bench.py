@@ -278,7 +278,10 @@ def test_bench_heads_match_the_classifier(name):
     pool = EncoderPool(make_tiny_encoder)
     spec = parse_method(name)
     outcome = ClassifierMethod(spec, pool, None).run(support, {"q": queries}, want_threshold=True)
-    clf = IntentClassifier(make_tiny_encoder(), head=spec.head, oos_score=spec.oos_score).fit(support)
+    clf = IntentClassifier(
+        make_tiny_encoder(), head=spec.head, oos_score=spec.oos_score, intent_names=spec.intent_names
+    ).fit(support)
+    assert outcome.extra["intent_names"] == (spec.head.value == "linear")
     assert outcome.labels == clf.labels and outcome.extra["head"] == spec.head.value
     assert np.allclose(outcome.oos_score("q"), [p.oos_score for p in clf.predict(queries)], atol=1e-4)
     assert np.allclose(

@@ -14,6 +14,9 @@ Names are fixed so results compare across runs:
   (``--steps 0``); ``fewintent-<algo>-steps<N>``: the same adapter with ``N`` inner-loop steps on the support
   set before the prototypes (``fewintent adapt --steps N``). Each row also carries ``steps`` and ``head``.
 
+The linear-head methods use each intent's name as one more example (the product default since it won on
+``valid``); the prototype-head methods do not, as when they were first measured (rows carry ``intent_names``).
+
 Every fewintent method (and ``frozen-prototype`` / ``frozen-linear``) builds its decision rule with
 ``IntentClassifier.fit_embeddings``, the code ``fewintent adapt`` runs after encoding, so the report measures what
 users get; only the embeddings are cached across methods.
@@ -92,6 +95,12 @@ class MethodSpec:
     head: HeadType = HeadType.PROTOTYPE
     oos_score: OosScore = OosScore.PROTOTYPE
 
+    @property
+    def intent_names(self) -> bool:
+        """The linear-head methods are today's product (intent names as examples, the default); the prototype-head
+        ones keep the configuration they were named for (examples only), so their rows stay comparable."""
+        return self.head is HeadType.LINEAR
+
 
 _OOS_SUFFIX = re.compile(r"^(.+)-oos-(" + "|".join(k.value for k in OosScore) + r")$")
 
@@ -147,7 +156,7 @@ def classifier_head(
     oos_emb: torch.Tensor | None = None,
 ) -> IntentClassifier:
     """The product's decision rule on these embeddings: ``IntentClassifier.fit_embeddings``, product defaults."""
-    clf = IntentClassifier(encoder, head=spec.head, oos_score=spec.oos_score)
+    clf = IntentClassifier(encoder, head=spec.head, oos_score=spec.oos_score, intent_names=spec.intent_names)
     return clf.fit_embeddings(labels, support_emb, y, oos_emb)
 
 
@@ -169,7 +178,7 @@ def _outcome(
         adapt,
         clf.threshold,
         score_kind=kind,
-        extra={**extra, "head": clf.head.value, "oos_score": clf.oos_score.value},
+        extra={**extra, "head": clf.head.value, "oos_score": clf.oos_score.value, "intent_names": clf.intent_names},
         oos_scores={k: v[1] for k, v in scored.items()},
     )
 

@@ -272,7 +272,7 @@ def _measure_method(
         # merging is in place and the pool's encoder must keep its live, meta-learned LoRA for later methods.
         _, shared = ctx.pool.get(method.adapter_dir)
         encoder = copy.deepcopy(shared).to(device)
-    clf = IntentClassifier(encoder, head=method.spec.head)
+    clf = IntentClassifier(encoder, head=method.spec.head, intent_names=method.spec.intent_names)
 
     def adapt_fi() -> None:
         if method.spec.steps:
@@ -290,6 +290,7 @@ def _measure_method(
         "method": name,
         "steps": method.spec.steps,
         "head": method.spec.head.value,
+        "intent_names": method.spec.intent_names,
         "adapter": adapter_note(method.adapter_dir),
         "adapt_seconds": m["adapt_seconds_measured"],
         **m,
