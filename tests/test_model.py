@@ -52,6 +52,14 @@ def test_leave_one_out_uses_own_class_without_the_example():
     assert scores[0] == pytest.approx(
         max(own, (emb[0] @ torch.nn.functional.normalize(emb[4], dim=0)).item()), abs=1e-6
     )
+    # a fixed row (an intent's name) stays in its class's prototype and is never scored itself
+    name = torch.nn.functional.normalize(torch.tensor([[1.0, -0.3]]), dim=-1)
+    with_name = leave_one_out_scores(emb, torch.tensor([0, 0, 1, 1, 2]), 3, (name, torch.tensor([0])))
+    assert with_name.shape == (4,)
+    own = torch.nn.functional.cosine_similarity(emb[0], emb[1] + name[0], dim=0).item()
+    assert with_name[0] == pytest.approx(
+        max(own, (emb[0] @ torch.nn.functional.normalize(emb[4], dim=0)).item()), abs=1e-6
+    )
 
 
 def test_threshold_from_support_quantile_and_from_oos():

@@ -196,8 +196,8 @@ class IntentClassifier:
         oos: torch.Tensor,
         names: Rows | None = None,
     ) -> ScoringTable:
-        """Prototypes, head, OOS scorer and threshold from the examples; the name rows count as examples in all but
-        the threshold's calibration."""
+        """Prototypes, head, OOS scorer and threshold from the examples; the name rows count as examples, except
+        that the threshold is calibrated on the user's examples alone (held out, against prototypes with names)."""
         n = len(labels)
         examples, y_examples = support, y
         if names is not None:
@@ -213,8 +213,9 @@ class IntentClassifier:
         if self.threshold_manual and self._table is not None:  # set by hand: it survives edits
             threshold, temperature = self._table.threshold, self._table.oos_temperature
         else:
-            # calibrated on how the user's own examples score held out (a name is no message), as without names
-            in_scores = held_out_scores(kind, examples, y_examples, n, self.head_c)
+            # how the user's own examples score held out from the model as deployed (names included, never scored:
+            # a name is no message)
+            in_scores = held_out_scores(kind, examples, y_examples, n, self.head_c, names)
             if in_scores.size == 0 and not kind.is_cosine:
                 raise FewIntentError(
                     f"the '{kind.value}' out-of-scope score needs at least 2 examples per intent; "
@@ -450,7 +451,7 @@ class IntentClassifier:
             support, y = _without_label((t.support, t.support_labels), gone)
             names = _without_label(_names_of(t), gone)
             labels = tuple(x for x in t.labels if x != name)
-            self._table = self._build_table(labels, support, y, t.oos, names if len(names[1]) else None)
+            self._table = self._build_table(labels, support, y, t.oos, _join(names, None))
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path, *, card_extra: dict[str, Any] | None = None) -> Path:

@@ -100,15 +100,24 @@ class OosScorer:
         return -best
 
 
-def held_out_scores(kind: OosScore, support: torch.Tensor, y: torch.Tensor, n_classes: int, c: float) -> np.ndarray:
+def held_out_scores(
+    kind: OosScore,
+    support: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    c: float,
+    fixed: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> np.ndarray:
     """The score each support example gets when it is not part of the support set: what in-scope messages will
     score. Exact leave-one-out for the cosine scores; ``k``-fold (k <= 5) for the fitted ones. Empty when no intent
-    has two examples."""
+    has two examples. ``fixed`` rows (embeddings, labels: the intents' names) are in every fitted set and never
+    scored, as in the deployed scorer."""
     if kind is OosScore.PROTOTYPE:
-        return leave_one_out_scores(support, y, n_classes)
+        return leave_one_out_scores(support, y, n_classes, fixed)
     if kind is OosScore.NEAREST:
-        sims = support @ support.T
-        sims.fill_diagonal_(-float("inf"))
+        others = support if fixed is None else torch.cat([support, fixed[0]])
+        sims = support @ others.T
+        sims[:, : len(support)].fill_diagonal_(-float("inf"))
         keep = torch.bincount(y, minlength=n_classes)[y] >= 2
         return sims.max(dim=1).values[keep].numpy()
     counts = torch.bincount(y, minlength=n_classes)
@@ -119,9 +128,12 @@ def held_out_scores(kind: OosScore, support: torch.Tensor, y: torch.Tensor, n_cl
     out = torch.empty(len(y))
     for f in range(folds):
         train, held = fold != f, fold == f
+        s, s_y = support[train], y[train]
+        if fixed is not None:
+            s, s_y = torch.cat([s, fixed[0]]), torch.cat([s_y, fixed[1]])
         head = None
         if kind is OosScore.ENERGY:
-            head = fit_logistic(support[train], y[train], n_classes, c=c)
-        scorer = OosScorer.fit(kind, support[train], y[train], n_classes, head=head)
+            head = fit_logistic(s, s_y, n_classes, c=c)
+        scorer = OosScorer.fit(kind, s, s_y, n_classes, head=head)
         out[held] = scorer(support[held])
     return out.numpy()
