@@ -451,6 +451,11 @@ def test_ridge_head_is_the_closed_form_ridge_solution_and_trains_lora(data_dir: 
     assert algo.learned_temperature == pytest.approx(10.0) and algo.learned_lambda == pytest.approx(1.0)
     with pytest.raises(ValueError, match="positive"):
         RidgeNet(enc, lam=0.0)
+    fixed = RidgeNet(enc, learn_scale=False)  # learn_temperature: false
+    assert (
+        all(p is not fixed.log_scale for p in fixed.parameters())
+        and len(fixed.parameters()) == len(algo.parameters()) - 1
+    )
 
 
 def test_ridge_meta_training_and_a_time_budget_write_an_adapter(data_dir: Path, tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ class MetaTrainingArguments:
     """torch CPU threads; None = torch's default."""
     max_time_s: float | None = None
     """Stop after this many seconds of training (then keep the best validated weights, as early stopping does);
-    None = no limit. The adapter is written either way."""
+    None = no limit. The adapter is written either way. The time counts across ``--resume``: raise it to go on."""
     eval_every: int = 100
     """Episodes between validation passes (and early-stopping checks); 0 = never validate."""
     valid_episodes: int = 40

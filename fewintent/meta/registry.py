@@ -50,7 +50,11 @@ BUILDERS: dict[Algorithm, Builder] = {
     ),
     Algorithm.FOMAML: lambda encoder, args, autocast: FOMAML(encoder, args.inner_settings(), autocast=autocast),
     Algorithm.RIDGE: lambda encoder, args, autocast: RidgeNet(
-        encoder, lam=args.ridge_lambda, scale=args.temperature, autocast=autocast
+        encoder,
+        lam=args.ridge_lambda,
+        scale=args.temperature,
+        learn_scale=args.learn_temperature,
+        autocast=autocast,
     ),
 }
 

@@ -37,7 +37,13 @@ class RidgeNet(EpisodicLoss):
     """
 
     def __init__(
-        self, encoder: SentenceEncoder, *, lam: float = 1.0, scale: float = 20.0, autocast: Autocast = nullcontext
+        self,
+        encoder: SentenceEncoder,
+        *,
+        lam: float = 1.0,
+        scale: float = 20.0,
+        learn_scale: bool = True,
+        autocast: Autocast = nullcontext,
     ) -> None:
         if lam <= 0 or scale <= 0:
             raise ValueError(f"ridge lam and scale must be positive, got {lam} and {scale}")
@@ -45,11 +51,19 @@ class RidgeNet(EpisodicLoss):
         self.autocast = autocast
         device = encoder.device
         self.log_lambda = nn.Parameter(torch.tensor(math.log(lam), device=device))
-        self.log_scale = nn.Parameter(torch.tensor(math.log(scale), device=device))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale), device=device), requires_grad=learn_scale)
 
     def parameters(self) -> list[nn.Parameter]:
-        """The LoRA weights, then the regulariser and the logit scale."""
-        return [*lora_parameters(self.encoder).values(), self.log_lambda, self.log_scale]
+        """The LoRA weights, then the regulariser and (when learned) the logit scale."""
+        return [
+            *lora_parameters(self.encoder).values(),
+            self.log_lambda,
+            *([self.log_scale] if self.learn_scale else []),
+        ]
+
+    @property
+    def learn_scale(self) -> bool:
+        return self.log_scale.requires_grad
 
     def loss(self, episode: Episode) -> tuple[torch.Tensor, float]:
         """Query cross-entropy of the support-fitted ridge head (differentiable) and query accuracy."""

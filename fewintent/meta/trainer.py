@@ -198,7 +198,8 @@ class MetaTrainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Nearest-prototype accuracy and cross-entropy (at the configured temperature) on the validation
-        episodes, spread over the ranks; every rank gets the same numbers."""
+        episodes, spread over the ranks; every rank gets the same numbers. The same measure for every algorithm
+        (ridge too), so validation curves and early stopping compare across algorithms."""
         was_training = self.encoder.model.training
         self.encoder.model.eval()
         totals = torch.zeros(3, dtype=torch.float64)
@@ -319,34 +320,34 @@ class MetaTrainer:
         # a bar with running loss/accuracy on a terminal; a plain line per log step otherwise
         shown = self.show_progress and self.dist.is_main
         reporter = ProgressBar("meta-training", args.episodes, enabled=shown, info=True, transient=False)
-        if ckpt.has_checkpoint(self.output_dir):
-            if not self.resume:
-                raise FewIntentError(
-                    f"{self.output_dir} holds a checkpoint of an unfinished run: pass --resume to continue it, "
-                    "or choose another output directory"
-                )
-            self._restore()
-            reporter.print(f"resumed at episode {self.step * self.per_step}")
-        else:
-            if self.resume:
-                reporter.print(f"no checkpoint in {self.output_dir}: starting from scratch")
-            metrics = self.output_dir / METRICS_FILE
-            if self.dist.is_main and metrics.exists():
-                metrics.unlink()
-            if self.valid:
-                self.initial_valid = self.evaluate()
-                self._consider(self.initial_valid, 0)
-                self._log({"episode": 0, **self.initial_valid, "best": True})
-                reporter.print(f"before training: valid acc {self.initial_valid['valid_acc']:.4f}")
-        window = self.window
-        run_start = time.perf_counter()
-        started = run_start - self.elapsed
-        episodes_at_start = self.step * self.per_step
-        try:
+        try:  # the bar is stopped whatever happens below
+            if ckpt.has_checkpoint(self.output_dir):
+                if not self.resume:
+                    raise FewIntentError(
+                        f"{self.output_dir} holds a checkpoint of an unfinished run: pass --resume to continue it, "
+                        "or choose another output directory"
+                    )
+                self._restore()
+                reporter.print(f"resumed at episode {self.step * self.per_step}")
+            else:
+                if self.resume:
+                    reporter.print(f"no checkpoint in {self.output_dir}: starting from scratch")
+                metrics = self.output_dir / METRICS_FILE
+                if self.dist.is_main and metrics.exists():
+                    metrics.unlink()
+                if self.valid:
+                    self.initial_valid = self.evaluate()
+                    self._consider(self.initial_valid, 0)
+                    self._log({"episode": 0, **self.initial_valid, "best": True})
+                    reporter.print(f"before training: valid acc {self.initial_valid['valid_acc']:.4f}")
+            window = self.window
+            run_start = time.perf_counter()
+            started = run_start - self.elapsed
+            episodes_at_start = self.step * self.per_step
             while self.step < self.total_steps and not self.stopped_early:
                 episodes = self._train_step(window)
                 self.elapsed = time.perf_counter() - started
-                out_of_time = args.max_time_s is not None and self.elapsed >= args.max_time_s
+                out_of_time = args.max_time_s is not None and self._all_out_of_time(self.elapsed >= args.max_time_s)
                 log = self.step % args.log_every == 0 or self.step == self.total_steps
                 loss = sum(x for x, _ in window) / len(window)
                 acc = sum(y for _, y in window) / len(window)
@@ -370,7 +371,9 @@ class MetaTrainer:
                 if log and not reporter.live:
                     reporter.print(f"episode {episodes}: {info}")
                 if args.checkpoint_every and (
-                    episodes // args.checkpoint_every > before // args.checkpoint_every or self.stopped_early
+                    episodes // args.checkpoint_every > before // args.checkpoint_every
+                    or self.stopped_early
+                    or out_of_time
                 ):
                     self._save_checkpoint()
                 if self.on_step is not None:
@@ -408,6 +411,12 @@ class MetaTrainer:
         self.step += 1
         window.append((float(stats[0]), float(stats[1])))
         return self.step * self.per_step
+
+    def _all_out_of_time(self, mine: bool) -> bool:
+        """One decision for every rank (each has its own clock): stop when any rank's budget is spent."""
+        flag = torch.tensor([float(mine)], device=self.dist.device)
+        self.dist.all_reduce_sum([flag])
+        return bool(flag.item() > 0)
 
     def _save_checkpoint(self) -> None:
         if self.dist.is_main:
