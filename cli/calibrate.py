@@ -18,6 +18,7 @@ from fewintent.cli._common import (
     set_threads,
 )
 from fewintent.model.calibration import OBJECTIVES, CalibrationReport
+from fewintent.model.persistence import model_dir_lock
 
 
 def _pct(x: float | None) -> str:
@@ -72,12 +73,14 @@ def calibrate(
 
         raise FewIntentError(f"unknown --objective '{objective}': use {', '.join(OBJECTIVES)}")
     set_threads(threads)
-    clf = load_classifier(model_dir, device)
-    data = read_labelled(files, clf.oos_label)
-    if not as_json:
-        print_warnings(data.warnings)
-    report = clf.calibrate(data, objective=objective, in_scope_recall=in_scope_recall, oos_share=oos_share)
-    clf.save(model_dir)
+    # one transaction: a server's edit saved between this load and this save would otherwise be lost
+    with model_dir_lock(model_dir.expanduser().absolute(), exclusive=True):
+        clf = load_classifier(model_dir, device)
+        data = read_labelled(files, clf.oos_label)
+        if not as_json:
+            print_warnings(data.warnings)
+        report = clf.calibrate(data, objective=objective, in_scope_recall=in_scope_recall, oos_share=oos_share)
+        clf.save(model_dir)
     if as_json:
         print(json.dumps(report.to_dict()))
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
-from fewintent.data.io import JSONL_EXTENSIONS, load_hf_intents, read_intent_file_with_records
+from fewintent.data.io import load_hf_intents, read_intent_file_with_records
 from fewintent.errors import FewIntentError
 
 SPLITS_FOR_TRAINING = ("train", "train_5", "train_10", "valid")
@@ -131,15 +131,15 @@ def _file_for(data_dir: Path, name: str, split: str) -> Path | None:
 def _read_with_domains(path: Path, default_domain: str, oos_label: str) -> tuple[dict[str, list[str]], dict[str, str]]:
     data, records = read_intent_file_with_records(path, oos_label=oos_label)
     domain_of = {intent: default_domain for intent in data.labels}
-    if path.suffix.lower() in JSONL_EXTENSIONS:
-        # The domain field (an extra key of the JSONL contract) is read from the same, already validated, records.
-        votes: dict[str, Counter[str]] = {}
-        for _, row in records:
-            intent = str(row.get("intent", "")).strip()
-            if row.get("domain") and intent in domain_of:
-                votes.setdefault(intent, Counter())[str(row["domain"])] += 1
-        for intent, counter in votes.items():
-            domain_of[intent] = counter.most_common(1)[0][0]
+    # The domain field (an extra key of the JSONL contract) is read from the same, already validated, records
+    # (none for CSV and Rasa files).
+    votes: dict[str, Counter[str]] = {}
+    for _, row in records:
+        intent = str(row.get("intent", "")).strip()
+        if row.get("domain") and intent in domain_of:
+            votes.setdefault(intent, Counter())[str(row["domain"])] += 1
+    for intent, counter in votes.items():
+        domain_of[intent] = counter.most_common(1)[0][0]
     return data.by_intent(), domain_of
 
 

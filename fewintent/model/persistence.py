@@ -290,7 +290,8 @@ def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentC
         if key in t and t[key].numel() and int(t[key].max()) >= len(labels):
             raise CorruptModelError(f"{path}: {TENSORS} does not match {CONFIG} (example labels out of range)")
     if ("name_support" in t) != ("name_labels" in t) or (
-        "name_support" in t and len(t["name_support"]) != len(t["name_labels"])
+        "name_support" in t
+        and (len(t["name_support"]) != len(t["name_labels"]) or t["name_support"].shape[1:] != t["support"].shape[1:])
     ):
         raise CorruptModelError(f"{path}: {TENSORS} is corrupt (intent-name examples without their labels)")
     base = config.get("base_model")
