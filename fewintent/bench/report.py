@@ -28,7 +28,10 @@ from fewintent.bench.traffic import discovery_table
 PROTOCOL_NOTES = [
     "- **fullway**: adapt on the standard `train_5` / `train_10` files with every intent at once, score closed-set "
     "top-1 on `test` (the number the papers report). Each `fewintent-*` row uses `minilm-meta-no-<dataset>` "
-    "(or the adapter given with `--adapter`), refused when its metadata says it saw the dataset.",
+    "(or the adapter given with `--adapter`), refused when its metadata says it saw the dataset. The linear-head "
+    "rows (`fewintent-linear`, `frozen-linear`) are the product default, each intent's name counted as one more "
+    "example; the prototype-head rows use the examples only, as when they were first measured; `frozen-logreg` "
+    "is scikit-learn on the examples only (rows carry `intent_names`).",
     "- **episodic**: the benchmark's own deterministic episodes (seeded, identical for every method: same "
     "`episodes_sha256`). Each held-out domain takes its turn; an N-way episode picks N intents inside one domain "
     "(a domain with fewer intents, e.g. HWU64 `alarm`/`music`, only appears in the all-intents episodes). Support "
