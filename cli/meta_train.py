@@ -56,6 +56,11 @@ def meta_train(
     eval_every: int = typer.Option(None, "--eval-every", min=0, help="Episodes between validation passes."),
     patience: int = typer.Option(None, "--patience", min=0, help="Validation passes without gain before stopping."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", min=0, help="Episodes between checkpoints."),
+    intent_names: bool = typer.Option(
+        None,
+        "--intent-names/--no-intent-names",
+        help="Add each intent's name as one more support example in every episode (as adapt does).",
+    ),
     max_time: float = typer.Option(
         None, "--max-time", min=1, help="Stop after this many seconds, keeping the best validated weights."
     ),
@@ -91,6 +96,7 @@ def meta_train(
         "patience": patience,
         "checkpoint_every": checkpoint_every,
         "max_time_s": max_time,
+        "intent_names": intent_names,
     }
     if config is not None:
         args = MetaTrainingArguments.from_yaml(config, **overrides)

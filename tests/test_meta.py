@@ -468,3 +468,15 @@ def test_ridge_meta_training_and_a_time_budget_write_an_adapter(data_dir: Path, 
     assert [x["episode"] for x in lines if "valid_acc" in x and not x.get("final")] == [0, summary["episodes_trained"]]
     with pytest.raises(FewIntentError, match="max_time_s"):
         tiny_args(data_dir, max_time_s=0)
+
+
+def test_episodes_can_carry_the_intent_names_as_support(data_dir: Path) -> None:
+    corpora = load_corpora(["alpha", "beta"], data_dir=data_dir)
+    plain = EpisodeSampler(corpora, ways=3, shots=2, queries=2, seed=0).episode(4)
+    named = EpisodeSampler(corpora, ways=3, shots=2, queries=2, seed=0, intent_names=True).episode(4)
+    assert named.query == plain.query and named.intents == plain.intents  # the same draw, plus the names
+    extra = [t for t in named.support if t not in plain.support]
+    assert extra == [i.replace("_", " ") for i in named.intents]
+    assert [named.support_labels.count(i) for i in range(3)] == [3, 3, 3]
+    args = tiny_args(data_dir, intent_names=True, episodes=2, eval_every=0)
+    assert MetaTrainer(args, data_dir / "run", progress=False).sampler.episode(0).support[-1].count(" ") == 2

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from fewintent.data.corpus import Corpus
+from fewintent.data.intentset import name_example
 from fewintent.errors import FewIntentError
 
 IntRange = int | tuple[int, int] | Sequence[int]
@@ -65,6 +66,7 @@ class EpisodeSampler:
     ``ways`` and ``shots`` are a number or an inclusive range ``(lo, hi)`` drawn per episode. A scope with fewer
     eligible intents than the drawn ``ways`` gives a narrower episode (never fewer than ``min_ways``); an intent
     is eligible when it has at least ``shots + 1`` examples, and gives ``min(queries, n - shots)`` queries.
+    ``intent_names`` adds each intent's name as one more support example (what ``adapt`` does by default).
 
     Example:
         >>> sampler = EpisodeSampler(corpora, ways=5, shots=5, queries=5, seed=0)  # doctest: +SKIP
@@ -85,6 +87,7 @@ class EpisodeSampler:
         exclude_domains: Sequence[tuple[str, str]] = (),
         min_ways: int = 2,
         seed: int = 0,
+        intent_names: bool = False,
     ) -> None:
         self.ways = _as_range(ways, "ways")
         self.shots = _as_range(shots, "shots")
@@ -97,6 +100,7 @@ class EpisodeSampler:
         self.weighting = DatasetWeighting(weighting)
         self.min_ways = max(2, min_ways)
         self.seed = seed
+        self.intent_names = intent_names
         held_out: dict[str, set[str]] = {}
         for ds, dom in exclude_domains:
             held_out.setdefault(ds, set()).add(dom)
@@ -152,6 +156,10 @@ class EpisodeSampler:
             picked = rng.sample(texts, shots + n_query)
             support += picked[:shots]
             support_labels += [label] * shots
+            name_text = name_example(intent) if self.intent_names else None
+            if name_text is not None:  # the intent's name as one more support example, as deployment does
+                support.append(name_text)
+                support_labels.append(label)
             query += picked[shots:]
             query_labels += [label] * n_query
         return Episode(support, support_labels, query, query_labels, intents, name, domain)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -149,3 +150,16 @@ def check_intent_name(name: str) -> str:
     if bad is not None:
         raise FewIntentError(f"intent name {name!r:.60} contains the control character {bad!r}; use one line of text")
     return name
+
+
+_NAME_WORDS = re.compile(r"[\s_\-./:]+|(?<=[a-z])(?=[A-Z])")
+_GENERIC_WORDS = frozenset({"intent", "label", "class", "category", "other", "misc"})
+
+
+def name_example(label: str) -> str | None:
+    """An intent's name as an example message: ``card_arrival`` / ``cardArrival`` -> ``card arrival``. None for a
+    name that says nothing (no word of three letters or more besides intent / label / class ...: ``intent_17``)."""
+    words = [w.lower() for w in _NAME_WORDS.split(label) if w]
+    if not any(len(w) >= 3 and w.isalpha() and w not in _GENERIC_WORDS for w in words):
+        return None
+    return " ".join(words)

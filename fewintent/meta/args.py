@@ -59,6 +59,8 @@ class MetaTrainingArguments:
     queries: int = 5
     domain_prob: float = 0.5
     """Chance that an episode's intents come from one domain rather than from the whole dataset."""
+    intent_names: bool = False
+    """Each intent's name as one more support example in every episode, as ``adapt`` does at deployment."""
     weighting: str = "sqrt"
     meta_batch: int = 1
     """Tasks per outer update (per process)."""

@@ -155,6 +155,7 @@ class MetaTrainer:
             queries=args.queries,
             domain_prob=args.domain_prob,
             weighting=args.weighting,
+            intent_names=args.intent_names,
             seed=args.seed,
         )
         self.valid: list[Episode] = []
@@ -166,6 +167,7 @@ class MetaTrainer:
                 queries=args.valid_queries or args.queries,
                 domain_prob=args.domain_prob,
                 weighting=args.weighting,
+                intent_names=args.intent_names,
                 seed=args.seed + 10_000,
             ).fixed(args.valid_episodes)
 

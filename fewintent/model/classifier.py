@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet, check_intent_name
+from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet, check_intent_name, name_example
 from fewintent.data.io import read_intent_file
 from fewintent.encoder.encoder import Encoder, SentenceEncoder
 from fewintent.encoder.lora import (
@@ -493,17 +492,6 @@ class IntentClassifier:
 
 Rows = tuple[torch.Tensor, torch.Tensor]
 """Embeddings and their label indices."""
-_NAME_WORDS = re.compile(r"[\s_\-./:]+|(?<=[a-z])(?=[A-Z])")
-_GENERIC_WORDS = frozenset({"intent", "label", "class", "category", "other", "misc"})
-
-
-def name_example(label: str) -> str | None:
-    """An intent's name as an example message: ``card_arrival`` / ``cardArrival`` -> ``card arrival``. None for a
-    name that says nothing (no word of three letters or more besides intent / label / class ...: ``intent_17``)."""
-    words = [w.lower() for w in _NAME_WORDS.split(label) if w]
-    if not any(len(w) >= 3 and w.isalpha() and w not in _GENERIC_WORDS for w in words):
-        return None
-    return " ".join(words)
 
 
 def _names_of(table: ScoringTable) -> Rows:
