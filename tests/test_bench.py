@@ -388,3 +388,19 @@ def test_discovery_protocol_rows_and_report(tmp_path):
     assert 0.0 <= rows["to_label"]["accuracy_ranked"] <= 1.0 and rows["to_label"]["random_seeds"] == 5
     assert 0.0 <= rows["evaluate --cv 5"]["cv_top1_accuracy"] <= 1.0
     assert len(discovery_table(list(rows.values()))) == 3
+
+
+def test_one_shot_episodes_fit_without_a_warning_each():
+    """The benchmark's 1-shot episodes are 1-shot on purpose: no 'cannot be calibrated' warning per episode."""
+    import warnings
+
+    from fewintent.data import IntentSet
+    from fewintent.errors import FewIntentWarning
+
+    support = IntentSet.from_pairs([(f"{w} one", w) for w in ("alpha", "beta", "gamma")])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", FewIntentWarning)
+        ClassifierMethod(parse_method("frozen-linear"), EncoderPool(make_tiny_encoder), None).run(
+            support, {"q": ["x"]}
+        )
+    assert not [w for w in seen if issubclass(w.category, FewIntentWarning)]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,7 +41,7 @@ from fewintent.bench.encoders import EncoderPool
 from fewintent.data.intentset import IntentSet
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import load_lora_state, lora_state
-from fewintent.errors import FewIntentError
+from fewintent.errors import FewIntentError, FewIntentWarning
 from fewintent.heads.linear import HeadType
 from fewintent.meta.args import Algorithm
 from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold
@@ -157,7 +158,9 @@ def classifier_head(
 ) -> IntentClassifier:
     """The product's decision rule on these embeddings: ``IntentClassifier.fit_embeddings``, product defaults."""
     clf = IntentClassifier(encoder, head=spec.head, oos_score=spec.oos_score, intent_names=spec.intent_names)
-    return clf.fit_embeddings(labels, support_emb, y, oos_emb)
+    with warnings.catch_warnings():  # 1-shot episodes are 1-shot on purpose: no warning per episode
+        warnings.simplefilter("ignore", FewIntentWarning)
+        return clf.fit_embeddings(labels, support_emb, y, oos_emb)
 
 
 def _score(clf: IntentClassifier, emb: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
