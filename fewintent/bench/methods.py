@@ -102,6 +102,10 @@ class MethodSpec:
         ones keep the configuration they were named for (examples only), so their rows stay comparable."""
         return self.head is HeadType.LINEAR
 
+    def classifier(self, encoder: SentenceEncoder) -> IntentClassifier:
+        """The product configuration this method names, unfitted: head, OOS score and intent names."""
+        return IntentClassifier(encoder, head=self.head, oos_score=self.oos_score, intent_names=self.intent_names)
+
 
 _OOS_SUFFIX = re.compile(r"^(.+)-oos-(" + "|".join(k.value for k in OosScore) + r")$")
 
@@ -157,7 +161,7 @@ def classifier_head(
     oos_emb: torch.Tensor | None = None,
 ) -> IntentClassifier:
     """The product's decision rule on these embeddings: ``IntentClassifier.fit_embeddings``, product defaults."""
-    clf = IntentClassifier(encoder, head=spec.head, oos_score=spec.oos_score, intent_names=spec.intent_names)
+    clf = spec.classifier(encoder)
     with warnings.catch_warnings():  # 1-shot episodes are 1-shot on purpose: no warning per episode
         warnings.simplefilter("ignore", FewIntentWarning)
         return clf.fit_embeddings(labels, support_emb, y, oos_emb)

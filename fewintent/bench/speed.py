@@ -231,8 +231,6 @@ def _measure_method(
     floor: Callable[[list[str]], Any],
     base: dict[str, Any],
 ) -> dict[str, Any]:
-    from fewintent.model.classifier import IntentClassifier
-
     method = ctx.method(name, "speed", base["dataset"])
     if isinstance(method, Skip):
         return {**base, "method": name, "status": "skipped", "note": method.reason}
@@ -272,7 +270,7 @@ def _measure_method(
         # merging is in place and the pool's encoder must keep its live, meta-learned LoRA for later methods.
         _, shared = ctx.pool.get(method.adapter_dir)
         encoder = copy.deepcopy(shared).to(device)
-    clf = IntentClassifier(encoder, head=method.spec.head, intent_names=method.spec.intent_names)
+    clf = method.spec.classifier(encoder)
 
     def adapt_fi() -> None:
         if method.spec.steps:
