@@ -199,8 +199,7 @@ class IntentClassifier:
         that the threshold is calibrated on the user's examples alone (held out, against prototypes with names)."""
         n = len(labels)
         examples, y_examples = support, y
-        if names is not None:
-            support, y = torch.cat([support, names[0]]), torch.cat([y, names[1]])
+        support, y = _plus((support, y), names)
         protos = torch.nn.functional.normalize(class_means(support, y, n), dim=-1)
         weight = bias = None
         if self.head is HeadType.LINEAR:
@@ -281,8 +280,7 @@ class IntentClassifier:
         protos = tensors["prototypes"]
         name_support, name_labels = tensors.get("name_support"), tensors.get("name_labels")
         names = (name_support, name_labels.long()) if name_support is not None and name_labels is not None else None
-        s, s_y = (torch.cat([support, names[0]]), torch.cat([y, names[1]])) if names else (support, y)
-        scorer = self._scorer(s, s_y, len(labels), protos, weight, bias)
+        scorer = self._scorer(*_plus((support, y), names), len(labels), protos, weight, bias)
         temperature = self.scale if oos_temperature is None else float(oos_temperature)
         table = ScoringTable(
             tuple(labels),
@@ -509,8 +507,14 @@ def _without_label(rows: Rows, gone: int | None) -> Rows:
     return emb[keep], y[keep] - (y[keep] > gone).long()
 
 
+def _plus(rows: Rows, extra: Rows | None) -> Rows:
+    """``rows`` followed by ``extra`` (the intents' name rows after the examples)."""
+    return rows if extra is None else (torch.cat([rows[0], extra[0]]), torch.cat([rows[1], extra[1]]))
+
+
 def _join(a: Rows, b: Rows | None) -> Rows | None:
-    rows = a if b is None else (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]))
+    """``a`` and ``b`` together, or None when that is no row at all."""
+    rows = _plus(a, b)
     return rows if len(rows[1]) else None
 
 
