@@ -259,8 +259,8 @@ def test_no_test_row_ever_reaches_a_threshold(tmp_path, monkeypatch):
     assert sizes and 134 not in sizes and set(sizes) <= {210, 92}
     key = lambda r: (r["dataset"], r["method"], r["threshold_source"])  # noqa: E731
     a, b = {key(r): r["threshold"] for r in rows_a}, {key(r): r["threshold"] for r in rows_b}
-    assert a == b and len(a) == 6  # 2 methods x (support, valid, valid-f1)
-    assert {r["threshold_source"] for r in rows_a} == {"support", "valid", "valid-f1"}
+    assert a == b and len(a) == 8  # 2 methods x (support, valid, valid-f1, valid-recall)
+    assert {r["threshold_source"] for r in rows_a} == {"support", "valid", "valid-f1", "valid-recall"}
     assert all(0 <= r["auroc"] <= 1 for r in rows_a)
 
 

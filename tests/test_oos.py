@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.cli.main import app
 from fewintent.model import evaluate
-from fewintent.model.calibration import best_f1_threshold, oos_counts
+from fewintent.model.calibration import best_f1_threshold, oos_counts, recall_threshold
 from fewintent.model.oos import OosScore, OosScorer, held_out_scores
 
 runner = CliRunner()
@@ -59,6 +59,13 @@ def test_best_f1_threshold_separates_and_counts_are_right():
     assert oos_counts(ins, oos, 0.4)["oos_f1"] == pytest.approx(0.8)
     # OOS rare in the expected traffic (weight 0.1): losing an in-scope row no longer pays for the third OOS row
     assert 0.2 < best_f1_threshold(ins, oos, oos_weight=0.1) <= 0.6
+
+
+def test_recall_threshold_keeps_at_least_the_target_share():
+    ins = np.linspace(0.0, 1.0, 101)
+    for recall in (0.5, 0.9, 0.95, 1.0):
+        t = recall_threshold(ins, recall)
+        assert (ins >= t).mean() >= recall and (ins >= t + 0.011).mean() < recall
 
 
 @pytest.mark.parametrize("kind", [k.value for k in OosScore])

@@ -18,7 +18,12 @@ from fewintent.bench.methods import SETFIT, Method, Outcome, SetFitMethod, parse
 from fewintent.bench.metrics import auroc, mean_ci95, precision_recall_curve
 from fewintent.bench.progress import Tracker
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, IntentSet
-from fewintent.model.calibration import best_f1_threshold, calibrate_threshold
+from fewintent.model.calibration import (
+    DEFAULT_IN_SCOPE_RECALL,
+    best_f1_threshold,
+    calibrate_threshold,
+    recall_threshold,
+)
 from fewintent.model.evaluation import macro_f1, multiclass_mcc, score_predictions
 
 
@@ -252,9 +257,14 @@ def _support_of(ctx: BenchContext, source: tuple[str, str]) -> IntentSet:
     return ctx.corpora.support(dataset, split)
 
 
+THRESHOLD_SOURCES = ("support", "valid", "valid-f1", "valid-recall")
+"""Where an OOS row's threshold comes from; the last one is written last (``--missing-only`` checks it)."""
+
+
 def choose_threshold(outcome: Outcome, valid: IntentSet, objective: str = "youden") -> float:
     """The cut on the OOS score from ``valid``'s in-scope and OOS rows: Youden's J (in-scope kept + OOS caught),
-    or ``f1``: the best OOS F1 on the file, which is what ``fewintent calibrate`` does.
+    ``f1``: the best OOS F1 on the file (what ``fewintent calibrate`` does on a file with OOS rows), or
+    ``recall``: keep the product's target share of ``valid``'s in-scope rows (``calibrate --objective recall``).
 
     Only the ``valid`` query set is read here: test scores never reach a threshold.
     """
@@ -262,6 +272,8 @@ def choose_threshold(outcome: Outcome, valid: IntentSet, objective: str = "youde
     n_in = len(valid.texts)
     if objective == "f1":
         return best_f1_threshold(top[:n_in], top[n_in:])
+    if objective == "recall":
+        return recall_threshold(top[:n_in], DEFAULT_IN_SCOPE_RECALL)
     return calibrate_threshold(top[:n_in], top[n_in:])
 
 
@@ -287,12 +299,12 @@ def oos(ctx: BenchContext) -> None:
                 "test_splits": list(s["test"][1]),
             }
             for name in cfg.methods:
-                if ctx.already_done({**base, "method": name, "threshold_source": "valid-f1"}):
+                if ctx.already_done({**base, "method": name, "threshold_source": THRESHOLD_SOURCES[-1]}):
                     tracker.advance()
                     continue
                 method = _setfit_budget(ctx, ctx.method(name, "oos", s["dataset"]), support)
                 if isinstance(method, Skip):
-                    for source in ("support", "valid", "valid-f1"):
+                    for source in THRESHOLD_SOURCES:
                         row = _skip_row({**base, "threshold_source": source}, name, method.reason)
                         _write(ctx, tracker, row)
                     tracker.advance()
@@ -303,6 +315,7 @@ def oos(ctx: BenchContext) -> None:
                     "support": outcome.support_threshold,
                     "valid": choose_threshold(outcome, valid),
                     "valid-f1": choose_threshold(outcome, valid, objective="f1"),
+                    "valid-recall": choose_threshold(outcome, valid, objective="recall"),
                 }
                 for source, threshold in thresholds.items():
                     row = {**base, **_method_fields(method, outcome), "threshold_source": source}

@@ -158,7 +158,8 @@ def oos_table(rows: list[dict[str, Any]]) -> list[str]:
     return [
         "10 examples per intent; the OOS threshold comes from the support set alone (`support`, the product's "
         "default) or from `valid` in-scope + OOS rows, never from `test`: the cut with the best in-scope kept + OOS "
-        "caught (`valid`, Youden's J) or with the best OOS F1 (`valid-f1`, what `fewintent calibrate` does). "
+        "caught (`valid`, Youden's J), with the best OOS F1 (`valid-f1`, what `fewintent calibrate` does on a file "
+        "with OOS rows) or keeping 95% of valid's in-scope rows (`valid-recall`, `calibrate --objective recall`). "
         "`-oos-<score>` rows use another out-of-scope score (`adapt --oos-score`). AUROC does not depend on the "
         "threshold.",
         "",

@@ -118,6 +118,11 @@ def best_f1_threshold(in_scope_scores: np.ndarray, oos_scores: np.ndarray, oos_w
     return float(cuts[best[0]])
 
 
+def recall_threshold(in_scope_scores: np.ndarray, in_scope_recall: float) -> float:
+    """The cut that keeps at least ``in_scope_recall`` of these in-scope scores (held-out labelled rows)."""
+    return float(np.quantile(in_scope_scores, 1.0 - in_scope_recall, method="lower"))
+
+
 def sweep(in_scope_scores: np.ndarray, oos_scores: np.ndarray, points: int = 11) -> list[dict[str, float | None]]:
     """The trade-off at evenly spread quantiles of the in-scope scores (in-scope recall from 100% down)."""
     qs = np.linspace(0.0, 0.5, points)
@@ -203,7 +208,7 @@ def calibrate_classifier(
         recall = clf.in_scope_recall if in_scope_recall is None else in_scope_recall
         if not 0.5 <= recall <= 1.0:
             raise FewIntentError(f"in-scope recall must be between 0.5 and 1, got {recall}")
-        threshold = float(np.quantile(ins, 1.0 - recall, method="lower"))  # keeps at least that share
+        threshold = recall_threshold(ins, recall)
     if clf.oos_score.is_cosine:
         threshold = float(np.clip(threshold, -1.0, 1.0))
     before = clf.threshold
