@@ -169,6 +169,23 @@ def test_crash_between_renames_is_recovered(clf, tmp_path):
     assert IntentClassifier.load(path).labels == clf.labels
 
 
+def test_two_loaders_recovering_the_same_backup_both_load(clf, tmp_path, monkeypatch):
+    path = tmp_path / "m"
+    clf.save(path)
+    backup = tmp_path / ".m.old-123"
+    os.rename(path, backup)
+    checked = persistence.is_model_dir
+
+    def other_loader_wins(p):  # another process (shared lock too) renames the backup first
+        ok = checked(p)
+        if p == backup and not path.exists():
+            os.rename(backup, path)
+        return ok
+
+    monkeypatch.setattr(persistence, "is_model_dir", other_loader_wins)
+    assert IntentClassifier.load(path).labels == clf.labels
+
+
 def test_load_refuses_missing_foreign_and_corrupt_dirs(clf, tmp_path):
     with pytest.raises(FewIntentError, match="no such model directory"):
         IntentClassifier.load(tmp_path / "missing")

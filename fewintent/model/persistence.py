@@ -235,14 +235,26 @@ def _remove_stale_temporaries(path: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _mtime_or_gone(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except FileNotFoundError:  # renamed away by another loader since the listing
+        return float("-inf")
+
+
 def _recover(path: Path) -> Path:
-    """A crash between the two renames of a save leaves only the backup: use it."""
+    """A crash between the two renames of a save leaves only the backup: use it. Loaders share the lock, so
+    another one may rename the backup first; then the model is back in place and that is fine."""
     if path.exists():
         return path
-    backups = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    backups = sorted(path.parent.glob(f".{path.name}.old-*"), key=_mtime_or_gone)
     for b in reversed(backups):
         if is_model_dir(b):
-            os.rename(b, path)
+            try:
+                os.rename(b, path)
+            except OSError:
+                if not path.exists():
+                    raise
             return path
     return path
 
