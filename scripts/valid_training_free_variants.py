@@ -34,7 +34,7 @@ from fewintent.data.intentset import name_example
 from fewintent.encoder import SentenceEncoder
 from fewintent.encoder.lora import load_adapter, resolve_adapter
 from fewintent.heads.linear import fit_logistic
-from fewintent.heads.proto import class_means
+from fewintent.heads.proto import class_means, pooled_covariance
 from fewintent.model.evaluation import auroc
 
 DATASETS = ("banking77", "clinc150", "hwu64")
@@ -74,11 +74,6 @@ class Embedder:
         return x, y
 
 
-def pooled_cov(x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
-    resid = x - class_means(x, y, n)[y]
-    return resid.T @ resid / max(len(x) - n, 1)
-
-
 def whitener(x: torch.Tensor, cov: torch.Tensor, p: float) -> Transform:
     values, vectors = torch.linalg.eigh(cov.double())
     w = (vectors * values.clamp_min(1e-8).pow(-p)) @ vectors.T
@@ -94,7 +89,8 @@ def top1(x: torch.Tensor, y: torch.Tensor, n: int, q: torch.Tensor, qy: torch.Te
 
 
 def lda_top1(x: torch.Tensor, y: torch.Tensor, n: int, q: torch.Tensor, qy: torch.Tensor, shrink: float) -> float:
-    means, cov = class_means(x, y, n), pooled_cov(x, y, n)
+    means = class_means(x, y, n)
+    cov = pooled_covariance(x, y, means)
     dim = cov.shape[0]
     precision = torch.linalg.inv((1 - shrink) * cov + shrink * torch.trace(cov) / dim * torch.eye(dim))
     w = means @ precision
@@ -186,7 +182,7 @@ def main() -> None:
             )
         embed = Embedder(scaled_encoder(adapter, 1.0))
         base, base_y = other_corpora(corpora, dataset, embed)
-        base_cov = pooled_cov(base, base_y, int(base_y.max()) + 1)
+        base_cov = pooled_covariance(base, base_y, class_means(base, base_y, int(base_y.max()) + 1))
         own = traffic(corpora, dataset, embed)
         variants = {"product": identity}
         for p in (0.1, 0.25, 0.5):

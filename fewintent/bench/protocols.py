@@ -257,8 +257,10 @@ def _support_of(ctx: BenchContext, source: tuple[str, str]) -> IntentSet:
     return ctx.corpora.support(dataset, split)
 
 
-THRESHOLD_SOURCES = ("support", "valid", "valid-f1", "valid-recall")
-"""Where an OOS row's threshold comes from; the last one is written last (``--missing-only`` checks it)."""
+VALID_OBJECTIVES = {"valid": "youden", "valid-f1": "f1", "valid-recall": "recall"}
+"""Threshold source -> the :func:`choose_threshold` objective it cuts ``valid`` with."""
+THRESHOLD_SOURCES = ("support", *VALID_OBJECTIVES)
+"""Where an OOS row's threshold comes from, in the order written (``--missing-only`` checks the last)."""
 
 
 def choose_threshold(outcome: Outcome, valid: IntentSet, objective: str = "youden") -> float:
@@ -313,9 +315,9 @@ def oos(ctx: BenchContext) -> None:
                 outcome = method.run(support, queries, want_threshold=True)
                 thresholds = {
                     "support": outcome.support_threshold,
-                    "valid": choose_threshold(outcome, valid),
-                    "valid-f1": choose_threshold(outcome, valid, objective="f1"),
-                    "valid-recall": choose_threshold(outcome, valid, objective="recall"),
+                    **{
+                        src: choose_threshold(outcome, valid, objective) for src, objective in VALID_OBJECTIVES.items()
+                    },
                 }
                 for source, threshold in thresholds.items():
                     row = {**base, **_method_fields(method, outcome), "threshold_source": source}

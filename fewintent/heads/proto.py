@@ -25,6 +25,13 @@ def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int) 
     return sums / counts.unsqueeze(-1)
 
 
+def pooled_covariance(embeddings: torch.Tensor, labels: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """The within-class covariance shared by all classes: residuals from each class's mean (``class_means``),
+    divided by ``examples - classes`` (at least 1)."""
+    resid = embeddings - means[labels]
+    return resid.T @ resid / max(len(embeddings) - len(means), 1)
+
+
 class PrototypicalHead(nn.Module):
     """``fit(support, labels)`` builds prototypes; ``head(query)`` returns logits over classes.
 

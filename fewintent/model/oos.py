@@ -15,7 +15,7 @@ import torch
 
 from fewintent.errors import FewIntentError
 from fewintent.heads.linear import fit_logistic
-from fewintent.heads.proto import class_means
+from fewintent.heads.proto import class_means, pooled_covariance
 from fewintent.model.calibration import leave_one_out_scores
 from fewintent.model.crossval import fold_of
 
@@ -69,8 +69,7 @@ class OosScorer:
             prototypes = torch.nn.functional.normalize(class_means(support, y, n_classes), dim=-1)
         if kind is OosScore.MAHALANOBIS:
             means = class_means(support, y, n_classes)
-            resid = support - means[y]
-            cov = resid.T @ resid / max(len(support) - n_classes, 1)
+            cov = pooled_covariance(support, y, means)
             dim = support.shape[1]
             a = MAHALANOBIS_SHRINKAGE
             # (+ a tiny ridge: one example per intent leaves no spread at all, and the inverse must exist)
