@@ -11,7 +11,7 @@ import torch
 
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.heads import PrototypicalHead, class_means
-from fewintent.model import persistence
+from fewintent.model import persistence, storage
 from fewintent.model.calibration import FALLBACK_THRESHOLD, calibrate_threshold, leave_one_out_scores
 from fewintent.model.evaluation import macro_f1, multiclass_mcc, score_predictions
 
@@ -174,7 +174,7 @@ def test_two_loaders_recovering_the_same_backup_both_load(clf, tmp_path, monkeyp
     clf.save(path)
     backup = tmp_path / ".m.old-123"
     os.rename(path, backup)
-    checked = persistence.is_model_dir
+    checked = storage.is_model_dir
 
     def other_loader_wins(p):  # another process (shared lock too) renames the backup first
         ok = checked(p)
@@ -182,7 +182,7 @@ def test_two_loaders_recovering_the_same_backup_both_load(clf, tmp_path, monkeyp
             os.rename(backup, path)
         return ok
 
-    monkeypatch.setattr(persistence, "is_model_dir", other_loader_wins)
+    monkeypatch.setattr(storage, "is_model_dir", other_loader_wins)
     assert IntentClassifier.load(path).labels == clf.labels
 
 
