@@ -157,15 +157,18 @@ class _JoinedParts(io.RawIOBase):
         return self._pos
 
     def readinto(self, buffer: Any) -> int:
-        if self._pos >= self._size:
-            return 0
-        i = bisect.bisect_right(self._starts, self._pos) - 1
-        f = self._files[i]
-        f.seek(self._pos - self._starts[i])
         view = memoryview(buffer).cast("B")
-        n = f.readinto(view[: min(len(view), self._ends[i] - self._pos)]) or 0
-        self._pos += n
-        return n
+        done = 0
+        while done < len(view) and self._pos < self._size:  # fill the buffer across part boundaries
+            i = bisect.bisect_right(self._starts, self._pos) - 1
+            f = self._files[i]
+            f.seek(self._pos - self._starts[i])
+            n = f.readinto(view[done : done + min(len(view) - done, self._ends[i] - self._pos)]) or 0
+            if n == 0:  # a part shorter than it was when opened
+                break
+            self._pos += n
+            done += n
+        return done
 
     def close(self) -> None:
         for f in self._files:
@@ -298,7 +301,7 @@ class PartsSource:
         except OSError as e:
             raise FewIntentError(
                 f"could not build {cache} from the installed parts ({e}); set FEWINTENT_CACHE to a writable "
-                "directory with 500 MB free"
+                "directory with room for the model"
             ) from e
         return cache
 
