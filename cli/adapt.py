@@ -10,7 +10,7 @@ import typer
 from fewintent.cli._common import THREADS_HELP, console, guarded, print_warnings, progress_bar, set_threads
 from fewintent.cli.calibrate import print_report
 from fewintent.data import read_intent_file
-from fewintent.heads.linear import DEFAULT_C, HeadType
+from fewintent.heads.linear import HeadType
 from fewintent.model import AdaptArguments, IntentClassifier
 from fewintent.model.oos import OosScore
 from fewintent.model.persistence import check_model_path
@@ -24,12 +24,16 @@ def adapt(
     train_file: Path = typer.Argument(..., help="Examples per intent: .jsonl, .csv (text,intent) or Rasa nlu.yml."),
     output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (replaced atomically)."),
     base: str = typer.Option(
-        None, "--base", help="Encoder: Hugging Face id or local path. Default: packaged all-MiniLM-L6-v2."
+        None,
+        "--base",
+        help="Encoder: a registered base (`fewintent bases`: minilm, the default, or mpnet), a Hugging Face id or a "
+        "local model directory.",
     ),
     adapter: str = typer.Option(
         "auto",
         "--adapter",
-        help="Meta-learned LoRA adapter: shipped name, directory, 'auto' (shipped default) or 'none'.",
+        help="Meta-learned LoRA adapter: shipped name, directory, 'auto' (the base's shipped default, if any) or "
+        "'none' (the frozen encoder).",
     ),
     head: HeadType = typer.Option(
         HeadType.LINEAR.value,
@@ -38,7 +42,10 @@ def adapt(
         "'prototype' (cosine to each intent's mean example).",
     ),
     head_c: float = typer.Option(
-        DEFAULT_C, "--head-c", min=1e-6, help="Inverse regularisation of the linear head (like scikit-learn's C)."
+        None,
+        "--head-c",
+        min=1e-6,
+        help="Inverse regularisation of the linear head (like scikit-learn's C). Default: the base's tuned value.",
     ),
     oos_score: OosScore = typer.Option(
         OosScore.PROTOTYPE.value,
@@ -66,7 +73,12 @@ def adapt(
     seed: int = typer.Option(0, "--seed", help="Random seed (for --steps)."),
     oos_label: str = typer.Option("oos", "--oos-label", help="Intent name that marks out-of-scope rows."),
     in_scope_recall: float = typer.Option(
-        0.95, "--in-scope-recall", min=0.5, max=1.0, help="Share of in-scope messages the OOS threshold aims to keep."
+        None,
+        "--in-scope-recall",
+        min=0.5,
+        max=1.0,
+        help="Share of in-scope messages the OOS threshold aims to keep. Default: the value tuned on the base (0.95 "
+        "for minilm).",
     ),
 ) -> None:
     """Adapt a classifier to the intents in TRAIN_FILE and save it to a model directory.

@@ -5,7 +5,19 @@ from __future__ import annotations
 import typer
 
 from fewintent import __version__
-from fewintent.cli import adapt, benchmark, calibrate, data, discover, evaluate, export, meta_train, predict, serve
+from fewintent.cli import (
+    adapt,
+    bases,
+    benchmark,
+    calibrate,
+    data,
+    discover,
+    evaluate,
+    export,
+    meta_train,
+    predict,
+    serve,
+)
 
 app = typer.Typer(
     name="fewintent",
@@ -15,6 +27,7 @@ app = typer.Typer(
     help="Few-shot intent classification for chatbots: 5-10 examples per intent, out-of-scope fallback, in seconds.",
 )
 app.command("adapt")(adapt.adapt)
+app.command("bases")(bases.bases)
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("calibrate")(calibrate.calibrate)

@@ -22,6 +22,7 @@ from fewintent.errors import FewIntentError  # noqa: E402
 from fewintent.heads import Distance, PrototypicalHead  # noqa: E402
 from fewintent.model import (  # noqa: E402
     AdaptArguments,
+    ClassifierConfig,
     EvaluationResult,
     IntentClassifier,
     IntentScore,
@@ -31,6 +32,7 @@ from fewintent.model import (  # noqa: E402
 
 __all__ = [
     "AdaptArguments",
+    "ClassifierConfig",
     "Distance",
     "EvaluationResult",
     "FewIntentError",

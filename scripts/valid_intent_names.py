@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import torch
 
@@ -26,7 +27,7 @@ def _fit(clf: IntentClassifier, support: IntentSet, names: bool) -> torch.Tensor
     """Fit on ``support`` (with or without names); returns the label index of each intent in label order."""
     labels = tuple(support.labels)
     index = {label: i for i, label in enumerate(labels)}
-    clf.intent_names = names
+    clf.config = replace(clf.config, intent_names=names)
     y = torch.tensor([index[i] for i in support.intents])
     clf.fit_embeddings(labels, clf.encoder.encode(support.texts), y)
     return y

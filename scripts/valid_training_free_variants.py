@@ -33,6 +33,7 @@ from fewintent.data import IntentSet
 from fewintent.data.intentset import name_example
 from fewintent.encoder import SentenceEncoder
 from fewintent.encoder.lora import load_adapter, resolve_adapter
+from fewintent.encoder.registry import MINILM
 from fewintent.heads.linear import fit_logistic
 from fewintent.heads.proto import class_means, pooled_covariance
 from fewintent.model.evaluation import auroc
@@ -84,7 +85,7 @@ def whitener(x: torch.Tensor, cov: torch.Tensor, p: float) -> Transform:
 def top1(x: torch.Tensor, y: torch.Tensor, n: int, q: torch.Tensor, qy: torch.Tensor, f: Transform) -> float:
     x, q = f(x), f(q)
     protos = normalize(class_means(x, y, n), dim=-1)
-    w, b = fit_logistic(x, y, n, init=(protos * 20, torch.zeros(n)))
+    w, b = fit_logistic(x, y, n, c=MINILM.constants.head_c, init=(protos * 20, torch.zeros(n)))
     return round(100 * float(((q @ w.T + b).argmax(-1) == qy).float().mean()), 2)
 
 

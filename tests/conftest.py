@@ -75,6 +75,16 @@ def make_tiny_encoder(seed: int = 0, hidden: int = 32, layers: int = 2):
     return SentenceEncoder(str(tiny_model_dir(seed, hidden, layers)), device="cpu")
 
 
+def format_1(config: dict) -> dict:
+    """A model config.json as the release before ClassifierConfig wrote it: the settings at the top level."""
+    config = {**config, **config.pop("classifier"), "format_version": 1}
+    adapter = config.pop("adapter")
+    config["meta"] = {**config.get("meta", {}), "adapter": {"source": adapter} if adapter != "none" else None}
+    for key in ("base", "steps", "seed", "inner_lr", "fallback_threshold"):
+        config.pop(key)
+    return config
+
+
 @pytest.fixture
 def tiny_encoder():
     return make_tiny_encoder()

@@ -152,7 +152,7 @@ def test_adapt_saves_and_predict_loads_under_the_model_dir_lock(tmp_path, monkey
     monkeypatch.setattr(persistence, "model_dir_lock", probe)  # save and load take it themselves
     out = tmp_path / "locked"
     assert run("adapt", DEMO, "-o", out, "--adapter", "none", "--device", "cpu", "--no-intent-names").exit_code == 0
-    assert json.loads((out / "config.json").read_text())["intent_names"] is False
+    assert json.loads((out / "config.json").read_text())["classifier"]["intent_names"] is False
     assert run("predict", out, "is my bike ready yet").exit_code == 0
     assert seen == [("locked", "locked", True, False), ("locked", "locked", False, True)]
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import format_1
 
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.heads import PrototypeLinearHead, fit_logistic
@@ -74,7 +75,7 @@ def test_prototype_head_still_available_and_saved_heads_round_trip(tiny_encoder,
         before = [p.to_dict() for p in clf.predict(texts)]
         clf.save(tmp_path / head)
         config = json.loads((tmp_path / head / "config.json").read_text())
-        assert config["head"] == head and config["head_c"] == clf.head_c
+        assert config["classifier"]["head"] == head and config["classifier"]["head_c"] == clf.head_c
         assert f"head: {head}" in (tmp_path / head / "README.md").read_text()
         again = IntentClassifier.load(tmp_path / head)
         assert again.head.value == head
@@ -86,7 +87,7 @@ def test_prototype_head_still_available_and_saved_heads_round_trip(tiny_encoder,
 def test_old_model_directory_without_a_head_loads_as_prototypes(tiny_encoder, tmp_path):
     clf = IntentClassifier(tiny_encoder, head="prototype").fit(DATA)
     clf.save(tmp_path / "m")
-    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config = format_1(json.loads((tmp_path / "m" / "config.json").read_text()))
     del config["head"], config["head_c"]
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     assert IntentClassifier.load(tmp_path / "m").head.value == "prototype"

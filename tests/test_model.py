@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import format_1
 
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.heads import PrototypicalHead, class_means
@@ -165,15 +166,17 @@ def test_mapping_values_must_be_lists(tiny_encoder):
 def test_crash_between_renames_is_recovered(clf, tmp_path):
     path = tmp_path / "m"
     clf.save(path)
-    os.rename(path, tmp_path / ".m.old-123")  # what a kill between the two renames leaves
+    os.rename(path, tmp_path / ".m.old-123-abc")  # what a kill between the two renames leaves: the backup ...
+    (tmp_path / ".m.tmp-123-abc").mkdir()  # ... and the temporary folder of the same save
     assert IntentClassifier.load(path).labels == clf.labels
 
 
 def test_two_loaders_recovering_the_same_backup_both_load(clf, tmp_path, monkeypatch):
     path = tmp_path / "m"
     clf.save(path)
-    backup = tmp_path / ".m.old-123"
+    backup = tmp_path / ".m.old-123-abc"
     os.rename(path, backup)
+    (tmp_path / ".m.tmp-123-abc").mkdir()
     checked = storage.is_model_dir
 
     def other_loader_wins(p):  # another process (shared lock too) renames the backup first
@@ -262,7 +265,7 @@ def test_intent_names_are_one_more_example_through_edits_and_save(tiny_encoder, 
     off.save(tmp_path / "off")
     assert not IntentClassifier.load(tmp_path / "off", device="cpu").intent_names
     # a model saved before intent names existed loads as it was: examples only
-    config = json.loads((tmp_path / "off" / "config.json").read_text())
+    config = format_1(json.loads((tmp_path / "off" / "config.json").read_text()))
     del config["intent_names"]
     (tmp_path / "off" / "config.json").write_text(json.dumps(config))
     assert not IntentClassifier.load(tmp_path / "off", device="cpu").intent_names

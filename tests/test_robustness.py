@@ -298,6 +298,8 @@ def test_predict_takes_generators_odd_unicode_and_checks_top_k(tiny_encoder):
         ("labels", [0, 1]),
         ("labels", ["card", "card"]),
         ("oos_label", 7),
+        ("head", "forest"),
+        ("intent_names", "yes"),
         ("max_length", "long"),
         ("threshold_manual", "no"),
     ],
@@ -305,7 +307,7 @@ def test_predict_takes_generators_odd_unicode_and_checks_top_k(tiny_encoder):
 def test_config_fields_of_the_wrong_type_are_refused(tiny_encoder, tmp_path, key, value):
     IntentClassifier(tiny_encoder).fit(read_intent_file_from_text(SMALL)).save(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    config[key] = value
+    (config["classifier"] if key in config["classifier"] else config)[key] = value
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     _one_line_error(run("predict", tmp_path / "m", "hello"), key)
 

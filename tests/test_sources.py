@@ -232,7 +232,7 @@ def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return str(snap)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    monkeypatch.setattr(sources, "_check_hub_reachable", lambda where: None)
+    monkeypatch.setattr(sources, "check_hub_reachable", lambda where: None)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return state
 
@@ -259,7 +259,7 @@ def test_hub_snapshot_network_errors_are_one_line(fake_hub: dict[str, Any]) -> N
 
 def test_hub_snapshot_offline_uses_only_the_local_cache(fake_hub: dict[str, Any], monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(sources, "_check_hub_reachable", lambda where: pytest.fail("offline must not connect"))
+    monkeypatch.setattr(sources, "check_hub_reachable", lambda where: pytest.fail("offline must not connect"))
     start = time.perf_counter()
     with pytest.raises(FewIntentError, match="not in the Hugging Face cache and HF_HUB_OFFLINE is set"):
         hub_snapshot("org/fake", "abcdef0123456789", FILES)

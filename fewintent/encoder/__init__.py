@@ -1,5 +1,6 @@
-"""Encoder layer: a transformer sentence encoder, pooling, LoRA adapters, device."""
+"""Encoder layer: the registered bases, a transformer sentence encoder, pooling, LoRA adapters, device."""
 
-from fewintent.encoder.encoder import DEFAULT_BASE, DEFAULT_BASE_SHA256, SentenceEncoder, resolve_device
+from fewintent.encoder.encoder import SentenceEncoder, resolve_base, resolve_device
+from fewintent.encoder.registry import BASES, BaseSpec
 
-__all__ = ["DEFAULT_BASE", "DEFAULT_BASE_SHA256", "SentenceEncoder", "resolve_device"]
+__all__ = ["BASES", "BaseSpec", "SentenceEncoder", "resolve_base", "resolve_device"]

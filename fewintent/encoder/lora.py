@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fewintent.encoder.encoder import Encoder, SentenceEncoder
+from fewintent.encoder.registry import lora_targets, registered, spec_for_weights
 from fewintent.errors import FewIntentError, reject_unknown
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -19,15 +21,17 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 @dataclass
 class LoraSettings:
-    """LoRA hyper-parameters; the defaults suit BERT-style encoders (MiniLM, BERT, RoBERTa).
+    """LoRA hyper-parameters.
 
-    ``target_modules`` are matched by peft against module-name suffixes (BERT: query/key/value).
+    ``target_modules`` are matched by peft against module-name suffixes; empty means the base's own attention
+    projections (its registry entry, or found in the model for an unregistered one), filled in by
+    :func:`attach_lora`, so a saved adapter always names them.
     """
 
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value"])
+    target_modules: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,12 +72,16 @@ def merge_lora(encoder: SentenceEncoder) -> None:
 
 
 def attach_lora(encoder: SentenceEncoder, settings: LoraSettings | None = None) -> LoraSettings:
-    """Wrap the encoder's transformer with fresh LoRA layers (B = 0, so outputs are unchanged at first)."""
+    """Wrap the encoder's transformer with fresh LoRA layers (B = 0, so outputs are unchanged at first); returns
+    the settings with the target modules filled in."""
     from peft import LoraConfig, get_peft_model
 
     settings = settings or LoraSettings()
     if has_lora(encoder):
         raise FewIntentError("the encoder already carries a LoRA adapter")
+    if not settings.target_modules:
+        names = [n for n, _ in encoder.model.named_modules()]
+        settings = replace(settings, target_modules=list(lora_targets(encoder.spec, names)))
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -81,7 +89,9 @@ def attach_lora(encoder: SentenceEncoder, settings: LoraSettings | None = None) 
         target_modules=list(settings.target_modules),
         bias="none",
     )
-    encoder.model = get_peft_model(encoder.model, config)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated for v6: not the user's to act on
+        warnings.simplefilter("ignore", FutureWarning)
+        encoder.model = get_peft_model(encoder.model, config)
     encoder.to(encoder.device)
     encoder.model.eval()
     return settings
@@ -155,7 +165,6 @@ def load_adapter(encoder: SentenceEncoder, directory: str | Path) -> dict[str, A
 
 
 SHIPPED_ADAPTERS_DIR = Path(__file__).resolve().parent.parent / "adapters"
-DEFAULT_ADAPTER = "minilm-meta"
 
 
 def shipped_adapters() -> list[str]:
@@ -166,17 +175,15 @@ def shipped_adapters() -> list[str]:
 
 
 def resolve_adapter(name_or_path: str | Path | None, base_name: str, base_sha256: str | None = None) -> Path | None:
-    """``none``: no adapter; ``auto``: the shipped default on the packaged MiniLM (or a byte-identical copy of it,
-    recognised by its weights' sha256); else a shipped name or a path."""
-    from fewintent.encoder.encoder import DEFAULT_BASE, DEFAULT_BASE_SHA256
-
+    """``none``: no adapter; ``auto``: the shipped default of the registered base (recognised by name, or by its
+    weights' sha256 for a copy at another path), none for other bases; else a shipped name or a path."""
     value = str(name_or_path) if name_or_path is not None else "none"
     if value.lower() == "none":
         return None
     if value.lower() == "auto":
-        if (base_name == DEFAULT_BASE or base_sha256 == DEFAULT_BASE_SHA256) and DEFAULT_ADAPTER in shipped_adapters():
-            return SHIPPED_ADAPTERS_DIR / DEFAULT_ADAPTER
-        return None
+        spec = registered(base_name) or spec_for_weights(base_sha256)
+        default = spec.default_adapter if spec is not None else None
+        return SHIPPED_ADAPTERS_DIR / default if default in shipped_adapters() else None
     if value in shipped_adapters():
         return SHIPPED_ADAPTERS_DIR / value
     p = Path(value).expanduser()

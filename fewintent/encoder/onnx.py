@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fewintent.encoder.encoder import SentenceEncoder, encode_sorted, file_sha256, mean_pool
+from fewintent.encoder.encoder import SentenceEncoder, encode_sorted, pool
+from fewintent.encoder.sources import file_sha256
 from fewintent.errors import CorruptModelError, FewIntentError
 
 GRAPH = "encoder.onnx"
@@ -109,17 +110,18 @@ class OnnxEncoder:
 
 
 class _Pooled(torch.nn.Module):
-    """The transformer plus mean pooling and normalisation, as one graph from token ids to embeddings."""
+    """The transformer plus its pooling and normalisation, as one graph from token ids to embeddings."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, inputs: tuple[str, ...], pooling: str) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.inputs, self.pooling = model, inputs, pooling
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
-    ) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        return torch.nn.functional.normalize(mean_pool(out.last_hidden_state, attention_mask), dim=-1)
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        feeds = dict(zip(self.inputs, tensors))
+        out = self.model(**feeds)
+        return torch.nn.functional.normalize(
+            pool(out.last_hidden_state, feeds["attention_mask"], self.pooling), dim=-1
+        )
 
 
 def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str | None = None) -> dict[str, Any]:
@@ -135,13 +137,14 @@ def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str |
     directory.mkdir(parents=True, exist_ok=True)
     encoder.tokenizer.backend_tokenizer.save(str(directory / TOKENIZER))
     sample = encoder.tokenize(["hello world", "where is my card, it has not arrived yet"])
-    args = tuple(sample[k].cpu() for k in _INPUTS)
-    module = _Pooled(encoder.model.to("cpu")).eval()
+    inputs = tuple(k for k in _INPUTS if k in sample and (k != "token_type_ids" or encoder.takes_token_type_ids))
+    args = tuple(sample[k].cpu() for k in inputs)
+    module = _Pooled(encoder.model.to("cpu"), inputs, encoder.pooling).eval()
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = Path(scratch) / GRAPH
         with warnings.catch_warnings():  # tracer chatter about data-dependent branches fixed at export time
             warnings.simplefilter("ignore")
-            _export(module, args, fp32)
+            _export(module, args, inputs, fp32)
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -165,19 +168,20 @@ def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str |
         "sha256": file_sha256(directory / GRAPH),
         "dim": encoder.dim,
         "max_length": encoder.max_length,
+        "pooling": encoder.pooling,
         "base_sha256": encoder.sha256,
         "exported_with": {"torch": torch.__version__, "onnxruntime": _onnxruntime().__version__},
     }
 
 
-def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> None:
+def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], inputs: tuple[str, ...], path: Path) -> None:
     """PyTorch's TorchScript-based exporter (the dynamo one needs onnxscript); batch and sequence length dynamic."""
-    axes = {k: {0: "batch", 1: "sequence"} for k in _INPUTS}
+    axes = {k: {0: "batch", 1: "sequence"} for k in inputs}
     torch.onnx.export(
         module,
         args,
         str(path),
-        input_names=list(_INPUTS),
+        input_names=list(inputs),
         output_names=["embedding"],
         dynamic_axes={**axes, "embedding": {0: "batch"}},
         opset_version=17,

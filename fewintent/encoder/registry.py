@@ -205,7 +205,12 @@ def spec_for_weights(sha256: str | None) -> BaseSpec | None:
 
 
 # Attention-projection names of common encoder families, for an unregistered model: the first family the model has.
-_LORA_TARGET_FAMILIES = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"), ("q_lin", "k_lin", "v_lin"), ("q", "k", "v"))
+_LORA_TARGET_FAMILIES = (
+    ("query", "key", "value"),
+    ("q_proj", "k_proj", "v_proj"),
+    ("q_lin", "k_lin", "v_lin"),
+    ("q", "k", "v"),
+)
 
 
 def lora_targets(spec: BaseSpec | None, module_names: list[str]) -> tuple[str, ...]:

@@ -384,7 +384,7 @@ def hub_snapshot(hub_id: str, revision: str, files: Mapping[str, str]) -> Path:
     if path is None or any(not (path / n).is_file() for n in files):
         if hub_offline():
             raise FewIntentError(f"{where} is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
-        _check_hub_reachable(where)
+        check_hub_reachable(where)
         try:
             path = Path(snapshot_download(hub_id, revision=revision, allow_patterns=patterns))
         except Exception as e:
@@ -394,7 +394,7 @@ def hub_snapshot(hub_id: str, revision: str, files: Mapping[str, str]) -> Path:
     return path
 
 
-def _check_hub_reachable(where: str, timeout: float = 5.0) -> None:
+def check_hub_reachable(where: str, timeout: float = 5.0) -> None:
     """One TCP connection to the hub before a download: without a network, huggingface_hub retries for most of a
     minute before it gives up."""
     import socket

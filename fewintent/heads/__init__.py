@@ -1,10 +1,9 @@
 """Heads: decision rules over sentence embeddings (prototypes, a fitted linear head)."""
 
-from fewintent.heads.linear import DEFAULT_C, PrototypeLinearHead, fit_logistic
+from fewintent.heads.linear import PrototypeLinearHead, fit_logistic
 from fewintent.heads.proto import Distance, PrototypicalHead, class_means, pooled_covariance
 
 __all__ = [
-    "DEFAULT_C",
     "Distance",
     "PrototypeLinearHead",
     "PrototypicalHead",

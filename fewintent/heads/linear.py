@@ -68,16 +68,12 @@ class HeadType(str, Enum):
     """Cosine similarity to each intent's mean embedding, times ``scale`` (no fitting at all)."""
 
 
-DEFAULT_C = 30.0
-"""Inverse L2 strength of :func:`fit_logistic` (scikit-learn's ``C``), chosen on the ``valid`` splits (see README)."""
-
-
 def fit_logistic(
     x: torch.Tensor,
     y: torch.Tensor,
     n_classes: int,
     *,
-    c: float = DEFAULT_C,
+    c: float,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     max_iter: int = 200,
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -173,7 +173,7 @@ class MetaTrainer:
 
         torch.manual_seed(args.seed)  # the same LoRA initialisation on every rank
         self.encoder = SentenceEncoder(args.base, device=self.dist.device, max_length=args.max_length)
-        attach_lora(self.encoder, args.lora)
+        self.lora = attach_lora(self.encoder, args.lora)  # the targets filled in from the base
         self.algo = build_algorithm(self.encoder, args, self.autocast)
         self.params = self.algo.parameters()
         self.dist.broadcast(self.params)
@@ -472,7 +472,7 @@ class MetaTrainer:
                 "excluded_domains": list(args.exclude_domains),
                 "metrics": summary,
             }
-            save_adapter(self.encoder, self.output_dir, args.lora, meta)
+            save_adapter(self.encoder, self.output_dir, self.lora, meta)
             self._log({"episode": trained, "final": True, **(final_valid or {})})
             if not self.keep_checkpoint:
                 ckpt.remove_checkpoint(self.output_dir)

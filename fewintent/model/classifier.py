@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet, check_intent_name, name_example
+from fewintent.data.intentset import MAX_TEXT_CHARS, IntentSet, check_intent_name, name_example
 from fewintent.data.io import read_intent_file
 from fewintent.encoder.encoder import Encoder, SentenceEncoder
 from fewintent.encoder.lora import (
@@ -23,26 +23,24 @@ from fewintent.encoder.lora import (
     merge_lora,
     resolve_adapter,
 )
+from fewintent.encoder.registry import constants_for
 from fewintent.errors import EditConflictError, FewIntentError, FewIntentWarning, UnknownIntentError, reject_unknown
-from fewintent.heads.linear import DEFAULT_C, HeadType, fit_logistic
+from fewintent.heads.linear import HeadType, fit_logistic
 from fewintent.heads.proto import class_means
-from fewintent.model.arguments import AdaptArguments
 from fewintent.model.calibration import (
-    DEFAULT_IN_SCOPE_RECALL,
-    DEFAULT_SCALE,
-    FALLBACK_THRESHOLD,
     CalibrationReport,
     calibrate_classifier,
     calibrate_threshold,
     check_threshold,
 )
+from fewintent.model.config import AdaptArguments, ClassifierConfig
 from fewintent.model.discovery import DiscoveryResult, discover
-from fewintent.model.oos import OosScore, OosScorer, held_out_scores
+from fewintent.model.oos import held_out_scores
 from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
-from fewintent.model.table import IntentScore, Prediction, ScoringTable
+from fewintent.model.table import IntentScore, Prediction, Rows, ScoringTable, plus
 
-__all__ = ["AdaptArguments", "IntentClassifier", "IntentScore", "Prediction"]
+__all__ = ["AdaptArguments", "ClassifierConfig", "IntentClassifier", "IntentScore", "Prediction"]
 
 Progress = Callable[[int], None]
 
@@ -64,32 +62,32 @@ class IntentClassifier:
     def __init__(
         self,
         encoder: Encoder,
+        config: ClassifierConfig | None = None,
         *,
-        oos_label: str = DEFAULT_OOS_LABEL,
-        scale: float = DEFAULT_SCALE,
-        in_scope_recall: float = DEFAULT_IN_SCOPE_RECALL,
-        head: HeadType | str = HeadType.LINEAR,
-        head_c: float = DEFAULT_C,
-        oos_score: OosScore | str = OosScore.PROTOTYPE,
-        intent_names: bool = True,
         meta: dict[str, Any] | None = None,
+        **settings: Any,
     ) -> None:
+        """A classifier with no intents yet over ``encoder``; ``settings`` override fields of ``config``
+        (e.g. ``head="prototype"``). Numbers left None take the values tuned on the encoder's base."""
+        reject_unknown(settings, ClassifierConfig.__dataclass_fields__, "classifier setting(s)")
+        config = replace(config or ClassifierConfig(), **settings).settings()
         self.encoder = encoder
-        self.oos_label = oos_label
-        self.scale = scale
-        self.head = HeadType(head)
-        self.head_c = float(head_c)
-        self.oos_score = OosScore(oos_score)
-        if self.oos_score is OosScore.ENERGY and self.head is not HeadType.LINEAR:
-            raise FewIntentError("the 'energy' out-of-scope score needs the linear head (--head linear)")
-        self.in_scope_recall = in_scope_recall
-        self.intent_names = bool(intent_names)
+        self.config = config.resolved(constants_for(encoder.name, encoder.sha256))
         self._name_cache: dict[str, torch.Tensor] = {}  # name example -> its embedding (cross-validation refits)
         self.threshold_manual = False
         self.meta: dict[str, Any] = dict(meta or {})
         self._write_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._table: ScoringTable | None = None
+
+    # The settings most code reads, by their old attribute names (the config holds them all).
+    oos_label = property(lambda self: self.config.oos_label)
+    head = property(lambda self: self.config.head)
+    oos_score = property(lambda self: self.config.oos_score)
+    intent_names = property(lambda self: self.config.intent_names)
+    scale = property(lambda self: float(self.config.scale))
+    in_scope_recall = property(lambda self: float(self.config.in_scope_recall))
+    head_c = property(lambda self: float(self.config.head_c))
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -120,7 +118,7 @@ class IntentClassifier:
             adapt_on_support(encoder, data, steps=args.steps, lr=lr, seed=args.seed)
             meta["steps"], meta["inner_lr"] = args.steps, lr
         merge_lora(encoder)  # the LoRA weights are final from here on: fold them in, inference at raw-encoder cost
-        clf = cls._with(encoder, args, meta)
+        clf = cls(encoder, args, meta=meta)
         clf.fit(data, progress=progress)
         return clf
 
@@ -135,21 +133,7 @@ class IntentClassifier:
             raise FewIntentError("steps > 0 adapts the encoder to one training set; use adapt() for that")
         encoder, meta, _ = _encoder_for(args)
         merge_lora(encoder)
-        return cls._with(encoder, args, meta)
-
-    @classmethod
-    def _with(cls, encoder: Encoder, args: AdaptArguments, meta: dict[str, Any]) -> IntentClassifier:
-        return cls(
-            encoder,
-            oos_label=args.oos_label,
-            scale=args.scale,
-            in_scope_recall=args.in_scope_recall,
-            head=args.head,
-            head_c=args.head_c,
-            oos_score=args.oos_score,
-            intent_names=args.intent_names,
-            meta=meta,
-        )
+        return cls(encoder, args, meta=meta)
 
     def fit(self, data: IntentSet, *, progress: Progress | None = None) -> IntentClassifier:
         """(Re)build prototypes and the OOS threshold from ``data``, replacing every intent."""
@@ -176,7 +160,7 @@ class IntentClassifier:
     def _name_rows(self, labels: Sequence[str]) -> Rows | None:
         """The intents' names as examples (``intent_names``): embeddings and label indices, or None when off or
         no name says anything."""
-        if not self.intent_names:
+        if not self.config.intent_names:
             return None
         texts = [(i, name_example(label)) for i, label in enumerate(labels)]
         kept = [(i, text) for i, text in texts if text is not None]
@@ -197,66 +181,55 @@ class IntentClassifier:
     ) -> ScoringTable:
         """Prototypes, head, OOS scorer and threshold from the examples; the name rows count as examples, except
         that the threshold is calibrated on the user's examples alone (held out, against prototypes with names)."""
-        n = len(labels)
-        examples, y_examples = support, y
-        support, y = _plus((support, y), names)
-        protos = torch.nn.functional.normalize(class_means(support, y, n), dim=-1)
-        weight = bias = None
-        if self.head is HeadType.LINEAR:
+        cfg, n = self.config, len(labels)
+        everything = plus((support, y), names)
+        protos = torch.nn.functional.normalize(class_means(*everything, n), dim=-1)
+        linear = None
+        if cfg.head is HeadType.LINEAR:
             # Started from the prototype head (same scores at iteration 0); the optimum does not depend on it.
-            weight, bias = fit_logistic(support, y, n, c=self.head_c, init=(protos * self.scale, torch.zeros(n)))
-        kind = self.oos_score
-        scorer = self._scorer(support, y, n, protos, weight, bias)
-        temperature = self.scale
-        if self.threshold_manual and self._table is not None:  # set by hand: it survives edits
-            threshold, temperature = self._table.threshold, self._table.oos_temperature
-        else:
-            # how the user's own examples score held out from the model as deployed (names included, never scored:
-            # a name is no message)
-            in_scores = held_out_scores(kind, examples, y_examples, n, self.head_c, names)
-            if in_scores.size == 0 and not kind.is_cosine:
-                raise FewIntentError(
-                    f"the '{kind.value}' out-of-scope score needs at least 2 examples per intent; "
-                    "add examples or use --oos-score prototype"
-                )
-            oos_scores = scorer(oos).numpy() if len(oos) else None
-            threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=self.in_scope_recall)
-            if not kind.is_cosine:  # unbounded scores: confidence moves by their spread, as cosines do by 1/20
-                temperature = 2.0 / max(float(np.std(in_scores)), 1e-6)
-            if in_scores.size == 0:
-                warnings.warn(
-                    f"every intent has a single example, so the out-of-scope threshold cannot be calibrated on "
-                    f"them; using the default {FALLBACK_THRESHOLD:.2f} (add a second example per intent, or "
-                    "set it with `fewintent calibrate` / clf.threshold)",
-                    FewIntentWarning,
-                    stacklevel=2,
-                )
-        return ScoringTable(
-            labels,
-            protos,
-            examples,
-            y_examples,
-            oos,
-            float(threshold),
-            scorer,
-            weight,
-            bias,
-            temperature,
-            *(names or (None, None)),
-        )
+            linear = fit_logistic(*everything, n, c=self.head_c, init=(protos * self.scale, torch.zeros(n)))
 
-    def _scorer(
-        self,
-        support: torch.Tensor,
-        y: torch.Tensor,
-        n: int,
-        prototypes: torch.Tensor,
-        weight: torch.Tensor | None,
-        bias: torch.Tensor | None,
-    ) -> OosScorer:
-        """The configured out-of-scope score, derived from the support set (fitting and restoring alike)."""
-        head = (weight, bias) if weight is not None and bias is not None else None
-        return OosScorer.fit(self.oos_score, support, y, n, prototypes=prototypes, head=head)
+        def table(threshold: float, temperature: float) -> ScoringTable:
+            return ScoringTable.build(
+                labels,
+                cfg.head,
+                cfg.oos_score,
+                protos,
+                (support, y),
+                oos,
+                threshold=threshold,
+                oos_temperature=temperature,
+                linear=linear,
+                names=names,
+            )
+
+        if self.threshold_manual and self._table is not None:  # set by hand: it survives edits
+            return table(self._table.threshold, self._table.oos_temperature)
+        kind = cfg.oos_score
+        # how the user's own examples score held out from the model as deployed (names included, never scored:
+        # a name is no message)
+        in_scores = held_out_scores(kind, support, y, n, self.head_c, names)
+        if in_scores.size == 0 and not kind.is_cosine:
+            raise FewIntentError(
+                f"the '{kind.value}' out-of-scope score needs at least 2 examples per intent; "
+                "add examples or use --oos-score prototype"
+            )
+        draft = table(0.0, self.scale)
+        oos_scores = draft.scorer(oos).numpy() if len(oos) else None
+        if in_scores.size == 0:
+            warnings.warn(
+                f"every intent has a single example, so the out-of-scope threshold cannot be calibrated on "
+                f"them; using the default {cfg.fallback_threshold:.2f} (add a second example per intent, or "
+                "set it with `fewintent calibrate` / clf.threshold)",
+                FewIntentWarning,
+                stacklevel=3,
+            )
+            threshold = float(cfg.fallback_threshold or 0.0)  # resolved: never None here
+        else:
+            threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=self.in_scope_recall)
+        # unbounded scores: confidence moves by their spread, as cosines do by 1/scale
+        temperature = self.scale if kind.is_cosine else 2.0 / max(float(np.std(in_scores)), 1e-6)
+        return replace(draft, threshold=float(threshold), oos_temperature=float(temperature))
 
     def restore(
         self,
@@ -267,33 +240,15 @@ class IntentClassifier:
         threshold_manual: bool = False,
         oos_temperature: float | None = None,
     ) -> IntentClassifier:
-        """Put back a saved state (what :mod:`fewintent.model.persistence` reads) without recalibrating anything.
-
-        ``tensors`` holds ``prototypes``, ``support``, ``support_labels``, ``oos``, for the linear head
-        ``head_weight`` / ``head_bias``, and with ``intent_names`` ``name_support`` / ``name_labels``; the OOS scorer
-        is derived again from them.
-        """
-        support, y = tensors["support"], tensors["support_labels"].long()
-        weight, bias = tensors.get("head_weight"), tensors.get("head_bias")
-        if self.head is not HeadType.LINEAR:
-            weight = bias = None
-        protos = tensors["prototypes"]
-        name_support, name_labels = tensors.get("name_support"), tensors.get("name_labels")
-        names = (name_support, name_labels.long()) if name_support is not None and name_labels is not None else None
-        scorer = self._scorer(*_plus((support, y), names), len(labels), protos, weight, bias)
-        temperature = self.scale if oos_temperature is None else float(oos_temperature)
-        table = ScoringTable(
+        """Put back a saved state (what :mod:`fewintent.model.persistence` reads) without recalibrating anything;
+        ``tensors`` are what :meth:`ScoringTable.to_tensors` wrote (``ValueError`` when they do not fit)."""
+        table = ScoringTable.from_tensors(
             tuple(labels),
-            protos,
-            support,
-            y,
-            tensors["oos"],
-            threshold,
-            scorer,
-            weight,
-            bias,
-            temperature,
-            *(names or (None, None)),
+            tensors,
+            head=self.config.head,
+            oos_score=self.config.oos_score,
+            threshold=threshold,
+            oos_temperature=self.scale if oos_temperature is None else float(oos_temperature),
         )
         with self._write_lock:
             self._table = table
@@ -431,7 +386,7 @@ class IntentClassifier:
             y = torch.cat([y, torch.full((len(clean),), len(old_labels), dtype=torch.long)])
             if name_row is not None:
                 name_row = name_row[0], torch.full_like(name_row[1], len(old_labels))
-            names = _join(_without_label(_names_of(t), gone), name_row)
+            names = _join(_without_label(t.names(), gone), name_row)
             self._table = self._build_table((*old_labels, name), support, y, t.oos, names)
 
     def remove_intent(self, name: str) -> None:
@@ -446,7 +401,7 @@ class IntentClassifier:
                 raise EditConflictError(f"cannot remove '{name}': a classifier needs at least 2 intents")
             gone = t.labels.index(name)
             support, y = _without_label((t.support, t.support_labels), gone)
-            names = _without_label(_names_of(t), gone)
+            names = _without_label(t.names(), gone)
             labels = tuple(x for x in t.labels if x != name)
             self._table = self._build_table(labels, support, y, t.oos, _join(names, None))
 
@@ -488,16 +443,6 @@ class IntentClassifier:
         return LoraSettings.from_dict(adapter.get("lora", {}))
 
 
-Rows = tuple[torch.Tensor, torch.Tensor]
-"""Embeddings and their label indices."""
-
-
-def _names_of(table: ScoringTable) -> Rows:
-    if table.name_support is None or table.name_labels is None:
-        return torch.empty(0, table.support.shape[1]), torch.empty(0, dtype=torch.long)
-    return table.name_support, table.name_labels
-
-
 def _without_label(rows: Rows, gone: int | None) -> Rows:
     """The rows of every label but ``gone``, renumbered to close the gap (all of them when ``gone`` is None)."""
     emb, y = rows
@@ -507,20 +452,16 @@ def _without_label(rows: Rows, gone: int | None) -> Rows:
     return emb[keep], y[keep] - (y[keep] > gone).long()
 
 
-def _plus(rows: Rows, extra: Rows | None) -> Rows:
-    """``rows`` followed by ``extra`` (the intents' name rows after the examples)."""
-    return rows if extra is None else (torch.cat([rows[0], extra[0]]), torch.cat([rows[1], extra[1]]))
-
-
 def _join(a: Rows, b: Rows | None) -> Rows | None:
     """``a`` and ``b`` together, or None when that is no row at all."""
-    rows = _plus(a, b)
+    rows = plus(a, b)
     return rows if len(rows[1]) else None
 
 
 def _arguments(args: AdaptArguments | None, overrides: Mapping[str, Any]) -> AdaptArguments:
     reject_unknown(overrides, AdaptArguments.__dataclass_fields__, "adapt argument(s)")
-    return replace(args or AdaptArguments(), **overrides)
+    args = args if isinstance(args, AdaptArguments) else AdaptArguments(**(args.to_dict() if args else {}))
+    return replace(args, **overrides)
 
 
 def _encoder_for(args: AdaptArguments) -> tuple[SentenceEncoder, dict[str, Any], Path | None]:

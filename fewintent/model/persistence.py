@@ -19,8 +19,8 @@ from fewintent.encoder.encoder import Encoder, SentenceEncoder
 from fewintent.encoder.onnx import OnnxEncoder, export_encoder, read_spec
 from fewintent.errors import CorruptModelError, FewIntentError
 from fewintent.heads.linear import HeadType
-from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, DEFAULT_SCALE, check_threshold
-from fewintent.model.oos import OosScore
+from fewintent.model.calibration import check_threshold
+from fewintent.model.config import ClassifierConfig
 from fewintent.model.storage import (
     _SAVE_LOCK,
     CONFIG,
@@ -35,7 +35,8 @@ from fewintent.model.storage import is_model_dir as is_model_dir  # re-exported,
 if TYPE_CHECKING:
     from fewintent.model.classifier import IntentClassifier
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the classifier's settings are one ``classifier`` object (:class:`ClassifierConfig`); 1 had them at the top."""
 TENSORS = "model.safetensors"
 LORA = "lora.safetensors"
 CARD = "README.md"
@@ -66,6 +67,7 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         "format_version": FORMAT_VERSION,
         "versions": _versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "classifier": clf.config.to_dict(),
         "base_model": clf.encoder.name,
         "base_sha256": clf.encoder.sha256,
         "tokenizer_sha256": clf.encoder.tokenizer_sha256,
@@ -74,15 +76,8 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         "labels": list(table.labels),
         # From the one table read above, not clf.counts(): a concurrent add_intent must not split labels/counts.
         "counts": table.counts(),
-        "oos_label": clf.oos_label,
         "threshold": table.threshold,
         "threshold_manual": clf.threshold_manual,
-        "in_scope_recall": clf.in_scope_recall,
-        "scale": clf.scale,
-        "head": clf.head.value,
-        "head_c": clf.head_c,
-        "intent_names": clf.intent_names,
-        "oos_score": clf.oos_score.value,
         "oos_temperature": table.oos_temperature,
         "meta": _jsonable(clf.meta),
     }
@@ -90,19 +85,7 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
     if isinstance(clf.encoder, OnnxEncoder):
         config["encoder"] = clf.encoder.spec
     with atomic_directory(path) as tmp:
-        tensors = {
-            "prototypes": table.prototypes.contiguous(),
-            "support": table.support.contiguous(),
-            "support_labels": table.support_labels.contiguous(),
-            "oos": table.oos.contiguous(),
-        }
-        if table.head_weight is not None and table.head_bias is not None:
-            tensors["head_weight"] = table.head_weight.contiguous()
-            tensors["head_bias"] = table.head_bias.contiguous()
-        if table.name_support is not None and table.name_labels is not None:
-            tensors["name_support"] = table.name_support.contiguous()
-            tensors["name_labels"] = table.name_labels.contiguous()
-        save_file(tensors, str(tmp / TENSORS))
+        save_file(table.to_tensors(), str(tmp / TENSORS))
         if settings is not None and isinstance(clf.encoder, SentenceEncoder):
             save_file({k: v.contiguous() for k, v in lora_state(clf.encoder).items()}, str(tmp / LORA))
         for name, source in onnx_files.items():  # the graph travels with the model (a hard link when it can)
@@ -158,29 +141,21 @@ def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentC
     if version > FORMAT_VERSION:
         raise CorruptModelError(f"{path}: written by a newer fewintent (format {version}); upgrade")
     _check_config_types(path, config)
+    settings = _read_settings(path, config, version)
     try:
         t = load_file(str(path / TENSORS))
         labels = tuple(config["labels"])
     except (FileNotFoundError, SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
         raise CorruptModelError(f"{path}: model files are missing or corrupt ({type(e).__name__}: {e})") from e
-    needed = {"prototypes", "support", "support_labels", "oos"}
-    if not needed <= set(t) or t["prototypes"].shape[0] != len(labels):
-        raise CorruptModelError(f"{path}: {TENSORS} does not match {CONFIG} (labels and prototypes differ)")
-    for key in ("support_labels", "name_labels"):
-        if key in t and t[key].numel() and int(t[key].max()) >= len(labels):
-            raise CorruptModelError(f"{path}: {TENSORS} does not match {CONFIG} (example labels out of range)")
-    if ("name_support" in t) != ("name_labels" in t) or (
-        "name_support" in t
-        and (len(t["name_support"]) != len(t["name_labels"]) or t["name_support"].shape[1:] != t["support"].shape[1:])
-    ):
-        raise CorruptModelError(f"{path}: {TENSORS} is corrupt (intent-name examples without their labels)")
+    if "prototypes" not in t or t["prototypes"].ndim != 2:
+        raise CorruptModelError(f"{path}: {TENSORS} lacks its prototypes")
     base = config.get("base_model")
     onnx_spec = read_spec(config)
     if onnx_spec is not None:  # the adapter is merged into the graph; the graph's sha256 is checked instead
         encoder: Encoder = OnnxEncoder(path, onnx_spec, name=str(base))
         if t["prototypes"].shape[1] != encoder.dim:
             raise CorruptModelError(f"{path}: prototypes and the ONNX encoder have different dimensions")
-        return _restore(path, config, t, labels, encoder, cls)
+        return _restore(path, config, settings, t, labels, encoder, cls)
     encoder = SentenceEncoder(base, device=device, max_length=int(config.get("max_length", 128)))
     if t["prototypes"].shape[1] != encoder.dim:
         raise FewIntentError(
@@ -205,33 +180,25 @@ def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentC
         attach_lora(encoder, LoraSettings.from_dict(config["lora"]))
         load_lora_state(encoder, lora)
         merge_lora(encoder)
-    return _restore(path, config, t, labels, encoder, cls)
+    return _restore(path, config, settings, t, labels, encoder, cls)
 
 
 def _restore(
     path: Path,
     config: dict[str, Any],
+    settings: ClassifierConfig,
     t: dict[str, torch.Tensor],
     labels: tuple[str, ...],
     encoder: Encoder,
     cls: type[IntentClassifier],
 ) -> IntentClassifier:
-    head = _read_head(path, config, t, len(labels))
     try:
-        kind = OosScore(config.get("oos_score", OosScore.PROTOTYPE.value))
-        threshold = check_threshold(config["threshold"], cosine=kind.is_cosine)
-        clf = cls(
-            encoder,
-            oos_label=config.get("oos_label", DEFAULT_OOS_LABEL),
-            scale=float(config.get("scale", DEFAULT_SCALE)),
-            in_scope_recall=float(config.get("in_scope_recall", DEFAULT_IN_SCOPE_RECALL)),
-            head=head,
-            head_c=float(config.get("head_c", 30.0)),
-            oos_score=kind,
-            intent_names=bool(config.get("intent_names", False)),  # older models: examples only
-            meta=config.get("meta") or {},
-        )
-        temperature = config.get("oos_temperature")
+        threshold = check_threshold(config["threshold"], cosine=settings.oos_score.is_cosine)
+        clf = cls(encoder, settings, meta=config.get("meta") or {})
+    except (KeyError, ValueError, TypeError, FewIntentError) as e:
+        raise CorruptModelError(f"{path}: {CONFIG} is corrupt ({e})") from e
+    temperature = config.get("oos_temperature")
+    try:
         return clf.restore(
             labels,
             t,
@@ -239,8 +206,38 @@ def _restore(
             threshold_manual=bool(config.get("threshold_manual", False)),
             oos_temperature=None if temperature is None else float(temperature),
         )
+    except (ValueError, TypeError) as e:
+        raise CorruptModelError(f"{path}: {TENSORS} {e}") from e
+
+
+def _read_settings(path: Path, config: dict[str, Any], version: int) -> ClassifierConfig:
+    """The classifier's settings: format 2 stores them as one object; format 1 had them at the top level."""
+    try:
+        if version >= 2:
+            return ClassifierConfig.from_dict(config.get("classifier") or {})
+        return ClassifierConfig.from_dict(_format_1_settings(config))
     except (ValueError, TypeError, FewIntentError) as e:
-        raise CorruptModelError(f"{path}: {CONFIG} is corrupt ({e})") from e
+        raise CorruptModelError(f"{path}: {CONFIG} has invalid settings ({e})") from e
+
+
+def _format_1_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 config's settings, with the defaults of the release that wrote it where a key is missing (a
+    directory from before the linear head has no "head"; from before intent names, no "intent_names")."""
+    meta = config.get("meta") or {}
+    adapter = (meta.get("adapter") or {}).get("source") if isinstance(meta, dict) else None
+    return {
+        "base": config.get("base_model"),
+        "adapter": adapter or "none",
+        "steps": meta.get("steps", 0) if isinstance(meta, dict) else 0,
+        "seed": meta.get("seed", 0) if isinstance(meta, dict) else 0,
+        "oos_label": config.get("oos_label", DEFAULT_OOS_LABEL),
+        "in_scope_recall": config.get("in_scope_recall", 0.95),
+        "scale": config.get("scale", 20.0),
+        "head": config.get("head", HeadType.PROTOTYPE.value),
+        "head_c": config.get("head_c", 30.0),
+        "oos_score": config.get("oos_score", "prototype"),
+        "intent_names": config.get("intent_names", False),
+    }
 
 
 def _check_config_types(path: Path, config: dict[str, Any]) -> None:
@@ -253,29 +250,12 @@ def _check_config_types(path: Path, config: dict[str, Any]) -> None:
     ):
         raise CorruptModelError(f'{path}: {CONFIG} "labels" must be a list of distinct intent names')
     checks = {
-        "oos_label": lambda v: isinstance(v, str) and bool(v.strip()),
         "max_length": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
         "threshold_manual": lambda v: isinstance(v, bool),
-        "intent_names": lambda v: isinstance(v, bool),
     }
     for key, ok in checks.items():
         if key in config and not ok(config[key]):
             raise CorruptModelError(f'{path}: {CONFIG} has an invalid "{key}" ({config[key]!r:.30})')
-
-
-def _read_head(path: Path, config: dict[str, Any], t: dict[str, torch.Tensor], n_labels: int) -> HeadType:
-    """The head a directory names; directories from before the linear head (no "head" key) use prototypes."""
-    try:
-        head = HeadType(config.get("head", HeadType.PROTOTYPE.value))
-    except ValueError:
-        raise CorruptModelError(f"{path}: {CONFIG} names an unknown head {config.get('head')!r}") from None
-    if head is HeadType.LINEAR:
-        w, b = t.get("head_weight"), t.get("head_bias")
-        if w is None or b is None or w.shape != t["prototypes"].shape or tuple(b.shape) != (n_labels,):
-            raise CorruptModelError(
-                f"{path}: {TENSORS} lacks the linear head's weights or they do not match the labels"
-            )
-    return head
 
 
 def export_model(
@@ -304,6 +284,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
     import yaml
 
     adapter = (config.get("meta") or {}).get("adapter") or {}
+    settings = config["classifier"]
     front = {
         "library_name": "fewintent",
         "pipeline_tag": "text-classification",
@@ -311,12 +292,10 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         "tags": ["intent-classification", "few-shot", "fewintent"],
         "labels": config["labels"],
         "examples_per_intent": config["counts"],
-        "oos_label": config["oos_label"],
+        "oos_label": settings["oos_label"],
         "oos_threshold": round(config["threshold"], 4),
-        "oos_score": config.get("oos_score"),
-        "head": config.get("head"),
-        "intent_names": config.get("intent_names", False),
         "adapter": adapter.get("source"),
+        "settings": settings,
         **extra,
     }
     lines = [
@@ -329,10 +308,10 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         f"Adapted from {sum(config['counts'].values())} examples over {len(config['labels'])} intents on "
         f"`{config['base_model']}`"
         + (f" with the meta-learned adapter `{adapter.get('source')}`." if adapter else "."),
-        f"Intents are ranked by the `{config.get('head', 'prototype')}` head"
-        + (", with each intent's name as one more example. " if config.get("intent_names") else ". ")
-        + f"Messages whose out-of-scope score (`{config.get('oos_score', 'prototype')}`) is below "
-        f"{config['threshold']:.3f} are answered `{config['oos_label']}` (out of scope).",
+        f"Intents are ranked by the `{settings['head']}` head"
+        + (", with each intent's name as one more example. " if settings["intent_names"] else ". ")
+        + f"Messages whose out-of-scope score (`{settings['oos_score']}`) is below "
+        f"{config['threshold']:.3f} are answered `{settings['oos_label']}` (out of scope).",
         "",
         "```bash",
         'fewintent predict THIS_DIR "your message here" --json',

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from fewintent.model.oos import OosScorer
+from fewintent.heads.linear import HeadType
+from fewintent.model.oos import OosScore, OosScorer
+
+Rows = tuple[torch.Tensor, torch.Tensor]
+"""Embeddings and their label indices."""
 
 
 @dataclass
@@ -33,21 +38,129 @@ class Prediction:
 
 @dataclass(frozen=True)
 class ScoringTable:
-    """Everything prediction reads, swapped as one object so concurrent readers never see half an update."""
+    """Everything prediction reads, swapped as one object so concurrent readers never see half an update.
+
+    It owns its tensors: :meth:`to_tensors` is what a model directory stores, :meth:`from_tensors` reads it back
+    (checking shapes) and derives the out-of-scope scorer again.
+    """
 
     labels: tuple[str, ...]
+    head: HeadType
     prototypes: torch.Tensor  # (n_labels, dim), L2-normalised
     support: torch.Tensor  # (n_examples, dim)
     support_labels: torch.Tensor  # (n_examples,) int64 into labels
     oos: torch.Tensor  # (n_oos, dim) out-of-scope examples, possibly empty
     threshold: float
     scorer: OosScorer  # the out-of-scope score the threshold cuts
-    head_weight: torch.Tensor | None = None  # (n_labels, dim) the linear head; None = prototype head
+    oos_temperature: float  # how fast OOS confidence moves away from 0.5 around the threshold
+    head_weight: torch.Tensor | None = None  # (n_labels, dim) the linear head
     head_bias: torch.Tensor | None = None  # (n_labels,)
-    oos_temperature: float = 20.0  # how fast OOS confidence moves away from 0.5 around the threshold
     # the intents' names as one more example each (``intent_names``): (n_names, dim) and their label indices
     name_support: torch.Tensor | None = None
     name_labels: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        labels: tuple[str, ...],
+        head: HeadType,
+        oos_score: OosScore,
+        prototypes: torch.Tensor,
+        examples: Rows,
+        oos: torch.Tensor,
+        *,
+        threshold: float,
+        oos_temperature: float,
+        linear: tuple[torch.Tensor, torch.Tensor] | None = None,
+        names: Rows | None = None,
+    ) -> ScoringTable:
+        """A table from its parts; the OOS scorer is derived from the examples (names included) and the head."""
+        if (head is HeadType.LINEAR) != (linear is not None):
+            raise ValueError(f"the {head.value} head {'needs' if linear is None else 'takes no'} linear weights")
+        support, y = plus(examples, names)
+        scorer = OosScorer.fit(oos_score, support, y, len(labels), prototypes=prototypes, head=linear)
+        weight, bias = linear or (None, None)
+        name_support, name_labels = names or (None, None)
+        return cls(
+            labels,
+            head,
+            prototypes,
+            examples[0],
+            examples[1],
+            oos,
+            float(threshold),
+            scorer,
+            float(oos_temperature),
+            weight,
+            bias,
+            name_support,
+            name_labels,
+        )
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """The table's tensors by name, as a model directory's ``model.safetensors`` holds them."""
+        out = {
+            "prototypes": self.prototypes,
+            "support": self.support,
+            "support_labels": self.support_labels,
+            "oos": self.oos,
+            "head_weight": self.head_weight,
+            "head_bias": self.head_bias,
+            "name_support": self.name_support,
+            "name_labels": self.name_labels,
+        }
+        return {k: v.contiguous() for k, v in out.items() if v is not None}
+
+    @classmethod
+    def from_tensors(
+        cls,
+        labels: tuple[str, ...],
+        tensors: Mapping[str, torch.Tensor],
+        *,
+        head: HeadType,
+        oos_score: OosScore,
+        threshold: float,
+        oos_temperature: float,
+    ) -> ScoringTable:
+        """The table :meth:`to_tensors` wrote; ``ValueError`` says what does not fit."""
+        t = dict(tensors)
+        needed = {"prototypes", "support", "support_labels", "oos"}
+        if not needed <= set(t):
+            raise ValueError(f"lacks {', '.join(sorted(needed - set(t)))}")
+        protos, n = t["prototypes"], len(labels)
+        if protos.ndim != 2 or protos.shape[0] != n:
+            raise ValueError("does not match the labels (labels and prototypes differ)")
+        for key in ("support", "oos", "name_support", "head_weight"):
+            if key in t and (t[key].ndim != 2 or (t[key].numel() and t[key].shape[1] != protos.shape[1])):
+                raise ValueError(f"is corrupt ({key} has shape {tuple(t[key].shape)})")
+        for key in ("support_labels", "name_labels"):
+            if key in t and t[key].numel() and not 0 <= int(t[key].min()) <= int(t[key].max()) < n:
+                raise ValueError("does not match the labels (example labels out of range)")
+        if len(t["support"]) != len(t["support_labels"]):
+            raise ValueError("is corrupt (examples without their labels)")
+        if ("name_support" in t) != ("name_labels" in t) or (
+            "name_support" in t and len(t["name_support"]) != len(t["name_labels"])
+        ):
+            raise ValueError("is corrupt (intent-name examples without their labels)")
+        linear = None
+        if head is HeadType.LINEAR:
+            w, b = t.get("head_weight"), t.get("head_bias")
+            if w is None or b is None or w.shape != protos.shape or tuple(b.shape) != (n,):
+                raise ValueError("lacks the linear head's weights or they do not match the labels")
+            linear = (w, b)
+        names = (t["name_support"], t["name_labels"].long()) if "name_support" in t else None
+        return cls.build(
+            labels,
+            head,
+            oos_score,
+            protos,
+            (t["support"], t["support_labels"].long()),
+            t["oos"],
+            threshold=threshold,
+            oos_temperature=oos_temperature,
+            linear=linear,
+            names=names,
+        )
 
     def oos_scores(self, emb: torch.Tensor, sims: torch.Tensor) -> torch.Tensor:
         """How in-scope each embedding looks (higher = more); the threshold cuts this."""
@@ -59,11 +172,22 @@ class ScoringTable:
 
     def logits(self, emb: torch.Tensor, sims: torch.Tensor, scale: float) -> torch.Tensor:
         """The head's scores over intents (softmax gives confidences)."""
-        if self.head_weight is None or self.head_bias is None:
-            return sims * scale
-        return emb @ self.head_weight.T + self.head_bias
+        if self.head is HeadType.LINEAR and self.head_weight is not None and self.head_bias is not None:
+            return emb @ self.head_weight.T + self.head_bias
+        return sims * scale
 
     def counts(self) -> dict[str, int]:
         """Examples per intent, in label order."""
         c = torch.bincount(self.support_labels, minlength=len(self.labels)).tolist()
         return dict(zip(self.labels, c))
+
+    def names(self) -> Rows:
+        """The intents' name rows (possibly none)."""
+        if self.name_support is None or self.name_labels is None:
+            return torch.empty(0, self.support.shape[1]), torch.empty(0, dtype=torch.long)
+        return self.name_support, self.name_labels
+
+
+def plus(rows: Rows, extra: Rows | None) -> Rows:
+    """``rows`` followed by ``extra`` (the intents' name rows after the examples)."""
+    return rows if extra is None else (torch.cat([rows[0], extra[0]]), torch.cat([rows[1], extra[1]]))

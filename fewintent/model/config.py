@@ -1,0 +1,163 @@
+"""``ClassifierConfig``: every setting that describes a classifier, in one place.
+
+The classifier holds it, the CLI and the benchmark build it, and persistence writes it into ``config.json`` as it
+is and reads it back. A new setting is one field here (with its check), its CLI flag, and its use.
+``AdaptArguments`` adds what only matters while adapting (the device).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from fewintent.data.intentset import DEFAULT_OOS_LABEL
+from fewintent.encoder.registry import BaseConstants
+from fewintent.errors import FewIntentError, reject_unknown
+from fewintent.heads.linear import HeadType
+from fewintent.model.oos import OosScore
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """How a classifier is built and decides. ``None`` in a number means "the value tuned on the base"
+    (:class:`~fewintent.encoder.registry.BaseConstants`), filled in by :meth:`resolved` when the encoder is known.
+
+    Example:
+        >>> ClassifierConfig(head="prototype", adapter="none").head
+        <HeadType.PROTOTYPE: 'prototype'>
+    """
+
+    base: str | None = None
+    """Encoder: a registered base (``fewintent bases``), a Hugging Face id or a local path; None = the default."""
+    adapter: str | None = "auto"
+    """Meta-learned LoRA adapter: a shipped name, a directory, 'auto' (the base's shipped default) or 'none'."""
+    steps: int = 0
+    """Inner-loop LoRA steps on the support set before the head is fitted (0 = none)."""
+    inner_lr: float | None = None
+    """Learning rate of those steps; None = the adapter's meta-learned or default value."""
+    seed: int = 0
+    oos_label: str = DEFAULT_OOS_LABEL
+    """The intent name that marks out-of-scope rows (and out-of-scope answers)."""
+    in_scope_recall: float | None = None
+    """Share of in-scope queries the out-of-scope threshold keeps when no OOS examples are given."""
+    scale: float | None = None
+    """Temperature of the softmax over cosine similarities (prototype head and OOS confidences)."""
+    fallback_threshold: float | None = None
+    """The OOS threshold when the support cannot calibrate one (every intent has a single example)."""
+    head: HeadType = HeadType.LINEAR
+    """Decision head: 'linear' (logistic regression on the embeddings, the default) or 'prototype'."""
+    head_c: float | None = None
+    """Inverse regularisation strength of the linear head (scikit-learn's C)."""
+    oos_score: OosScore = OosScore.PROTOTYPE
+    """Out-of-scope score: 'prototype' (default), 'nearest', 'mahalanobis' or 'energy' (see OosScore)."""
+    intent_names: bool = True
+    """Use each intent's name ("card_arrival" -> "card arrival") as one more example (chosen on ``valid``)."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            check = _CHECKS.get(f.name)
+            value = getattr(self, f.name)
+            if check is not None and (value is not None or f.default is not None):
+                object.__setattr__(self, f.name, check(value))
+        if self.oos_score is OosScore.ENERGY and self.head is not HeadType.LINEAR:
+            raise FewIntentError("the 'energy' out-of-scope score needs the linear head (--head linear)")
+
+    def resolved(self, constants: BaseConstants) -> ClassifierConfig:
+        """This config with every base-tuned number that was left None filled in from ``constants``."""
+        tuned: dict[str, Any] = {k: v for k, v in constants.to_dict().items() if getattr(self, k) is None}
+        return replace(self, **tuned)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        return {k: (v.value if isinstance(v, (HeadType, OosScore)) else v) for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **extra: Any) -> Any:
+        """A config from a mapping (a YAML file, ``config.json``); unknown keys are refused."""
+        if not isinstance(d, Mapping):
+            raise FewIntentError(f"settings must be a mapping of names to values, got {type(d).__name__}")
+        reject_unknown(d, cls.__dataclass_fields__, "setting(s)")
+        return cls(**{**d, **extra})
+
+    def settings(self) -> ClassifierConfig:
+        """The classifier's own settings (drops what only adapting needs, in a subclass)."""
+        names = ClassifierConfig.__dataclass_fields__
+        return ClassifierConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+@dataclass(frozen=True)
+class AdaptArguments(ClassifierConfig):
+    """What ``IntentClassifier.adapt`` is told: the classifier's settings plus where to run."""
+
+    device: str = "auto"
+    """auto, cpu or cuda."""
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _number(name: str, ok: Callable[[float], bool], what: str) -> Callable[[Any], float]:
+    def check(v: Any) -> float:
+        if not (_finite(v) and ok(float(v))):
+            raise FewIntentError(f"{name} must be {what}, got {v!r:.20}")
+        return float(v)
+
+    return check
+
+
+def _whole(name: str, low: int, high: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise FewIntentError(f"{name} must be a whole number from {low} to {high}, got {v!r:.30}")
+        return v
+
+    return check
+
+
+def _enum(kind: Any, what: str) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        try:
+            return kind(v)
+        except ValueError:
+            names = ", ".join(k.value for k in kind)
+            raise FewIntentError(f"unknown {what} '{v}': use {names}") from None
+
+    return check
+
+
+def _text(name: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if not isinstance(v, str) or not v.strip():
+            raise FewIntentError(f"{name} must be a non-empty string, got {v!r:.20}")
+        return v
+
+    return check
+
+
+def _flag(name: str) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        if not isinstance(v, bool):
+            raise FewIntentError(f"{name} must be true or false, got {v!r:.20}")
+        return v
+
+    return check
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "steps": _whole("steps", 0, 10_000),
+    "inner_lr": _number("inner_lr", lambda x: x > 0, "a positive number"),
+    "seed": _whole("seed", 0, 2**63 - 1),
+    "oos_label": _text("oos_label"),
+    "in_scope_recall": _number("in_scope_recall", lambda x: 0.5 <= x <= 1.0, "between 0.5 and 1"),
+    "scale": _number("scale", lambda x: x > 0, "a positive number"),
+    "fallback_threshold": _number("fallback_threshold", lambda x: -1.0 <= x <= 1.0, "a cosine in [-1, 1]"),
+    "head": _enum(HeadType, "head"),
+    "head_c": _number("head_c", lambda x: x > 0, "a positive number"),
+    "oos_score": _enum(OosScore, "OOS score"),
+    "intent_names": _flag("intent_names"),
+    "base": lambda v: str(v),
+    "adapter": lambda v: str(v),
+}
