@@ -13,7 +13,7 @@ from conftest import format_1
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.heads import PrototypicalHead, class_means
 from fewintent.model import persistence, storage
-from fewintent.model.calibration import FALLBACK_THRESHOLD, calibrate_threshold, leave_one_out_scores
+from fewintent.model.calibration import calibrate_threshold, leave_one_out_scores
 from fewintent.model.evaluation import macro_f1, multiclass_mcc, score_predictions
 
 DATA = IntentSet.from_pairs(
@@ -67,9 +67,8 @@ def test_threshold_from_support_quantile_and_from_oos():
     pos = np.linspace(0.5, 0.9, 101)
     assert calibrate_threshold(pos, in_scope_recall=0.9) == pytest.approx(np.quantile(pos, 0.1))
     # OOS examples scoring well below the in-scope ones: the cut lands between them and keeps every in-scope one
-    t = calibrate_threshold(pos, np.linspace(0.1, 0.3, 20))
+    t = calibrate_threshold(pos, np.linspace(0.1, 0.3, 20), in_scope_recall=0.95)
     assert 0.3 <= t <= 0.5
-    assert calibrate_threshold(np.empty(0)) == FALLBACK_THRESHOLD
 
 
 def test_predict_shapes_and_contract(clf):

@@ -4,22 +4,41 @@ save that was killed between its two renames. What goes into the directory is :m
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from fewintent.errors import FewIntentError
+from fewintent.errors import CorruptModelError, FewIntentError
 
 FORMAT = "fewintent-model"
 CONFIG = "config.json"
 # One save at a time per process: two threads saving the same classifier must not race on the renames.
 _SAVE_LOCK = threading.Lock()
 _HELD = threading.local()  # the model-directory locks this thread holds: lock path -> exclusive?
+
+
+class StorageError(FewIntentError):
+    """A model directory cannot be written: the disk is full (``no_space``), or the place is read-only or not
+    writable. Nothing was changed; the server answers 507 or 503."""
+
+    def __init__(self, message: str, *, no_space: bool = False) -> None:
+        super().__init__(message)
+        self.no_space = no_space
+
+
+def real_path(path: Path) -> Path:
+    """``path`` made absolute with every symbolic link followed: a symlinked model directory is read, locked and
+    written through at its target (the link itself is kept)."""
+    path = path.expanduser().absolute()
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise FewIntentError(f"{path}: cannot follow its symbolic links ({e}); point the link at a directory") from e
 
 
 def _fsync_dir(path: Path) -> None:
@@ -39,15 +58,19 @@ def is_model_dir(path: Path) -> bool:
 
 
 def check_model_path(path: Path) -> Path:
-    """Fail early (before minutes of work) when ``path`` cannot become a model directory."""
+    """Fail early (before minutes of work) when ``path`` cannot become a model directory.
+
+    Returns ``path`` absolute; a symbolic link is checked at its target, where the model will be written."""
     path = path.expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        raise FewIntentError(f"{path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not is_model_dir(path):
-        raise FewIntentError(f"{path}: a non-empty directory that is not a fewintent model; refusing to overwrite it")
-    parent = next((p for p in path.parents if p.exists()), None)
+    target = real_path(path)
+    shown = str(path) if target == path else f"{path} (a link to {target})"
+    if target.exists() and not target.is_dir():
+        raise FewIntentError(f"{shown}: exists and is not a directory")
+    if target.is_dir() and any(target.iterdir()) and not is_model_dir(target):
+        raise FewIntentError(f"{shown}: a non-empty directory that is not a fewintent model; refusing to overwrite it")
+    parent = next((p for p in target.parents if p.exists()), None)
     if parent is None or not os.access(parent, os.W_OK):
-        raise FewIntentError(f"{path}: cannot write there (parent directory {parent} is not writable)")
+        raise StorageError(f"{shown}: cannot write there (parent directory {parent} is not writable)")
     return path
 
 
@@ -61,7 +84,8 @@ def model_dir_lock(model_dir: Path, *, exclusive: bool) -> Iterator[None]:
     become exclusive: take the exclusive lock first). A no-op where flock is missing or the parent directory does
     not exist yet / is read-only (no one can be saving there).
     """
-    lock_path = model_dir.expanduser().absolute().parent / f".{model_dir.name}.lock"
+    target = real_path(model_dir)  # a link and its target share one lock
+    lock_path = target.parent / f".{target.name}.lock"
     held: dict[str, bool] = _HELD.__dict__.setdefault("paths", {})
     key = str(lock_path)
     if key in held:
@@ -92,39 +116,96 @@ def model_dir_lock(model_dir: Path, *, exclusive: bool) -> Iterator[None]:
 def atomic_directory(path: Path) -> Iterator[Path]:
     """Yield an empty temporary sibling of ``path`` to write a model into, then swap it in with two renames.
 
-    A failure (in the caller's writing or in the swap) removes the temporary folder and leaves the previous
-    directory in place; a crash between the renames leaves a backup that :func:`recover` puts back. Call it under
-    the exclusive :func:`model_dir_lock` and ``_SAVE_LOCK``.
+    A symbolic link is written through: the swap happens at its target and the link stays. A failure (in the
+    caller's writing or in the swap) removes the temporary folder and leaves the previous directory in place;
+    a full disk or a read-only place becomes a one-line :class:`StorageError`. A crash between the two renames
+    leaves the backup and the temporary folder as a pair, which :func:`recover` puts back. Call it under the
+    exclusive :func:`model_dir_lock` and ``_SAVE_LOCK``.
 
     Example:
         with atomic_directory(Path("model")) as tmp:
             (tmp / "config.json").write_text("{}")
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a model should be readable like any other directory
-    old = None
+    target = real_path(path)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _revive(target)  # an earlier crash's backup back in place first: this save may fail too
+        _remove_leftovers(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    except OSError as e:
+        raise _storage_error(e, target, 0) from e
+    # The backup is named after the temporary folder: together they prove a crash between the renames.
+    old = target.parent / f".{target.name}.old-{tmp.name[len(f'.{target.name}.tmp-') :]}"
+    moved = False
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a model should be readable like any other directory
         yield tmp
         for f in tmp.iterdir():
             os.chmod(f, 0o666 & ~umask)  # safetensors writes 0600; a service account must read the model too
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-        os.rename(tmp, path)
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+        if target.exists():
+            os.rename(target, old)
+            moved = True
+        os.rename(tmp, target)
+        _fsync_dir(target.parent)
+        if moved:
+            _remove_tree(old)
+    except BaseException as e:
+        written = _tree_size(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not path.exists():  # failed between the two renames: put the previous model back
-            os.rename(old, path)
-        raise
+        if moved and not target.exists():  # failed between the two renames: put the previous model back
+            os.rename(old, target)
+        translated = _storage_error(e, target, written)
+        if translated is e:
+            raise
+        raise translated from e
+
+
+def _storage_error(e: BaseException, target: Path, written: int) -> BaseException:
+    """A full disk or a read-only place as one line naming the directory (and the space needed); else ``e``."""
+    text = str(e)
+    no_space = (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+        marker in text for marker in ("No space left on device", "StorageFull", "Disk quota exceeded")
+    )
+    kept = "the previous model is unchanged" if target.exists() else "nothing was written"
+    if no_space:
+        needed = max(written, _tree_size(target))
+        try:
+            free = f"{_mib(shutil.disk_usage(target.parent).free)} free there"
+        except OSError:
+            free = "free space unknown"
+        return StorageError(
+            f"{target}: cannot save the model: No space left on device (it needs about {_mib(needed)}, {free}); "
+            f"{kept}",
+            no_space=True,
+        )
+    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        where = f" ({e.filename})" if e.filename else ""
+        return StorageError(f"{target}: cannot save the model: {e.strerror}{where}; {kept}")
+    return e
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _tree_size(path: Path) -> int:
+    """Bytes of the files directly in ``path`` (a model directory is flat); 0 when it is gone."""
+    try:
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    except OSError:
+        return 0
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a folder, or only the link when it is a symbolic link (``rmtree`` refuses those, silently here)."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -137,12 +218,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.NAME.tmp-PID-*`` folders that a killed save left behind (their process is gone)."""
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = tmp.name[len(f".{path.name}.tmp-") :].split("-", 1)[0]
-        if tmp.is_dir() and (not pid.isdigit() or not _pid_alive(int(pid))):
-            shutil.rmtree(tmp, ignore_errors=True)
+def _remove_leftovers(path: Path) -> None:
+    """Delete the ``.NAME.tmp-PID-*`` and ``.NAME.old-PID-*`` entries that killed saves left behind (their process
+    is gone). Runs under the exclusive lock after :func:`recover`, so no backup here is still needed."""
+    for kind in ("tmp", "old"):
+        prefix = f".{path.name}.{kind}-"
+        for leftover in path.parent.glob(f"{prefix}*"):
+            pid = leftover.name[len(prefix) :].split("-", 1)[0]
+            if not pid.isdigit() or not _pid_alive(int(pid)):
+                _remove_tree(leftover)
 
 
 def _mtime_or_gone(p: Path) -> float:
@@ -153,17 +237,38 @@ def _mtime_or_gone(p: Path) -> float:
 
 
 def recover(path: Path) -> Path:
-    """A crash between the two renames of a save leaves only the backup: use it. Loaders share the lock, so
-    another one may rename the backup first; then the model is back in place and that is fine."""
-    if path.exists():
-        return path
-    backups = sorted(path.parent.glob(f".{path.name}.old-*"), key=_mtime_or_gone)
-    for b in reversed(backups):
-        if is_model_dir(b):
-            try:
-                os.rename(b, path)
-            except OSError:
-                if not path.exists():
-                    raise
-            return path
+    """Put back the model a save killed between its two renames left as a backup; returns ``path``.
+
+    Only a backup whose temporary folder is still beside it is restored: that pair exists only in that window, so
+    a backup left behind for any other reason (a failed cleanup, a model the user deleted since) is never revived.
+    Loaders share the lock, so another one may restore the backup first; then the model is back and that is fine.
+    """
+    target = real_path(path)
+    stale = _revive(target)
+    if stale and not target.exists():
+        raise CorruptModelError(
+            f"{path}: no such model directory; {stale[0]} beside it is a backup left by an earlier save, not "
+            f"restored automatically: rename it to {target.name} if it holds the model you want"
+        )
     return path
+
+
+def _revive(target: Path) -> list[str]:
+    """Restore the newest backup that has its temporary folder beside it; the names of the backups left."""
+    if target.exists():
+        return []
+    prefix = f".{target.name}.old-"
+    backups = [b for b in target.parent.glob(f"{prefix}*") if not b.is_symlink()]
+    for b in sorted(backups, key=_mtime_or_gone, reverse=True):
+        tmp = target.parent / f".{target.name}.tmp-{b.name[len(prefix) :]}"
+        if not (tmp.is_dir() and not tmp.is_symlink() and is_model_dir(b)):
+            continue
+        try:
+            os.rename(b, target)
+        except OSError:
+            if not target.exists():
+                raise
+            return []
+        shutil.rmtree(tmp, ignore_errors=True)
+        return []
+    return [b.name for b in backups if b.exists()]
