@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from fewintent.errors import FewIntentError, FewIntentWarning
 from fewintent.progress import ProgressBar
@@ -22,9 +23,16 @@ if TYPE_CHECKING:
     from fewintent.data import IntentSet
     from fewintent.model import IntentClassifier
 
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: a message's ":thumbs_up:" is text the user typed, not a picture to draw
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def plain(value: object) -> Text:
+    """A user's string (a message, an intent name, a path) as a table cell or title: shown exactly as it is,
+    never read as Rich markup ("[/]" would crash the print, "[link=...]" would hide text)."""
+    return Text(str(value))
 
 
 def quiet_libraries() -> None:

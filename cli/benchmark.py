@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from fewintent.cli._common import console, guarded
 
@@ -37,6 +38,12 @@ def benchmark(
     quick: bool = typer.Option(False, "--quick", help="Tiny smoke run: one dataset, few episodes, no SetFit."),
     out: Path = typer.Option(Path("data/benchmarks"), "--out", help="Where results.json, report.md, PNGs go."),
     episodes: int = typer.Option(600, "--episodes", min=1, help="Episodes per episodic setting."),
+    base: str = typer.Option(
+        "minilm",
+        "--base",
+        help="Comma-separated registered encoder bases to measure (`fewintent bases`), e.g. minilm,mpnet; every "
+        "row records its base.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of episodes, samples and training."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (speed adds GPU rows when CUDA exists)."),
     append: bool = typer.Option(
@@ -48,8 +55,8 @@ def benchmark(
     adapter: list[str] = typer.Option(
         None,
         "--adapter",
-        help="[PROTOCOL:]ALGO=NAME_OR_PATH, repeatable; {dataset} = the left-out corpus. Default "
-        "ALGO=minilm-meta-no-{dataset}, episodic:ALGO=runs/heldout-domains-ALGO.",
+        help="[PROTOCOL:]ALGO=NAME_OR_PATH, repeatable; {dataset} = the left-out corpus. Default: the base's "
+        "leave-one-out adapters (minilm-meta-no-{dataset} for minilm), episodic:ALGO=runs/heldout-domains-ALGO.",
     ),
     setfit_iterations: int = typer.Option(
         None, "--setfit-iterations", help="SetFit num_iterations (default: the library's default recipe)."
@@ -80,11 +87,12 @@ def benchmark(
 
     if report_only:
         snippet = write_report(out, readme=readme)
-        console.print(f"report regenerated in {out} (README snippet: {snippet})", highlight=False)
+        console.print(escape(f"report regenerated in {out} (README snippet: {snippet})"), highlight=False)
         return
     config = BenchConfig(
         data_dir=data_dir or default_data_dir(),
         out=out,
+        bases=_csv(base),
         protocols=_csv(protocols),
         methods=_csv(methods),
         datasets=_csv(datasets),
@@ -110,5 +118,11 @@ def benchmark(
     if readme is not None:
         write_report(out, readme=readme)
     for note in ctx.notes:
-        console.print(f"[yellow]skipped[/] {note['method']}: {note['reason']}", highlight=False, soft_wrap=True)
-    console.print(f"results: {config.out / 'results.json'}, report: {config.out / 'report.md'}", highlight=False)
+        console.print(
+            f"[yellow]skipped[/] {escape(str(note['method']))}: {escape(str(note['reason']))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(
+        escape(f"results: {config.out / 'results.json'}, report: {config.out / 'report.md'}"), highlight=False
+    )

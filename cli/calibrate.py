@@ -13,6 +13,7 @@ from fewintent.cli._common import (
     console,
     guarded,
     load_classifier,
+    plain,
     print_warnings,
     read_labelled,
     set_threads,
@@ -27,7 +28,9 @@ def _pct(x: float | None) -> str:
 
 def print_report(report: CalibrationReport, source: str) -> None:
     """The threshold before and after, and what each does on the calibration file."""
-    table = Table("", "threshold", "in-scope kept %", "OOS recall %", "OOS precision %", "OOS F1 %", title=source)
+    table = Table(
+        "", "threshold", "in-scope kept %", "OOS recall %", "OOS precision %", "OOS F1 %", title=plain(source)
+    )
     for name, row in (("before", report.before), ("after", report.after)):
         table.add_row(
             name,

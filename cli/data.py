@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from fewintent.cli._common import console, guarded, print_warnings, progress_bar
+from fewintent.cli._common import console, guarded, plain, print_warnings, progress_bar
 from fewintent.data import read_intent_file
 from fewintent.model import IntentClassifier
 
@@ -34,11 +35,12 @@ def validate(
     """Check FILE as training data and print examples per intent, every warning, and (with the encoder) which
     intents will be confused."""
     data = read_intent_file(file, oos_label=oos_label)
-    table = Table("intent", "examples", "first example", title=f"{file}")
+    table = Table("intent", "examples", "first example", title=plain(file))
     for intent, texts in data.by_intent().items():
-        table.add_row(intent, str(len(texts)), texts[0])
+        table.add_row(plain(intent), str(len(texts)), plain(texts[0]))
     if data.oos_texts:
-        table.add_row(f"[dim]{oos_label}[/] (out of scope)", str(len(data.oos_texts)), data.oos_texts[0])
+        oos = Text.assemble((oos_label, "dim"), " (out of scope)")
+        table.add_row(oos, str(len(data.oos_texts)), plain(data.oos_texts[0]))
     report = None
     if overlap:
         clf = IntentClassifier.unfitted(adapter=adapter, base=base, oos_label=oos_label)

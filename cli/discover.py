@@ -8,7 +8,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fewintent.cli._common import THREADS_HELP, console, guarded, load_classifier, progress_bar, set_threads
+from fewintent.cli._common import (
+    THREADS_HELP,
+    console,
+    guarded,
+    load_classifier,
+    plain,
+    progress_bar,
+    set_threads,
+)
 from fewintent.data.io import read_messages
 from fewintent.model.discovery import discover as run_discovery
 
@@ -66,7 +74,7 @@ def discover(
         return
     table = Table("id", "size", "name hint", "examples", title=f"{len(result.clusters)} candidate new intents")
     for c in result.clusters:
-        table.add_row(str(c.id), str(c.size), c.name_hint, "\n".join(c.examples))
+        table.add_row(str(c.id), str(c.size), plain(c.name_hint), plain("\n".join(c.examples)))
     console.print(table)
     console.print(
         f"{result.n_messages} messages, {result.n_out_of_scope} answered out of scope; "
@@ -76,7 +84,7 @@ def discover(
     if result.to_label:
         labels = Table("text", "model's guess", "confidence", title="label these next")
         for item in result.to_label:
-            labels.add_row(item.text, item.intent, f"{item.confidence:.2f}")
+            labels.add_row(plain(item.text), plain(item.intent), f"{item.confidence:.2f}")
         console.print(labels)
     if output is not None:
-        console.print(f"wrote {output}: edit the intent names, then `fewintent adapt` with it", highlight=False)
+        console.print(plain(f"wrote {output}: edit the intent names, then `fewintent adapt` with it"), highlight=False)

@@ -13,6 +13,7 @@ from fewintent.cli._common import (
     console,
     guarded,
     load_classifier,
+    plain,
     print_warnings,
     progress_bar,
     read_labelled,
@@ -33,22 +34,27 @@ def _cross_validate(train_file: Path, cv: str, adapter: str, head: HeadType, dev
     clf = IntentClassifier.unfitted(adapter=adapter, head=head, device=device)
     with progress_bar("encoding examples", len(data)) as advance:
         result = cross_validate(clf, data, folds, progress=advance)
+    print_warnings(result.warnings)  # stderr: --json output stays one object (which lists them too)
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return
-    table = Table("metric", "value", title=f"{train_file}: {result.folds}-fold cross-validation, {result.n} examples")
+    table = Table(
+        "metric", "value", title=plain(f"{train_file}: {result.folds}-fold cross-validation, {result.n} examples")
+    )
     for key in ("top1_accuracy", "accuracy", "in_scope_kept", "threshold"):
         table.add_row(key, _fmt(getattr(result, key)))
     console.print(table)
     weakest = sorted(result.per_intent.items(), key=lambda kv: kv[1]["f1"])[:15]
     per = Table("intent", "precision", "recall", "f1", "examples", title="weakest intents")
     for name, m in weakest:
-        per.add_row(name, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(int(m["support"])))
+        per.add_row(plain(name), _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(int(m["support"])))
     console.print(per)
     if result.confused_pairs:
         confused = Table("gold", "predicted", "count", "examples", title="most confused intents")
         for pair in result.confused_pairs:
-            confused.add_row(pair["gold"], pair["predicted"], str(pair["count"]), "\n".join(pair["examples"]))
+            confused.add_row(
+                plain(pair["gold"]), plain(pair["predicted"]), str(pair["count"]), plain("\n".join(pair["examples"]))
+            )
         console.print(confused)
 
 
@@ -103,7 +109,7 @@ def evaluate(
     if as_json:
         print(json.dumps(result.to_dict()))
         return
-    table = Table("metric", "value", title=f"{model_dir} on {', '.join(map(str, test_files))}")
+    table = Table("metric", "value", title=plain(f"{model_dir} on {', '.join(map(str, test_files))}"))
     for key in (
         "n",
         "accuracy",
@@ -134,5 +140,5 @@ def evaluate(
     if result.confused_pairs:
         confused = Table("gold", "predicted", "count", title="most confused intents")
         for pair in result.confused_pairs:
-            confused.add_row(pair["gold"], pair["predicted"], str(pair["count"]))
+            confused.add_row(plain(pair["gold"]), plain(pair["predicted"]), str(pair["count"]))
         console.print(confused)

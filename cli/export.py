@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fewintent.cli._common import THREADS_HELP, console, guarded, set_threads
+from fewintent.cli._common import THREADS_HELP, console, guarded, plain, set_threads
 from fewintent.model import IntentClassifier
 
 
@@ -26,8 +26,10 @@ def export(
     clf = IntentClassifier.export(model_dir, output, format=format, quantize=quantize)
     size = sum(f.stat().st_size for f in output.iterdir()) / 2**20
     console.print(
-        f"exported {len(clf.labels)} intents with an ONNX{' int8' if quantize else ''} encoder in "
-        f"{time.perf_counter() - start:.1f}s -> {output} ({size:.1f} MiB)",
+        plain(
+            f"exported {len(clf.labels)} intents with an ONNX{' int8' if quantize else ''} encoder in "
+            f"{time.perf_counter() - start:.1f}s -> {output} ({size:.1f} MiB)"
+        ),
         highlight=False,
         soft_wrap=True,
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from fewintent.cli._common import console, guarded
 from fewintent.errors import FewIntentError
@@ -120,6 +121,6 @@ def meta_train(
             if best
             else ""
         )
-        + f" -> {output}",
+        + f" -> {escape(str(output))}",
         highlight=False,
     )

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from fewintent.cli._common import THREADS_HELP, console, guarded, load_classifier, progress_bar, set_threads
+from fewintent.cli._common import THREADS_HELP, console, guarded, load_classifier, plain, progress_bar, set_threads
 from fewintent.data.io import read_messages
 from fewintent.errors import FewIntentError
 
@@ -43,8 +44,11 @@ def predict(
     table = Table("text", "intent", "confidence", "runner-up")
     for p in predictions:
         runner = p.intent_ranking[1] if len(p.intent_ranking) > 1 else None
-        name = f"[dim]{p.intent.name}[/]" if p.is_oos else f"[bold]{p.intent.name}[/]"
+        name = Text(p.intent.name, style="dim" if p.is_oos else "bold")
         table.add_row(
-            p.text, name, f"{p.intent.confidence:.2f}", f"{runner.name} {runner.confidence:.2f}" if runner else ""
+            plain(p.text),
+            name,
+            f"{p.intent.confidence:.2f}",
+            plain(f"{runner.name} {runner.confidence:.2f}") if runner else "",
         )
     console.print(table)

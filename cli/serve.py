@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from fewintent.cli._common import err_console, guarded
 from fewintent.errors import FewIntentError
@@ -85,7 +86,7 @@ def serve(
     if not settings.api_key:
         who = "any user or process on this host" if _is_loopback(host) else f"anyone who can reach {host}"
         err_console.print(
-            f"[yellow]warning:[/] no API key: {who} can add and remove intents. Set FEWINTENT_API_KEY.",
+            f"[yellow]warning:[/] no API key: {escape(who)} can add and remove intents. Set FEWINTENT_API_KEY.",
             highlight=False,
             soft_wrap=True,
         )

@@ -229,7 +229,14 @@ def test_add_intent_predict_it_and_it_survives_a_restart(model):
     with serving(model_dir, clf) as server, server.client() as c:
         r = c.post("/intents", json={"name": NEW_NAME, "examples": NEW_EXAMPLES + ["book a table for two"]})
         assert r.status_code == 200, r.text
-        assert r.json() == {"name": NEW_NAME, "created": True, "removed": False, "examples": 4, "intents": 4}
+        assert r.json() == {
+            "name": NEW_NAME,
+            "created": True,
+            "removed": False,
+            "examples": 4,
+            "intents": 4,
+            "warnings": [],
+        }
         pred = c.post("/predict", json={"texts": [NEW_QUERY]}).json()["predictions"][0]
         assert pred["intent"]["name"] == NEW_NAME and not pred["is_oos"]
         replaced = c.post("/intents", json={"name": "greet", "examples": ["hi", "hello there", "hey"]}).json()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+import warnings as _warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from fewintent.errors import FewIntentError
+from fewintent.errors import FewIntentError, FewIntentWarning
 
 DEFAULT_OOS_LABEL = "oos"
 # Longer texts are cut: the encoder reads 128 tokens at most, and a runaway row should not cost minutes.
 MAX_TEXT_CHARS = 2000
+MAX_INTENT_NAME_CHARS = 200
+"""An intent name is a label shown in tables, URLs and logs, not a sentence (the HTTP API's limit too)."""
 
 
 @dataclass
@@ -68,11 +72,13 @@ class IntentSet:
         intents: list[str] = []
         oos: list[str] = []
         seen: dict[str, str] = {}
-        n_empty = n_dup = n_conflict = n_long = 0
+        n_empty = n_dup = n_conflict = n_long = n_default_oos = 0
         for raw_text, raw_intent in pairs:
-            text = " ".join(str(raw_text).split()) if raw_text is not None else ""
-            intent = str(raw_intent).strip() if raw_intent is not None else ""
-            check_intent_name(intent)
+            # NFC: "café" typed on a Mac (NFD) and elsewhere (NFC) is one intent and one text, not two
+            text = unicodedata.normalize("NFC", " ".join(str(raw_text).split())) if raw_text is not None else ""
+            intent = check_intent_name(str(raw_intent).strip(), source) if raw_intent is not None else ""
+            if intent != oos_label and intent.casefold() == DEFAULT_OOS_LABEL:
+                n_default_oos += 1
             if intent != oos_label and intent.casefold() == oos_label.casefold():
                 raise FewIntentError(
                     f"{source}: intent '{intent}' differs from the out-of-scope label '{oos_label}' only by case; "
@@ -108,6 +114,13 @@ class IntentSet:
             warnings.append(f"{n_conflict} texts in all carried two different intents; the first label was kept")
         if n_long:
             warnings.append(f"cut {n_long} text(s) longer than {MAX_TEXT_CHARS} characters")
+        if n_default_oos:
+            warnings.append(
+                f"{n_default_oos} row(s) are labelled '{DEFAULT_OOS_LABEL}' but the out-of-scope label is "
+                f"'{oos_label}': they make an intent named '{DEFAULT_OOS_LABEL}'; keep the default label, or "
+                f"relabel those rows '{oos_label}' if they are out of scope"
+            )
+        warnings += case_collisions(list(dict.fromkeys(intents)))
         result = cls(texts, intents, oos, oos_label=oos_label, warnings=warnings, source=source)
         result._check(for_training)
         return result
@@ -144,12 +157,60 @@ def shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check_intent_name(name: str) -> str:
-    """Intent names are one line of printable text: a newline or NUL would break tables, URLs and logs."""
+def check_intent_name(name: str, source: str | None = None, *, known: Sequence[str] = ()) -> str:
+    """An intent name in its canonical form (Unicode NFC), refused when it is not one short line of printable
+    text: a newline or NUL would break tables, URLs and logs. Warns (``FewIntentWarning``) when it differs only
+    by case from one of the ``known`` names."""
+    where = f"{source}: " if source else ""
+    name = unicodedata.normalize("NFC", name)
     bad = next((ch for ch in name if ord(ch) < 32 or ord(ch) == 127), None)
     if bad is not None:
-        raise FewIntentError(f"intent name {name!r:.60} contains the control character {bad!r}; use one line of text")
+        raise FewIntentError(
+            f"{where}intent name {name!r:.60} contains the control character {bad!r}; use one line of text"
+        )
+    if len(name) > MAX_INTENT_NAME_CHARS:
+        raise FewIntentError(
+            f"{where}intent name '{shorten(name, 40)}' has {len(name)} characters; the limit is "
+            f"{MAX_INTENT_NAME_CHARS} (is the text in the intent column?)"
+        )
+    message = case_collision(name, known)
+    if message:
+        _warnings.warn(message, FewIntentWarning, stacklevel=2)
     return name
+
+
+def case_collision(name: str, known: Sequence[str]) -> str | None:
+    """The warning for a new intent ``name`` that differs only by case from a known one (None when it does not)."""
+    twin = next((k for k in known if k != name and k.casefold() == name.casefold()), None)
+    if twin is None:
+        return None
+    return (
+        f"intent '{name}' differs from '{twin}' only by case: they are two separate intents; "
+        "use one spelling if they mean the same"
+    )
+
+
+def known_spelling(name: str, labels: Sequence[str]) -> str:
+    """``name`` as ``labels`` spell it: stripped, and in NFC when only that form is known (a name typed on a
+    system that writes "café" decomposed still finds the intent)."""
+    name = name.strip()
+    if name in labels:
+        return name
+    nfc = unicodedata.normalize("NFC", name)
+    return nfc if nfc in labels else name
+
+
+def case_collisions(labels: Sequence[str]) -> list[str]:
+    """One warning per group of intent names that differ only by case."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(label.casefold(), []).append(label)
+    return [
+        "intents " + " and ".join(f"'{g}'" for g in group) + " differ only by case: they are "
+        f"{len(group)} separate intents; use one spelling if they mean the same"
+        for group in groups.values()
+        if len(group) > 1
+    ]
 
 
 _NAME_WORDS = re.compile(r"[\s_\-./:]+|(?<=[a-z])(?=[A-Z])")

@@ -7,14 +7,15 @@ import io
 import json
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fewintent.data.intentset import DEFAULT_OOS_LABEL, IntentSet
-from fewintent.errors import FewIntentError
+from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet
+from fewintent.errors import FewIntentError, FewIntentWarning
 
 TEXT_COLUMNS = ("text",)
 INTENT_COLUMNS = ("intent", "label")
@@ -120,43 +121,96 @@ def _read_text(p: Path) -> str:
 
 
 MAX_MESSAGES = 1_000_000
+MAX_LINE_BYTES = 1 << 20
+"""Longest line of a messages file read whole; a longer one is a runaway row (or not text), not a message."""
 
 
 def read_messages(path: str | Path) -> list[str]:
     """Unlabelled messages: one per line, or JSONL with a ``text`` field; ``-`` reads standard input.
 
-    Blank lines are skipped; a file with no message, or one that is not UTF-8 text, is refused.
+    Read line by line, so a huge or endless input fails on its first bad line instead of filling memory. Blank
+    lines are skipped; a line longer than ``MAX_LINE_BYTES`` is cut to ``MAX_TEXT_CHARS`` with a warning; a file
+    with no message, one that is not UTF-8 text, or more than ``MAX_MESSAGES`` lines is refused.
     """
     p = Path(path)
+    if str(path) == "-":
+        return _messages(getattr(sys.stdin, "buffer", sys.stdin), p)
+    if p.is_dir():
+        raise FewIntentError(f"{p}: is a directory, expected a file of messages")
     try:
-        raw = sys.stdin.read() if str(path) == "-" else p.read_text(encoding="utf-8-sig")
+        f = open(p, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError as e:
         raise FewIntentError(f"{p}: no such file") from e
-    except IsADirectoryError as e:
-        raise FewIntentError(f"{p}: is a directory, expected a file of messages") from e
-    except UnicodeDecodeError as e:
-        raise FewIntentError(f"{p}: not UTF-8 text (undecodable byte at offset {e.start})") from e
-    if "\x00" in raw:
-        raise FewIntentError(f"{p}: looks binary (NUL bytes), expected one message per line or JSONL")
-    texts = []
-    for lineno, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
+    with f:
+        return _messages(f, p)
+
+
+def _messages(f: Any, p: Path) -> list[str]:
+    texts: list[str] = []
+    lineno = n_cut = size = 0
+    while line := f.readline(MAX_LINE_BYTES):
+        lineno += 1
+        size += len(line)
+        cut = False
+        if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n" if isinstance(line, bytes) else "\n"):
+            while (rest := f.readline(MAX_LINE_BYTES)) and size <= MAX_FILE_BYTES:  # skip the runaway line's rest
+                size += len(rest)
+                _check_binary(rest, p)
+                if rest.endswith(b"\n" if isinstance(rest, bytes) else "\n"):
+                    break
+            line, cut = line[: 4 * MAX_TEXT_CHARS], True  # UTF-8: at most 4 bytes a character
+            n_cut += 1
+        if size > MAX_FILE_BYTES:
+            raise FewIntentError(f"{p}: more than {MAX_FILE_BYTES >> 20} MiB of text; split the file")
+        text = _decode_line(line, p, lineno, cut=cut)
+        if not text.strip():
             continue
-        if line.lstrip().startswith("{"):
+        if text.lstrip().startswith("{"):
             try:
-                text = json.loads(line)["text"]
+                message = json.loads(text)["text"]
             except (ValueError, KeyError, TypeError) as e:
                 raise FewIntentError(f"{p}:{lineno}: expected a JSON object with a 'text' field") from e
-            if not isinstance(text, str):
-                raise FewIntentError(f"{p}:{lineno}: 'text' must be a string, got {type(text).__name__}")
-            texts.append(text)
+            if not isinstance(message, str):
+                raise FewIntentError(f"{p}:{lineno}: 'text' must be a string, got {type(message).__name__}")
+            texts.append(message)
         else:
-            texts.append(line.strip())
+            texts.append(text.strip())
+        if len(texts) > MAX_MESSAGES:
+            raise FewIntentError(f"{p}: more than {MAX_MESSAGES} messages; split the file")
     if not texts:
         raise FewIntentError(f"{p}: no messages (the file is empty or blank)")
-    if len(texts) > MAX_MESSAGES:
-        raise FewIntentError(f"{p}: {len(texts)} messages is more than the {MAX_MESSAGES} limit; split the file")
+    if n_cut:
+        warnings.warn(
+            f"{p}: cut {n_cut} line(s) longer than {MAX_LINE_BYTES >> 20} MiB to their first {MAX_TEXT_CHARS} "
+            "characters",
+            FewIntentWarning,
+            stacklevel=3,
+        )
     return texts
+
+
+def _check_binary(line: bytes | str, p: Path) -> None:
+    if (b"\x00" in line) if isinstance(line, bytes) else ("\x00" in line):
+        raise FewIntentError(f"{p}: looks binary (NUL bytes), expected one message per line or JSONL")
+
+
+def _decode_line(line: bytes | str, p: Path, lineno: int, *, cut: bool) -> str:
+    """One line as text (a BOM on the first dropped); a runaway line cut mid-character keeps what decodes."""
+    if isinstance(line, str):
+        text = line
+    else:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if not cut or e.start < len(line) - 4:
+                raise FewIntentError(
+                    f"{p}:{lineno}: not UTF-8 text (undecodable byte at column {e.start + 1}); save it as UTF-8"
+                ) from e
+            text = line[: e.start].decode("utf-8")
+    _check_binary(text, p)
+    if lineno == 1:
+        text = text.removeprefix("\ufeff")
+    return text[:MAX_TEXT_CHARS] if cut else text
 
 
 def _detect_format(p: Path, content: str) -> str:
@@ -206,6 +260,8 @@ def _jsonl_rows(
 
 
 def _csv_rows(content: str, p: Path, text_col: str | None, intent_col: str | None) -> Iterator[tuple[Any, Any]]:
+    # The csv module refuses fields over 131,072 characters; long texts are cut by IntentSet like JSONL's are.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FILE_BYTES))
     delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
     reader = csv.reader(io.StringIO(content), delimiter=delimiter)
     try:

@@ -38,6 +38,8 @@ class CrossValidationResult:
     """precision / recall / f1 / support of each intent (fallback off)."""
     confused_pairs: list[dict[str, Any]] = field(default_factory=list)
     """The most frequent (gold, predicted) mistakes, with example texts."""
+    warnings: list[str] = field(default_factory=list)
+    """What makes these numbers less telling (folds reduced, intents held out with no example left to train on)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,14 +75,27 @@ def cross_validate(
     index = {label: i for i, label in enumerate(labels)}
     y = torch.tensor([index[i] for i in data.intents], dtype=torch.long)
     counts = torch.bincount(y, minlength=len(labels))
-    if folds == "loo":
-        k = int(counts.max())
-    elif isinstance(folds, int) and not isinstance(folds, bool) and folds >= 2:
-        k = folds
-    else:
+    if not (folds == "loo" or (isinstance(folds, int) and not isinstance(folds, bool) and folds >= 2)):
         raise FewIntentError(f"--cv takes a number of folds (2 or more) or 'loo', got {folds!r}")
-    if int(counts.max()) < 2:
-        raise FewIntentError(f"{data.source}: every intent has one example; cross-validation needs two or more")
+    # The first fold holds out one example of every intent: an intent trains in it only with two or more.
+    trainable = int((counts >= 2).sum())
+    if trainable < 2:
+        raise FewIntentError(
+            f"{data.source}: cross-validation holds out one example of each intent and needs at least two intents "
+            f"with two or more examples to train on; {trainable} ha{'s' if trainable == 1 else 've'}: add examples"
+        )
+    warnings: list[str] = []
+    most = int(counts.max())
+    k = most if folds == "loo" else min(int(folds), most)  # folds beyond the largest intent would be empty
+    if folds != "loo" and k < int(folds):
+        warnings.append(f"{folds} folds asked, {k} run: no intent has more than {most} examples to spread over them")
+    singles = [labels[i] for i in range(len(labels)) if int(counts[i]) == 1]
+    if singles:
+        shown = ", ".join(singles[:5]) + (" ..." if len(singles) > 5 else "")
+        warnings.append(
+            f"{len(singles)} intent(s) have one example ({shown}): held out, no example of them is left to train "
+            "on, so they always count as errors"
+        )
     emb = clf._encode(data.texts + data.oos_texts, progress)  # once, for every fold
     support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
     fold = fold_of(y, k)
@@ -91,8 +106,6 @@ def cross_validate(
         if not bool(held.any()):
             continue
         present = sorted(set(y[train].tolist()))
-        if len(present) < 2:
-            raise FewIntentError(f"{data.source}: too few examples for {k} folds; use fewer (--cv 2)")
         remap = torch.full((len(labels),), -1, dtype=torch.long)
         remap[present] = torch.arange(len(present))
         clf.fit_embeddings([labels[i] for i in present], support[train], remap[y[train]], oos)
@@ -113,6 +126,7 @@ def cross_validate(
         threshold=clf.threshold,
         per_intent=_per_intent(labels, gold, pred),
         confused_pairs=_confusions(labels, data.texts, gold, pred, top_confusions),
+        warnings=warnings,
     )
 
 

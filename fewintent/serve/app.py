@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import os
+import unicodedata
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fewintent import __version__
 from fewintent.errors import EditConflictError, FewIntentError, UnknownIntentError
 from fewintent.model.classifier import IntentClassifier
+from fewintent.model.names import case_collision
 from fewintent.serve.batching import MicroBatcher
 from fewintent.serve.schemas import (
     AddIntentRequest,
@@ -139,9 +141,24 @@ def _install_error_handlers(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
             for e in exc.errors()
         ]
-        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        first = details[0] if details else {"loc": [], "msg": "invalid request", "type": ""}
         where = ".".join(str(x) for x in first["loc"])
         message = f"malformed request: {where}: {first['msg']}" if where else f"malformed request: {first['msg']}"
+        if first["type"] == "json_invalid":
+            at = first["loc"][-1] if first["loc"] and isinstance(first["loc"][-1], int) else None
+            message = "malformed request: the body is not valid JSON" + (f" (error at character {at})" if at else "")
+        elif first["loc"] == ["body"] and first["type"] in ("model_attributes_type", "dict_type"):
+            content_type = request.headers.get("content-type", "")
+            if "json" not in content_type.lower():
+                got = f"'{content_type}'" if content_type else "none"
+                return error_response(
+                    415,
+                    f"the request body must be JSON, sent with the header 'Content-Type: application/json' "
+                    f"(Content-Type was {got})",
+                    details=details,
+                )
+            like = '{"name": "...", "examples": ["..."]}' if request.url.path == "/intents" else '{"texts": ["..."]}'
+            message = f"malformed request: the body must be a JSON object, like {like}"
         return error_response(422, message, details=details)
 
     async def user_error(request: Request, exc: Exception) -> JSONResponse:
@@ -149,7 +166,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(status, str(exc))
 
     async def persist_error(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(500, str(exc))
+        assert isinstance(exc, PersistError)
+        return error_response(exc.status, str(exc))
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -221,11 +239,11 @@ def require_key(request: Request, credentials: HTTPAuthorizationCredentials | No
 
 # ----------------------------------------------------------------- the app
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse, "description": HTTPStatus(s).phrase} for s in (400, 413, 422, 500)
+    s: {"model": ErrorResponse, "description": HTTPStatus(s).phrase} for s in (400, 413, 415, 422, 500)
 }
 _EDIT_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
-    **{s: {"model": ErrorResponse, "description": HTTPStatus(s).phrase} for s in (401, 404, 409)},
+    **{s: {"model": ErrorResponse, "description": HTTPStatus(s).phrase} for s in (401, 404, 409, 503, 507)},
 }
 
 
@@ -309,9 +327,18 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
     async def add_intent(body: AddIntentRequest) -> IntentChange:
         """Add an intent, or replace one's examples; saved to the model directory before it answers."""
         _check_limits(body.examples, "examples", settings)
-        clf, created = await store.add_intent(body.name, body.examples)
-        name = body.name.strip()
-        return IntentChange(name=name, created=created, examples=clf.counts()[name], intents=len(clf.labels))
+        name = unicodedata.normalize("NFC", body.name.strip())  # the spelling the classifier stores
+        twin = case_collision(name, (await store.current()).labels)
+        clf, created = await store.add_intent(name, body.examples)
+        if twin:
+            logger.warning("%s", twin)
+        return IntentChange(
+            name=name,
+            created=created,
+            examples=clf.counts()[name],
+            intents=len(clf.labels),
+            warnings=[twin] if twin else [],
+        )
 
     @app.delete(
         "/intents/{name:path}",

@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 
 class PredictRequest(BaseModel):
     texts: list[str] = Field(..., description="Messages to classify (at most the server's --max-texts).")
-    top_k: int | None = Field(default=None, ge=1, le=100, description="Intents per ranking (default 5).")
+    top_k: int | None = Field(
+        default=None, ge=1, le=100, strict=True, description="Intents per ranking (default 5); an integer, not true."
+    )
 
     model_config = {"json_schema_extra": {"examples": [{"texts": ["where is my order?", "what's the weather"]}]}}
 
@@ -63,6 +65,9 @@ class IntentChange(BaseModel):
     removed: bool = False
     examples: int = Field(default=0, description="Examples the intent now has (after removing duplicates).")
     intents: int = Field(..., description="Intents the model has now.")
+    warnings: list[str] = Field(
+        default_factory=list, description="What to check about the edit (e.g. a name that differs only by case)."
+    )
 
 
 class HealthResponse(BaseModel):

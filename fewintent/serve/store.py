@@ -24,7 +24,8 @@ from pathlib import Path
 
 from fewintent.errors import FewIntentError
 from fewintent.model.classifier import IntentClassifier
-from fewintent.model.persistence import CONFIG, model_dir_lock
+from fewintent.model.names import known_spelling
+from fewintent.model.storage import CONFIG, StorageError, model_dir_lock
 
 logger = logging.getLogger("fewintent.serve")
 
@@ -32,7 +33,14 @@ Stamp = tuple[int, int, int]
 
 
 class PersistError(RuntimeError):
-    """Saving the edited model failed; the previous model is still on disk and still served (HTTP 500)."""
+    """Saving the edited model failed; the previous model is still on disk and still served.
+
+    ``status``: 507 when the disk is full, 503 when the directory cannot be written (read-only, no permission),
+    500 for anything else."""
+
+    def __init__(self, message: str, *, status: int = 500) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ModelStore:
@@ -107,7 +115,7 @@ class ModelStore:
     async def remove_intent(self, name: str) -> IntentClassifier:
         """Remove one intent and persist it; ``UnknownIntentError`` when the model has no such intent,
         ``EditConflictError`` when it is one of the last two."""
-        return await asyncio.to_thread(self._edit, lambda clf: clf.remove_intent(name))
+        return await asyncio.to_thread(self._edit, lambda clf: clf.remove_intent(known_spelling(name, clf.labels)))
 
     def _edit(self, change: Callable[[IntentClassifier], None]) -> IntentClassifier:
         with self._lock, model_dir_lock(self.model_dir, exclusive=True):
@@ -119,6 +127,12 @@ class ModelStore:
             change(staged)
             try:
                 staged.save(self.model_dir)
+            except StorageError as e:  # understood: one log line, no traceback
+                logger.error("saving %s failed, still serving the previous model: %s", self.model_dir, e)
+                raise PersistError(f"could not save the model: {e}", status=507 if e.no_space else 503) from e
+            except FewIntentError as e:
+                logger.error("saving %s failed, still serving the previous model: %s", self.model_dir, e)
+                raise PersistError(f"could not save the model: {e}; nothing was changed") from e
             except Exception as e:
                 logger.exception("saving %s failed; the previous model is kept", self.model_dir)
                 raise PersistError(f"could not save the model ({type(e).__name__}: {e}); nothing was changed") from e
