@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.cli.main import app
 from fewintent.data import read_intent_file
-from fewintent.model.calibration import FALLBACK_THRESHOLD
+from fewintent.encoder.registry import MINILM
 
 runner = CliRunner()
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
@@ -141,7 +141,7 @@ def test_one_example_per_intent_keeps_a_fallback_and_says_so(tmp_path, real_enco
     result = run("adapt", data, "-o", tmp_path / "m", "--adapter", "none", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "cannot be calibrated" in result.output and result.output.count("cannot be calibrated") == 1
-    assert IntentClassifier.load(tmp_path / "m").threshold == pytest.approx(FALLBACK_THRESHOLD)
+    assert IntentClassifier.load(tmp_path / "m").threshold == pytest.approx(MINILM.constants.fallback_threshold)
     out = run("predict", tmp_path / "m", "write me a poem about the sea", "where is my new card?", "--json")
     first, second = (json.loads(line) for line in out.stdout.splitlines())
     assert first["is_oos"] and not second["is_oos"] and second["intent"]["name"] == "card"

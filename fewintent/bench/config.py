@@ -1,9 +1,10 @@
 """Benchmark settings, and which adapter each fewintent-* method uses on each dataset.
 
 Adapters are configured per algorithm (``protonet`` / ``fomaml``), optionally per protocol, as a shipped
-name or a path; ``{dataset}`` in it becomes the corpus the result must not have seen, so the default
-``minilm-meta-no-{dataset}`` picks the leave-one-dataset-out adapter automatically (BANKING77-OOS uses
-``minilm-meta-no-banking77``). A missing adapter skips its rows with a note saying what to pass.
+name or a path; ``{dataset}`` in it becomes the corpus the result must not have seen, and the default
+``{leave_out}`` is the base's own leave-one-dataset-out template from the registry (``minilm-meta-no-{dataset}``
+for MiniLM; BANKING77-OOS uses the ``banking77`` one). A missing adapter skips its rows with a note saying what to
+pass.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fewintent.encoder.lora import ADAPTER_CONFIG, SHIPPED_ADAPTERS_DIR
+from fewintent.encoder.registry import BASES, DEFAULT_BASE_NAME, BaseSpec
 from fewintent.errors import FewIntentError
 from fewintent.meta.args import Algorithm
 
@@ -22,7 +24,7 @@ PROTOCOLS = ("fullway", "episodic", "oos", "speed", "onnx", "discovery")
 DEFAULT_PROTOCOLS = ("fullway", "episodic", "oos", "speed")  # onnx and discovery are asked for by name
 ALGORITHMS = tuple(a.value for a in Algorithm)
 DEFAULT_ADAPTERS: dict[str, str] = {
-    **{algo: "minilm-meta-no-{dataset}" for algo in ALGORITHMS},
+    **{algo: "{leave_out}" for algo in ALGORITHMS},
     # adapters meta-trained with CLINC150 banking/credit_cards/travel and HWU64 alarm/iot/music held out
     **{f"episodic:{algo}": f"runs/heldout-domains-{algo}" for algo in ALGORITHMS},
 }
@@ -34,6 +36,8 @@ class BenchConfig:
 
     data_dir: Path
     out: Path = Path("data/benchmarks")
+    bases: tuple[str, ...] = (DEFAULT_BASE_NAME,)
+    """Registered encoder bases to measure, one after the other; every row records its base."""
     protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     methods: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ()  # empty = every dataset of each protocol
@@ -106,10 +110,16 @@ def adapter_template(adapters: dict[str, str], protocol: str, algorithm: str) ->
     return adapters.get(f"{protocol}:{algorithm}") or adapters[algorithm]
 
 
-def resolve_adapter_for(template: str, dataset: str, search_dirs: Iterable[Path]) -> tuple[Path | None, str]:
+def resolve_adapter_for(
+    template: str, dataset: str, search_dirs: Iterable[Path], base: BaseSpec = BASES[DEFAULT_BASE_NAME]
+) -> tuple[Path | None, str]:
     """The adapter directory for ``dataset`` and the name it was asked by; None when it does not exist."""
     from fewintent.bench.data import source_dataset
 
+    if "{leave_out}" in template:
+        if base.leave_out_adapter is None:
+            return None, f"{base.name}: no leave-one-dataset-out adapters registered"
+        template = template.replace("{leave_out}", base.leave_out_adapter)
     name = template.format(dataset=source_dataset(dataset))
     p = Path(name).expanduser()
     if (p / ADAPTER_CONFIG).is_file():

@@ -21,6 +21,7 @@ from fewintent.bench.methods import (
 )
 from fewintent.bench.results import ResultStore, row_key
 from fewintent.encoder.lora import read_adapter
+from fewintent.encoder.registry import BASES, DEFAULT_BASE_NAME, BaseSpec
 
 
 @dataclass
@@ -36,6 +37,7 @@ class BenchContext:
     corpora: Corpora
     pool: EncoderPool
     store: ResultStore
+    base: BaseSpec = BASES[DEFAULT_BASE_NAME]
     notes: list[dict[str, Any]] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict)
 
@@ -48,17 +50,22 @@ class BenchContext:
         if spec.family == FROZEN_LOGREG:
             # tuned on the dataset's valid split (never test); episodic episodes read their own intents' rows
             corpus = dataset.split(":")[0]  # OOS settings are named like banking77_oos:id
-            return LogRegMethod(self.pool, seed=cfg.seed, valid=lambda: self.corpora.labelled(corpus, "valid"))
+            return LogRegMethod(
+                self.pool,
+                seed=cfg.seed,
+                valid=lambda: self.corpora.labelled(corpus, "valid"),
+                in_scope_recall=self.base.constants.in_scope_recall,
+            )
         if spec.family == SETFIT:
             missing = setfit_available()
             return (
                 Skip(missing)
                 if missing
-                else SetFitMethod(device=cfg.device, seed=cfg.seed, iterations=cfg.setfit_iterations)
+                else SetFitMethod(device=cfg.device, seed=cfg.seed, iterations=cfg.setfit_iterations, base=self.base)
             )
         assert spec.algorithm is not None
         template = adapter_template(cfg.adapters, protocol, spec.algorithm)
-        path, asked = resolve_adapter_for(template, dataset, cfg.adapter_dirs)
+        path, asked = resolve_adapter_for(template, dataset, cfg.adapter_dirs, self.base)
         if path is None:
             flag = f"{protocol}:{spec.algorithm}" if protocol == "episodic" else spec.algorithm
             return Skip(f"adapter '{asked}' not found (pass --adapter {flag}=NAME_OR_PATH once it exists)")
@@ -80,7 +87,7 @@ class BenchContext:
             return False
         if "existing" not in self.artifacts:
             self.artifacts["existing"] = {row_key(r) for r in self.store.read() if r.get("status") != "skipped"}
-        return row_key(row) in self.artifacts["existing"]
+        return row_key({**self.store.fields, **row}) in self.artifacts["existing"]
 
     def note_skip(self, row: dict[str, Any]) -> None:
         """Remember a skipped row's reason once per (method, reason), for the summary the CLI prints."""

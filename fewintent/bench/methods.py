@@ -9,7 +9,7 @@ Names are fixed so results compare across runs:
 - ``frozen-linear``: the product's linear head (``fewintent adapt --adapter none --head linear``).
 - ``fewintent-linear``: the product default: the meta-learned protonet adapter left out of the scored dataset,
   linear head (``fewintent adapt --head linear``); ``fewintent-<algo>-linear`` names another adapter.
-- ``setfit``: the SetFit library on the same packaged MiniLM, its default training recipe.
+- ``setfit``: the SetFit library on the same base encoder, its default training recipe.
 - ``fewintent-protonet`` / ``fewintent-fomaml``: the meta-learned adapter of that algorithm, prototypes only
   (``--steps 0``); ``fewintent-<algo>-steps<N>``: the same adapter with ``N`` inner-loop steps on the support
   set before the prototypes (``fewintent adapt --steps N``). Each row also carries ``steps`` and ``head``.
@@ -41,10 +41,11 @@ from fewintent.bench.encoders import EncoderPool
 from fewintent.data.intentset import IntentSet
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import load_lora_state, lora_state
+from fewintent.encoder.registry import BaseSpec
 from fewintent.errors import FewIntentError, FewIntentWarning
 from fewintent.heads.linear import HeadType
 from fewintent.meta.args import Algorithm
-from fewintent.model.calibration import DEFAULT_IN_SCOPE_RECALL, calibrate_threshold
+from fewintent.model.calibration import calibrate_threshold
 from fewintent.model.classifier import IntentClassifier
 from fewintent.model.oos import OosScore
 
@@ -269,8 +270,16 @@ class LogRegMethod(Method):
     :data:`LOGREG_C_GRID` with the best accuracy on the ``valid`` rows of its intents. ``test`` is never read.
     """
 
-    def __init__(self, pool: EncoderPool, *, seed: int = 0, valid: Callable[[], IntentSet] | None = None) -> None:
+    def __init__(
+        self,
+        pool: EncoderPool,
+        *,
+        seed: int = 0,
+        valid: Callable[[], IntentSet] | None = None,
+        in_scope_recall: float = 0.95,
+    ) -> None:
         self.spec, self.pool, self.seed, self.valid = MethodSpec(FROZEN_LOGREG, FROZEN_LOGREG), pool, seed, valid
+        self.in_scope_recall = in_scope_recall  # the product's target on this base, so OOS rows compare
         self.c = 1.0
         self._tuned: dict[tuple[tuple[str, ...], int], float] = {}
 
@@ -323,7 +332,7 @@ class LogRegMethod(Method):
             proba = np.zeros((len(held), n_classes))
             proba[:, clf.classes_] = clf.predict_proba(x[held])
             top[held] = proba.max(1)
-        return calibrate_threshold(top, None, in_scope_recall=DEFAULT_IN_SCOPE_RECALL)
+        return calibrate_threshold(top, None, in_scope_recall=self.in_scope_recall)
 
 
 def setfit_available() -> str | None:
@@ -336,14 +345,17 @@ def setfit_available() -> str | None:
 
 
 class SetFitMethod(Method):
-    """SetFit (contrastive fine-tuning of the same MiniLM, then a logistic-regression head).
+    """SetFit (contrastive fine-tuning of the same base encoder, then a logistic-regression head).
 
     ``iterations=None`` is the library's default recipe (every pair, oversampled); an integer sets
     ``num_iterations`` (the SetFit paper's recipe is 20), recorded in each row.
     """
 
-    def __init__(self, *, device: str = "cpu", seed: int = 0, iterations: int | None = None) -> None:
+    def __init__(
+        self, *, device: str = "cpu", seed: int = 0, iterations: int | None = None, base: BaseSpec | None = None
+    ) -> None:
         self.spec, self.device, self.seed, self.iterations = MethodSpec(SETFIT, SETFIT), device, seed, iterations
+        self.base = base
         self.last_model: Any = None
 
     def default_steps(self, n_texts: int, labels: list[int]) -> int:
@@ -356,9 +368,10 @@ class SetFitMethod(Method):
     def load(self):  # type: ignore[no-untyped-def]
         from setfit import SetFitModel
 
-        from fewintent.encoder.encoder import packaged_model_path
+        from fewintent.encoder.encoder import resolve_base
 
-        return SetFitModel.from_pretrained(str(packaged_model_path()), device=self.device)
+        location = resolve_base(self.base.name if self.base else None).location
+        return SetFitModel.from_pretrained(str(location), device=self.device)
 
     def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
         from datasets import Dataset

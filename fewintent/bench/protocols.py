@@ -19,7 +19,6 @@ from fewintent.bench.metrics import auroc, mean_ci95, precision_recall_curve
 from fewintent.bench.progress import Tracker
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, IntentSet
 from fewintent.model.calibration import (
-    DEFAULT_IN_SCOPE_RECALL,
     best_f1_threshold,
     calibrate_threshold,
     recall_threshold,
@@ -263,7 +262,7 @@ THRESHOLD_SOURCES = ("support", *VALID_OBJECTIVES)
 """Where an OOS row's threshold comes from, in the order written (``--missing-only`` checks the last)."""
 
 
-def choose_threshold(outcome: Outcome, valid: IntentSet, objective: str = "youden") -> float:
+def choose_threshold(outcome: Outcome, valid: IntentSet, objective: str, in_scope_recall: float) -> float:
     """The cut on the OOS score from ``valid``'s in-scope and OOS rows: Youden's J (in-scope kept + OOS caught),
     ``f1``: the best OOS F1 on the file (what ``fewintent calibrate`` does on a file with OOS rows), or
     ``recall``: keep the product's target share of ``valid``'s in-scope rows (``calibrate --objective recall``).
@@ -275,14 +274,15 @@ def choose_threshold(outcome: Outcome, valid: IntentSet, objective: str = "youde
     if objective == "f1":
         return best_f1_threshold(top[:n_in], top[n_in:])
     if objective == "recall":
-        return recall_threshold(top[:n_in], DEFAULT_IN_SCOPE_RECALL)
-    return calibrate_threshold(top[:n_in], top[n_in:])
+        return recall_threshold(top[:n_in], in_scope_recall)
+    return calibrate_threshold(top[:n_in], top[n_in:], in_scope_recall=in_scope_recall)
 
 
 def oos(ctx: BenchContext) -> None:
     """OOS recall/precision/F1, AUROC, in-scope accuracy and MCC with thresholds from support or ``valid``."""
     cfg = ctx.config
     settings = oos_settings(ctx)
+    recall = ctx.base.constants.in_scope_recall
     with Tracker("oos", len(settings) * len(cfg.methods)) as tracker:
         for s in settings:
             support, valid, test = limit(
@@ -316,7 +316,8 @@ def oos(ctx: BenchContext) -> None:
                 thresholds = {
                     "support": outcome.support_threshold,
                     **{
-                        src: choose_threshold(outcome, valid, objective) for src, objective in VALID_OBJECTIVES.items()
+                        src: choose_threshold(outcome, valid, objective, recall)
+                        for src, objective in VALID_OBJECTIVES.items()
                     },
                 }
                 for source, threshold in thresholds.items():

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = "results.json"
-KEY_FIELDS = ("protocol", "dataset", "shots", "ways", "method", "threshold_source", "device")
+KEY_FIELDS = ("protocol", "dataset", "shots", "ways", "method", "threshold_source", "device", "base")
+DEFAULT_ROW_BASE = "minilm"
+"""The base of rows written before the benchmark measured more than one."""
 
 
 def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two rows the same measurement: a newer one replaces an older one."""
-    return tuple(row.get(k) for k in KEY_FIELDS)
+    return tuple(row.get(k, DEFAULT_ROW_BASE if k == "base" else None) for k in KEY_FIELDS)
 
 
 def _cpu_model() -> str:
@@ -85,6 +87,8 @@ class ResultStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / RESULTS
         self.run = run
+        self.fields: dict[str, Any] = {}
+        """Written into every row added (the runner sets the base being measured)."""
         if not append and self.path.exists():  # a fresh run; the committed file in git is the backup
             with self._locked():
                 self._write([])
@@ -112,7 +116,7 @@ class ResultStore:
         os.replace(tmp, self.path)
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
-        row = {**row, "run": self.run}
+        row = {**self.fields, **row, "run": self.run}
         with self._locked():
             rows = [r for r in self.read() if row_key(r) != row_key(row)]
             rows.append(row)

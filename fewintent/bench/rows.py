@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fewintent.bench.methods import DEFAULT_METHODS
+from fewintent.bench.results import DEFAULT_ROW_BASE
 
 PUBLISHED_FILE = Path(__file__).with_name("published.json")
 
@@ -33,9 +34,11 @@ def dataset_name(dataset: str) -> str:
     return f"{label} ({'in-domain' if kind == 'id' else 'out-of-domain'} OOS)" if kind else label
 
 
-def method_rank(method: str) -> tuple[int, str]:
+def method_rank(method: str) -> tuple[str, int, str]:
+    """Order in tables: the default base's rows first, then each other base's, each in the methods' order."""
+    name, _, base = method.partition("@")
     order = ("raw-encoder", *DEFAULT_METHODS)
-    return (order.index(method) if method in order else len(order), method)
+    return (base, order.index(name) if name in order else len(order), name)
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
@@ -43,4 +46,14 @@ def method_order(methods: Iterable[str]) -> list[str]:
 
 
 def ok_rows(rows: list[dict[str, Any]], protocol: str) -> list[dict[str, Any]]:
-    return [r for r in rows if r.get("protocol") == protocol and r.get("status") != "skipped"]
+    """A protocol's measured rows; a row of a base other than the default is named ``method@base`` in tables."""
+    return [
+        {**r, "method": display_method(r)}
+        for r in rows
+        if r.get("protocol") == protocol and r.get("status") != "skipped"
+    ]
+
+
+def display_method(row: dict[str, Any]) -> str:
+    base = row.get("base") or DEFAULT_ROW_BASE
+    return row["method"] if base == DEFAULT_ROW_BASE else f"{row['method']}@{base}"

@@ -17,6 +17,8 @@ from fewintent.bench.protocols import episodic, fullway, oos
 from fewintent.bench.results import ResultStore, run_metadata
 from fewintent.bench.speed import speed
 from fewintent.bench.traffic import discovery
+from fewintent.encoder.encoder import SentenceEncoder
+from fewintent.encoder.registry import registered
 from fewintent.errors import FewIntentError
 
 RUNNERS: dict[str, Callable[[BenchContext], None]] = {
@@ -43,6 +45,8 @@ def run_benchmark(
     """
     from fewintent.bench.report import write_report
 
+    if not config.bases:
+        raise FewIntentError("name at least one base to benchmark (`fewintent bases` lists them)")
     for p in config.protocols:
         if p not in PROTOCOLS:
             raise FewIntentError(f"unknown protocol '{p}': choose from {', '.join(PROTOCOLS)}")
@@ -56,31 +60,36 @@ def run_benchmark(
         import torch
 
         torch.set_num_threads(config.threads)
-    if encoder_factory is None:
-        from fewintent.encoder.encoder import SentenceEncoder
-
-        device = config.device
-
-        def encoder_factory() -> SentenceEncoder:
-            return SentenceEncoder(device=device)
-
+    specs = []
+    for name in config.bases:
+        spec = registered(name)
+        if spec is None:
+            raise FewIntentError(f"unknown base '{name}': `fewintent bases` lists the registered ones")
+        specs.append(spec)
     run = run_metadata(config.seed, argv)
     run["config"] = {k: v for k, v in config.to_dict().items() if k not in ("adapter_dirs",)}
-    ctx = BenchContext(
-        config=config,
-        corpora=Corpora(config.data_dir),
-        pool=EncoderPool(encoder_factory),
-        store=ResultStore(config.out, run, append=config.append),
-    )
+    store = ResultStore(config.out, run, append=config.append)
+    corpora = Corpora(config.data_dir)
     previous = _exit_on_sigterm()
     try:
-        for protocol in config.protocols:
-            RUNNERS[protocol](ctx)
+        for spec in specs:
+            store.fields["base"] = spec.name
+            factory = encoder_factory or _factory(spec.name, config.device)
+            ctx = BenchContext(config=config, corpora=corpora, pool=EncoderPool(factory), store=store, base=spec)
+            for protocol in config.protocols:
+                RUNNERS[protocol](ctx)
     finally:  # an interrupted run (Ctrl-C, kill) still leaves a report of the rows it finished
         write_report(config.out)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return ctx
+
+
+def _factory(base: str, device: str) -> EncoderFactory:
+    def build() -> SentenceEncoder:
+        return SentenceEncoder(base, device=device)
+
+    return build
 
 
 def _exit_on_sigterm():  # type: ignore[no-untyped-def]

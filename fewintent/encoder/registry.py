@@ -32,18 +32,18 @@ class BaseConstants:
     """Numbers the product tuned on one base; a base without its own measurements gets MiniLM's."""
 
     head_c: float = 30.0
-    """Inverse L2 strength of the linear head (scikit-learn's C): best mean top-1 on BANKING77 / CLINC150 / HWU64
-    ``valid`` at 5 and 10 shots, frozen all-MiniLM-L6-v2, over C in 1..1000."""
+    """Inverse L2 strength of the linear head (scikit-learn's C): chosen on the BANKING77 / CLINC150 / HWU64
+    ``valid`` splits with all-MiniLM-L6-v2 (README, "Decision head")."""
     fallback_threshold: float = 0.30
     """OOS threshold when the support cannot calibrate one (every intent has a single example): the 5% quantile of
     the best cosine of ``valid`` queries to 1-shot prototypes, frozen all-MiniLM-L6-v2, averaged over BANKING77 /
     CLINC150 / HWU64 (0.47 / 0.29 / 0.22; 0.33 on average, rounded down so in-scope messages are kept)."""
     scale: float = 20.0
-    """Temperature of the softmax over cosine similarities (prototype-head and OOS confidences); ProtoNet's learned
-    temperature on all-MiniLM-L6-v2 settles near it."""
+    """Temperature of the softmax over cosine similarities (prototype-head and OOS confidences): the value ProtoNet
+    meta-training starts from; not tuned on ``valid`` for MiniLM."""
     in_scope_recall: float = 0.95
-    """Share of in-scope messages the support-calibrated OOS threshold keeps: CLINC150 ``valid`` OOS F1 against
-    in-scope accuracy, all-MiniLM-L6-v2."""
+    """Share of in-scope messages the support-calibrated OOS threshold aims to keep: a product choice for MiniLM (keep
+    95% of real requests), not tuned on ``valid``."""
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in self.__dataclass_fields__}

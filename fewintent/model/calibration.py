@@ -17,15 +17,6 @@ if TYPE_CHECKING:
     from fewintent.data.intentset import IntentSet
     from fewintent.model.classifier import IntentClassifier
 
-DEFAULT_IN_SCOPE_RECALL = 0.95
-DEFAULT_SCALE = 20.0
-"""Temperature of the softmax over cosine similarities (prototype head confidences, OOS confidence)."""
-FALLBACK_THRESHOLD = 0.30
-"""OOS threshold when the support set cannot calibrate one (every intent has a single example): the 5% quantile
-of the best cosine of ``valid`` queries to 1-shot prototypes, frozen all-MiniLM-L6-v2, averaged over BANKING77 /
-CLINC150 / HWU64 (0.47 / 0.29 / 0.22; 0.33 on average, rounded down so in-scope messages are kept)."""
-
-
 def leave_one_out_scores(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
@@ -57,7 +48,7 @@ def calibrate_threshold(
     in_scope_scores: np.ndarray,
     oos_scores: np.ndarray | None = None,
     *,
-    in_scope_recall: float = DEFAULT_IN_SCOPE_RECALL,
+    in_scope_recall: float,
 ) -> float:
     """Pick the similarity below which a query is out of scope.
 
@@ -66,7 +57,7 @@ def calibrate_threshold(
     (Youden's J: in-scope kept + OOS rejected), never keeping fewer in-scope queries than half the target.
     """
     if in_scope_scores.size == 0:
-        return FALLBACK_THRESHOLD  # every intent has one example: nothing to calibrate on
+        raise ValueError("no in-scope scores to calibrate on (the classifier falls back to its base's threshold)")
     quantile_cut = float(np.quantile(in_scope_scores, 1.0 - in_scope_recall))
     if oos_scores is None or oos_scores.size == 0:
         return quantile_cut
