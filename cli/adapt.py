@@ -59,6 +59,9 @@ def adapt(
         help="Use each intent's name as one more example (card_arrival: 'card arrival'). Turn it off when your "
         "intent names are codes rather than words.",
     ),
+    max_length: int = typer.Option(
+        128, "--max-length", min=8, max=512, help="Tokens of a message the encoder reads; longer ones are cut."
+    ),
     calibrate_file: Path = typer.Option(
         None,
         "--calibrate",
@@ -115,6 +118,7 @@ def adapt(
         head_c=head_c,
         oos_score=oos_score,
         intent_names=intent_names,
+        max_length=max_length,
         steps=steps,
         inner_lr=inner_lr,
         device=device,

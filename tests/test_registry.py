@@ -124,3 +124,16 @@ def test_fixture_directory_is_what_the_previous_release_wrote():
     config = json.loads((FIXTURE / "config.json").read_text())
     assert config["format_version"] == 1 and "classifier" not in config and config["head"] == "linear"
     assert Path(FIXTURE / "lora.safetensors").is_file()
+
+
+def test_a_setting_is_one_field_saved_as_it_is(tmp_path):
+    clf = IntentClassifier.adapt(
+        {"greet": ["hi", "hello"], "bye": ["bye", "see you"]}, adapter="none", max_length=16, device="cpu"
+    )
+    assert clf.encoder.max_length == 16 and clf.config.max_length == 16
+    clf.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["classifier"]
+    assert saved == clf.config.to_dict() and saved["max_length"] == 16
+    assert IntentClassifier.load(tmp_path / "m", device="cpu").config == clf.config
+    with pytest.raises(FewIntentError, match="max_length"):
+        ClassifierConfig(max_length=0)

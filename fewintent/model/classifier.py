@@ -466,7 +466,7 @@ def _arguments(args: AdaptArguments | None, overrides: Mapping[str, Any]) -> Ada
 
 def _encoder_for(args: AdaptArguments) -> tuple[SentenceEncoder, dict[str, Any], Path | None]:
     """The base encoder with the adapter ``args`` names loaded (LoRA still live), and what to record of it."""
-    encoder = SentenceEncoder(args.base, device=args.device)
+    encoder = SentenceEncoder(args.base, device=args.device, max_length=args.max_length)
     meta: dict[str, Any] = {"adapter": None, "steps": 0, "seed": args.seed}
     adapter_dir = resolve_adapter(args.adapter, encoder.name, encoder.sha256)
     if adapter_dir is not None:

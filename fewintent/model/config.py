@@ -54,6 +54,8 @@ class ClassifierConfig:
     """Out-of-scope score: 'prototype' (default), 'nearest', 'mahalanobis' or 'energy' (see OosScore)."""
     intent_names: bool = True
     """Use each intent's name ("card_arrival" -> "card arrival") as one more example (chosen on ``valid``)."""
+    max_length: int = 128
+    """Tokens of a message the encoder reads; longer messages are cut (intent utterances rarely pass 64)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -158,6 +160,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "head_c": _number("head_c", lambda x: x > 0, "a positive number"),
     "oos_score": _enum(OosScore, "OOS score"),
     "intent_names": _flag("intent_names"),
+    "max_length": _whole("max_length", 8, 512),
     "base": lambda v: str(v),
     "adapter": lambda v: str(v),
 }
