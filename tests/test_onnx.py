@@ -156,3 +156,37 @@ def test_onnx_report_table_reads_the_protocol_rows():
     table = [line for line in lines if line.startswith("| `")]
     assert len(table) == 4 and "99.50%" in table[0] and "2.50×" in table[0]
     assert onnx_table([{"protocol": "fullway"}]) == []
+
+
+def test_a_base_without_token_type_ids_exports_and_predicts_like_torch(tmp_path):
+    """MPNet-style encoders take no token_type_ids: the graph must not ask for them, and LoRA finds q/k/v."""
+    import torch
+    from conftest import tiny_model_dir
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    from fewintent.encoder.encoder import SentenceEncoder
+    from fewintent.encoder.lora import attach_lora
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir()))
+    config = MPNetConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=160,
+    )
+    base = tmp_path / "tiny-mpnet"
+    MPNetModel(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    encoder = SentenceEncoder(str(base), device="cpu")
+    assert not encoder.takes_token_type_ids and "token_type_ids" not in encoder.tokenize(["hi there"])
+    assert attach_lora(SentenceEncoder(str(base), device="cpu")).target_modules == ["q", "k", "v"]
+    IntentClassifier(encoder).fit(DATA).save(tmp_path / "torch")
+    result = runner.invoke(app, ["export", str(tmp_path / "torch"), "-o", str(tmp_path / "onnx")])
+    assert result.exit_code == 0, result.output
+    after = IntentClassifier.load(tmp_path / "onnx")
+    assert "token_type_ids" not in after.encoder.input_names
+    before = IntentClassifier.load(tmp_path / "torch")
+    assert np.allclose(after.predict_proba(TEXTS), before.predict_proba(TEXTS), atol=1e-4)

@@ -44,14 +44,16 @@ print(json.dumps({"worker_seconds": time.perf_counter() - start, "worker_peak_rs
 
 
 def _build(ctx: BenchContext, dataset: str, split: str, work: Path) -> dict[str, Path] | Skip:
-    """Adapt on ``dataset``'s ``split`` with its leave-one-out adapter; export fp32 and int8 next to it."""
+    """Adapt on ``dataset``'s ``split`` as the product does on this base (its leave-one-out adapter, or the frozen
+    encoder for a base that ships none); export fp32 and int8 next to it."""
     method = ctx.method("fewintent-linear", "fullway", dataset)
-    if isinstance(method, Skip):
+    if isinstance(method, Skip) and ctx.base.leave_out_adapter is not None:
         return method
-    adapter_dir = getattr(method, "adapter_dir", None)
+    adapter_dir = None if isinstance(method, Skip) else getattr(method, "adapter_dir", None)
     support = ctx.corpora.support(dataset, split)
     dirs = {name: work / f"{dataset}-{name}" for name in VARIANTS}
-    IntentClassifier.adapt(support, adapter=str(adapter_dir), device="cpu").save(dirs["torch-fp32"])
+    adapter = str(adapter_dir) if adapter_dir is not None else "none"
+    IntentClassifier.adapt(support, base=ctx.base.name, adapter=adapter, device="cpu").save(dirs["torch-fp32"])
     for name, quantize in VARIANTS.items():
         if quantize is not None:
             IntentClassifier.export(dirs["torch-fp32"], dirs[name], quantize=None if quantize == "fp32" else quantize)

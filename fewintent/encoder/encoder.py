@@ -262,6 +262,8 @@ class SentenceEncoder(nn.Module):
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
+        if not self.takes_token_type_ids:  # a BERT tokenizer in front of a model without segment embeddings
+            batch.pop("token_type_ids", None)
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
