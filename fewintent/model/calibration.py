@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from fewintent.data.intentset import IntentSet
     from fewintent.model.classifier import IntentClassifier
 
+
 def leave_one_out_scores(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
