@@ -35,7 +35,7 @@ from fewintent.model.calibration import (
 )
 from fewintent.model.config import AdaptArguments, ClassifierConfig
 from fewintent.model.discovery import DiscoveryResult, discover
-from fewintent.model.oos import held_out_scores
+from fewintent.model.oos import OosScore, held_out_scores
 from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
 from fewintent.model.table import IntentScore, Prediction, Rows, ScoringTable, plus
@@ -80,14 +80,34 @@ class IntentClassifier:
         self._encode_lock = threading.Lock()
         self._table: ScoringTable | None = None
 
-    # The settings most code reads, by their old attribute names (the config holds them all).
-    oos_label = property(lambda self: self.config.oos_label)
-    head = property(lambda self: self.config.head)
-    oos_score = property(lambda self: self.config.oos_score)
-    intent_names = property(lambda self: self.config.intent_names)
-    scale = property(lambda self: float(self.config.scale))
-    in_scope_recall = property(lambda self: float(self.config.in_scope_recall))
-    head_c = property(lambda self: float(self.config.head_c))
+    # The settings most code reads, by name (``config`` holds them all; the numbers are resolved, never None).
+    @property
+    def oos_label(self) -> str:
+        return self.config.oos_label
+
+    @property
+    def head(self) -> HeadType:
+        return self.config.head
+
+    @property
+    def oos_score(self) -> OosScore:
+        return self.config.oos_score
+
+    @property
+    def intent_names(self) -> bool:
+        return self.config.intent_names
+
+    @property
+    def scale(self) -> float:
+        return float(self.config.scale or 0.0)
+
+    @property
+    def in_scope_recall(self) -> float:
+        return float(self.config.in_scope_recall or 0.0)
+
+    @property
+    def head_c(self) -> float:
+        return float(self.config.head_c or 0.0)
 
     # ----------------------------------------------------------------- building
     @classmethod

@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.encoder.registry import BaseConstants
 from fewintent.errors import FewIntentError, reject_unknown
 from fewintent.heads.linear import HeadType
 from fewintent.model.oos import OosScore
+
+_Config = TypeVar("_Config", bound="ClassifierConfig")
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class ClassifierConfig:
         return {k: (v.value if isinstance(v, (HeadType, OosScore)) else v) for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], **extra: Any) -> Any:
+    def from_dict(cls: type[_Config], d: Mapping[str, Any], **extra: Any) -> _Config:
         """A config from a mapping (a YAML file, ``config.json``); unknown keys are refused."""
         if not isinstance(d, Mapping):
             raise FewIntentError(f"settings must be a mapping of names to values, got {type(d).__name__}")
