@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,7 +59,7 @@ _library_showwarning = warnings.showwarning
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
     """fewintent's own warnings print as one 'warning:' line on stderr, like every other CLI message."""
     if issubclass(category, FewIntentWarning):
-        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {_one_line(str(message))}", highlight=False, soft_wrap=True)
     else:
         _library_showwarning(message, category, *args, **kwargs)
 
@@ -69,11 +70,19 @@ THREADS_HELP = "torch CPU threads (default: torch's, all cores). On a busy or sh
 
 
 def set_threads(threads: int | None) -> None:
-    """Apply ``--threads`` to this process (None keeps torch's default)."""
+    """Apply ``--threads`` to this process (None keeps torch's default); more than the machine's CPUs is refused:
+    thousands of threads crash the BLAS library instead of running faster."""
+    check_threads(threads)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def check_threads(threads: int | None) -> None:
+    cpus = os.cpu_count() or 1
+    if threads is not None and threads > cpus:
+        raise FewIntentError(f"--threads {threads}: this machine has {cpus} CPUs; use at most {cpus}")
 
 
 def load_classifier(model_dir: Path, device: str) -> IntentClassifier:
@@ -98,6 +107,11 @@ def read_labelled(files: list[Path], oos_label: str) -> IntentSet:
     return data
 
 
+def _one_line(message: str) -> str:
+    """An error as one line of markup-free text: a newline in a path the user gave is shown as ``\\n``."""
+    return escape(message.replace("\r", "\\r").replace("\n", "\\n"))
+
+
 def guarded(fn: F) -> F:
     """User mistakes print one line on stderr and exit 1, with no traceback; Ctrl-C exits 130."""
 
@@ -107,11 +121,17 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FewIntentError as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {_one_line(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except BrokenPipeError:  # `fewintent predict ... --json | head`: the reader has what it wanted
+            try:  # so the interpreter's final flush of stdout does not fail again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):  # not a real file (a test runner's stream)
+                pass
+            raise typer.Exit(141) from None
         except OSError as e:  # a path the user gave cannot be read or written
             where = f"{e.filename}: " if e.filename else ""
-            message = escape(f"{where}{e.strerror or e}")
+            message = _one_line(f"{where}{e.strerror or e}")
             err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
@@ -146,4 +166,4 @@ def progress_bar(description: str, total: int, *, enabled: bool = True) -> Itera
 
 def print_warnings(warnings_: list[str]) -> None:
     for w in warnings_:
-        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {_one_line(w)}", highlight=False, soft_wrap=True)

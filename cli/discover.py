@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -18,7 +19,19 @@ from fewintent.cli._common import (
     set_threads,
 )
 from fewintent.data.io import read_messages
+from fewintent.errors import FewIntentError
 from fewintent.model.discovery import discover as run_discovery
+
+
+def check_output(output: Path, messages_file: Path) -> None:
+    """Refuse an ``-o`` that cannot be written, before minutes of encoding; never overwrite the messages read."""
+    if output.is_dir():
+        raise FewIntentError(f"{output}: is a directory; -o names the JSONL file to write")
+    if str(messages_file) != "-" and output.exists() and output.resolve() == messages_file.resolve():
+        raise FewIntentError(f"{output}: -o would overwrite the messages file being read; write elsewhere")
+    parent = next((p for p in output.absolute().parents if p.exists()), None)
+    if parent is None or not os.access(parent, os.W_OK):
+        raise FewIntentError(f"{output}: cannot write there (parent directory {parent} is not writable)")
 
 
 @guarded
@@ -53,6 +66,8 @@ def discover(
     """Group the messages the model answers out of scope into candidate new intents; list the in-scope messages
     it is least sure of (most worth labelling). The model itself is not changed."""
     set_threads(threads)
+    if output is not None:
+        check_output(output, messages_file)
     clf = load_classifier(model_dir, device)
     texts = read_messages(messages_file)
     with progress_bar("encoding messages", len(texts)) as advance:
@@ -67,8 +82,11 @@ def discover(
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.to_jsonl_rows()))
-        tmp.replace(output)
+        try:
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.to_jsonl_rows()))
+            tmp.replace(output)
+        finally:
+            tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return

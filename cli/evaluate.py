@@ -27,11 +27,13 @@ from fewintent.model import evaluate as run_evaluation
 from fewintent.model.crossval import cross_validate
 
 
-def _cross_validate(train_file: Path, cv: str, adapter: str, head: HeadType, device: str, as_json: bool) -> None:
+def _cross_validate(
+    train_file: Path, cv: str, base: str | None, adapter: str, head: HeadType, device: str, as_json: bool
+) -> None:
     data = read_intent_file(train_file)
     print_warnings(data.warnings)
     folds: int | str = "loo" if cv.lower() == "loo" else (int(cv) if cv.isdigit() else cv)
-    clf = IntentClassifier.unfitted(adapter=adapter, head=head, device=device)
+    clf = IntentClassifier.unfitted(base=base, adapter=adapter, head=head, device=device)
     with progress_bar("encoding examples", len(data)) as advance:
         result = cross_validate(clf, data, folds, progress=advance)
     print_warnings(result.warnings)  # stderr: --json output stays one object (which lists them too)
@@ -76,6 +78,7 @@ def evaluate(
         help="Cross-validate the adapt settings on the training file itself: K folds, or 'loo' (leave-one-out). "
         "Encodes once and refits the head per fold, so it takes seconds.",
     ),
+    base: str = typer.Option(None, "--base", help="With --cv: the encoder to evaluate (as for adapt)."),
     adapter: str = typer.Option("auto", "--adapter", help="With --cv: the adapter to evaluate (as for adapt)."),
     head: HeadType = typer.Option(HeadType.LINEAR.value, "--head", help="With --cv: the decision head."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every metric."),
@@ -94,7 +97,7 @@ def evaluate(
     if cv is not None:
         if test_files:
             raise FewIntentError("--cv cross-validates the training file alone: give no test files with it")
-        _cross_validate(model_dir, cv, adapter, head, device, as_json)
+        _cross_validate(model_dir, cv, base, adapter, head, device, as_json)
         return
     if not test_files:
         raise FewIntentError("give one or more labelled test files (or --cv K to cross-validate a training file)")

@@ -8,7 +8,9 @@ from pathlib import Path
 import typer
 
 from fewintent.cli._common import THREADS_HELP, console, guarded, plain, set_threads
+from fewintent.errors import FewIntentError
 from fewintent.model import IntentClassifier
+from fewintent.model.storage import real_path
 
 
 @guarded
@@ -22,6 +24,8 @@ def export(
     """Export MODEL_DIR with its encoder as an ONNX graph (LoRA merged): same intents, head, threshold and
     config. Every command and IntentClassifier.load accept the result; it needs the onnx extra (see README)."""
     set_threads(threads)
+    if real_path(output) == real_path(model_dir):  # a symlink to the model is the model
+        raise FewIntentError(f"{output} is {model_dir} itself: export writes a new model directory, give another -o")
     start = time.perf_counter()
     clf = IntentClassifier.export(model_dir, output, format=format, quantize=quantize)
     size = sum(f.stat().st_size for f in output.iterdir()) / 2**20

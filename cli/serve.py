@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 
-from fewintent.cli._common import err_console, guarded
+from fewintent.cli._common import check_threads, err_console, guarded
 from fewintent.errors import FewIntentError
 from fewintent.model.persistence import is_model_dir
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail in one line, before the model loads, when ``host:port`` cannot be bound (unknown host, port in use)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise FewIntentError(f"--host {host}: not an address of this machine ({e})") from e
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(address)
+        except OSError as e:
+            hint = "; pick another with --port" if e.errno == errno.EADDRINUSE else ""
+            raise FewIntentError(f"cannot listen on {host}:{port} ({e.strerror}){hint}") from e
 
 
 def _is_loopback(host: str) -> bool:
@@ -66,6 +83,8 @@ def serve(
         ) from e
     if log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
         raise FewIntentError(f"unknown --log-level '{log_level}': use critical, error, warning, info or debug")
+    check_threads(threads)
+    check_address(host, port)
     settings = ServeSettings(
         model_dir=str(model_dir.expanduser().absolute()),
         api_key=api_key,

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_tiny_encoder
+from conftest import ROOT, make_tiny_encoder, tiny_model_dir
 from safetensors import SafetensorError
 from typer.testing import CliRunner
 
@@ -98,7 +98,7 @@ def test_discover_shows_markup_messages(tmp_path, monkeypatch):
 
 def test_evaluate_cv_shows_markup_intent_names(tmp_path):
     data = _write(tmp_path / "t.jsonl", [*ROWS, ("[/] one", "[/]"), ("[/] two", "[/]")])
-    result = run("evaluate", data, "--cv", "2", "--adapter", "none", "--device", "cpu")
+    result = run("evaluate", data, "--cv", "2", "--base", tiny_model_dir(), "--adapter", "none", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "[/]" in result.output
 
@@ -118,8 +118,6 @@ def test_saving_through_a_symlink_replaces_the_target_and_keeps_the_link(tmp_pat
 
 
 def test_adapt_through_a_symlink_and_a_dangling_one(tmp_path):
-    from conftest import tiny_model_dir
-
     data = _write(tmp_path / "d.jsonl", ROWS)
     (tmp_path / "link").symlink_to(tmp_path / "real")  # dangling: adapt creates the target
     for _ in range(2):
@@ -185,7 +183,7 @@ def test_full_disk_is_one_line_and_keeps_the_model(tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in model.iterdir()}
     held_out = _write(tmp_path / "valid.jsonl", [("where is my card", "card"), ("what is the weather", "oos")])
     monkeypatch.setattr(persistence, "save_file", _disk_full)
-    with pytest.raises(storage.StorageError, match=r"No space left on device \(it needs about [0-9.]+ MiB"):
+    with pytest.raises(storage.StorageError, match=r"No space left on device \(it needs about [0-9.]+ [KMG]iB"):
         _fit().save(model)
     _one_line_error(run("calibrate", model, held_out), str(model), "No space left", "previous model is unchanged")
     _one_line_error(run("calibrate", model, held_out, "--json"), "No space left")
@@ -262,7 +260,7 @@ def test_messages_are_read_line_by_line_and_runaway_lines_cut(tmp_path, monkeypa
     p.write_bytes(b"x" * (3 << 20) + b"\n\xef\xbb\xbfsecond\n" + "é".encode() * (1 << 20))
     with pytest.warns(FewIntentWarning, match="cut 2 line"):
         texts = read_messages(p)
-    assert [len(t) for t in texts] == [MAX_TEXT_CHARS, len("\ufeffsecond"), MAX_TEXT_CHARS]
+    assert [len(t) for t in texts] == [MAX_TEXT_CHARS, len("second"), MAX_TEXT_CHARS]
     monkeypatch.setattr("fewintent.data.io.MAX_MESSAGES", 1000)
     monkeypatch.setattr("sys.stdin", _Endless(b"hello\n"))  # refused once the message limit is passed
     with pytest.raises(FewIntentError, match="more than 1000 messages"):
@@ -352,3 +350,135 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
         exec("\n".join(lines), namespace)  # noqa: S102 - our own README
     assert namespace["found"].clusters, "the demo's logs give candidate intents"
     assert IntentClassifier.load(tmp_path / "models" / "demo").labels == namespace["clf"].labels
+
+
+# ------------------------------------------------------------------ found by the hostile pass
+def test_intent_files_that_never_end_or_hold_nul_bytes_are_one_line(tmp_path):
+    _one_line_error(run("data", "validate", "/dev/zero", "--no-overlap"), "binary")
+    p = tmp_path / "d.csv"
+    p.write_bytes(b"text,intent\nhello\x00there,a\nbye,b\n")
+    with pytest.raises(FewIntentError, match="binary"):
+        read_intent_file(p)
+
+
+def test_deeply_nested_json_is_one_line(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    _write(tmp_path / "d.jsonl", ROWS)
+    (tmp_path / "d.jsonl").write_text('{"text": ' + deep + ', "intent": "a"}\n')
+    _one_line_error(run("data", "validate", tmp_path / "d.jsonl", "--no-overlap"), "nested too deeply")
+    (tmp_path / "m.txt").write_text('{"text": ' + deep + "}\n")
+    with pytest.raises(FewIntentError, match="nested too deeply"):
+        read_messages(tmp_path / "m.txt")
+
+
+def test_files_joined_with_cat_read_as_one(tmp_path):
+    bom = "\ufeff"
+    jsonl = _write(tmp_path / "a.jsonl", ROWS)
+    jsonl.write_text(jsonl.read_text() + bom + json.dumps({"text": "lost card", "intent": "card"}) + "\n")
+    assert read_intent_file(jsonl).counts() == {"card": 3, "balance": 2}
+    csv_file = tmp_path / "a.csv"
+    csv_file.write_text("text,intent\nhi,a\nhello,a\n" + bom + "text,intent\nbye,b\nciao,b\n")
+    data = read_intent_file(csv_file)
+    assert data.counts() == {"a": 2, "b": 2} and any("repeated header" in w for w in data.warnings)
+    (tmp_path / "m.txt").write_text(f"{bom}one\n{bom}two\n")
+    assert read_messages(tmp_path / "m.txt") == ["one", "two"]
+
+
+def test_threads_beyond_the_cpus_are_refused(tmp_path):
+    _one_line_error(run("predict", tmp_path, "hi", "--threads", 100_000), "--threads 100000")
+
+
+def test_leftovers_of_a_model_named_with_glob_characters_are_cleaned(tmp_path):
+    model = _fit().save(tmp_path / "m[1]")
+    (tmp_path / ".m[1].tmp-99999999-abc").mkdir()  # a killed save's
+    _fit().save(model)
+    assert _no_leftovers(tmp_path) == []
+
+
+def test_a_model_name_too_long_for_its_temporary_folder_is_refused_before_work(tmp_path):
+    data = _write(tmp_path / "d.jsonl", ROWS)
+    _one_line_error(run("adapt", data, "-o", tmp_path / ("x" * 240), "--adapter", "none"), "at most 233")
+
+
+def test_discover_checks_its_output_before_work_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import fewintent.cli.discover as discover_cli
+    from fewintent.model.discovery import DiscoveryResult
+
+    logs = tmp_path / "logs.txt"
+    logs.write_text("hello\n")
+    (tmp_path / "out").mkdir()
+    _one_line_error(run("discover", tmp_path / "nomodel", logs, "-o", tmp_path / "out"), "is a directory")
+    _one_line_error(run("discover", tmp_path / "nomodel", logs, "-o", logs), "overwrite the messages")
+    assert logs.read_text() == "hello\n"
+    model = _fit().save(tmp_path / "m")
+    monkeypatch.setattr(discover_cli, "run_discovery", lambda *a, **k: DiscoveryResult([], [], 1, 0))
+
+    def full(self, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", full)
+    _one_line_error(run("discover", model, logs, "-o", tmp_path / "r.jsonl"), "No space left")
+    assert not (tmp_path / ".r.jsonl.tmp").exists() and not (tmp_path / "r.jsonl").exists()
+
+
+def test_an_error_about_a_path_with_a_newline_stays_one_line(tmp_path):
+    _one_line_error(run("predict", tmp_path / "no\nsuch", "hi"), "no\\nsuch")
+
+
+def test_serve_refuses_a_busy_port_and_an_unknown_host_before_loading(tmp_path):
+    import socket
+
+    pytest.importorskip("uvicorn")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        _one_line_error(run("serve", tmp_path / "nomodel", "--port", port), "pick another with --port")
+    _one_line_error(run("serve", tmp_path / "nomodel", "--host", "999.1.1.1"), "--host 999.1.1.1")
+
+
+@pytest.mark.parametrize("name", ["x\u202eevil", "zero\u200bwidth", "a\u2028b", "c1\x85"])
+def test_invisible_characters_in_intent_names_are_refused(name):
+    with pytest.raises(FewIntentError, match="invisible or control character"):
+        check_intent_name(name)
+
+
+def test_http_bodies_with_unknown_keys_are_refused(client):
+    r = client.post("/predict", json={"texts": ["hi"], "topk": 1})
+    assert r.status_code == 422 and "topk" in r.json()["error"]["message"]
+    r = client.post("/intents", json={"name": "x", "example": ["hi"], "examples": ["hi"]})
+    assert r.status_code == 422 and "example" in r.json()["error"]["message"]
+
+
+def test_python_api_mistakes_are_fewintent_errors(tmp_path):
+    from fewintent import evaluate
+
+    with pytest.raises(FewIntentError, match="pair"):
+        IntentSet.from_pairs([("a", "b", "c")])  # type: ignore[list-item]
+    with pytest.raises(FewIntentError, match="not a single string"):
+        IntentSet.from_pairs("ab")  # type: ignore[arg-type]
+    clf = _fit()
+    test = _write(tmp_path / "t.jsonl", [("where is my card", "card"), ("what is the weather", "oos")])
+    assert evaluate(clf, test).n == 2  # a path, as calibrate takes
+    with pytest.raises(FewIntentError, match="IntentSet or a labelled file"):
+        evaluate(clf, 5)  # type: ignore[arg-type]
+
+
+def test_export_to_a_symlink_of_the_model_is_refused(tmp_path):
+    model = _fit().save(tmp_path / "m")
+    (tmp_path / "link").symlink_to(model)
+    before = (model / "config.json").read_text()
+    _one_line_error(run("export", model, "-o", tmp_path / "link"), "itself")
+    assert (model / "config.json").read_text() == before
+
+
+def test_predict_json_into_a_closed_pipe_exits_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    model = _fit().save(tmp_path / "m")
+    (tmp_path / "many.txt").write_text("".join(f"message {i}\n" for i in range(500)))
+    many = tmp_path / "many.txt"
+    cmd = f"'{sys.executable}' -m fewintent.cli.main predict '{model}' --input '{many}' --json | head -1"
+    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert done.stdout.startswith('{"text": "message 0"') and done.stderr == "", done.stderr

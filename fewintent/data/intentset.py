@@ -73,7 +73,12 @@ class IntentSet:
         oos: list[str] = []
         seen: dict[str, str] = {}
         n_empty = n_dup = n_conflict = n_long = n_default_oos = 0
-        for raw_text, raw_intent in pairs:
+        if isinstance(pairs, (str, bytes)):
+            raise FewIntentError(f"{source}: pass (text, intent) pairs, not a single string")
+        for pair in pairs:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise FewIntentError(f"{source}: each example is a (text, intent) pair, got {pair!r:.60}")
+            raw_text, raw_intent = pair
             # NFC: "café" typed on a Mac (NFD) and elsewhere (NFC) is one intent and one text, not two
             text = unicodedata.normalize("NFC", " ".join(str(raw_text).split())) if raw_text is not None else ""
             intent = check_intent_name(str(raw_intent).strip(), source) if raw_intent is not None else ""
@@ -163,10 +168,11 @@ def check_intent_name(name: str, source: str | None = None, *, known: Sequence[s
     by case from one of the ``known`` names."""
     where = f"{source}: " if source else ""
     name = unicodedata.normalize("NFC", name)
-    bad = next((ch for ch in name if ord(ch) < 32 or ord(ch) == 127), None)
+    bad = next((ch for ch in name if _invisible(ch)), None)
     if bad is not None:
         raise FewIntentError(
-            f"{where}intent name {name!r:.60} contains the control character {bad!r}; use one line of text"
+            f"{where}intent name {name!r:.60} contains the invisible or control character {bad!r}; "
+            "use one line of text"
         )
     if len(name) > MAX_INTENT_NAME_CHARS:
         raise FewIntentError(
@@ -177,6 +183,17 @@ def check_intent_name(name: str, source: str | None = None, *, known: Sequence[s
     if message:
         _warnings.warn(message, FewIntentWarning, stacklevel=2)
     return name
+
+
+# Besides control characters: those that reorder or hide text on screen (bidirectional overrides, zero-width
+# space, word joiner, BOM) would let two names look alike, and line separators end the line a name must stay on.
+_INVISIBLE = frozenset("\u200b\u2060\ufeff\u2028\u2029") | frozenset(
+    map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+)
+
+
+def _invisible(ch: str) -> bool:
+    return unicodedata.category(ch) == "Cc" or ch in _INVISIBLE
 
 
 def case_collision(name: str, known: Sequence[str]) -> str | None:

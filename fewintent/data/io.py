@@ -64,14 +64,16 @@ def read_intent_file_with_records(
         raise FewIntentError(f"{p}: the file is empty")
     fmt = _detect_format(p, content)
     records: list[JsonlRecord] = []
+    notes: list[str] = []
     if fmt == "jsonl":
         records = jsonl_records(p, content)
         rows = _jsonl_rows(records, p, text_column, intent_column)
     elif fmt == "csv":
-        rows = _csv_rows(content, p, text_column, intent_column)
+        rows = _csv_rows(content, p, text_column, intent_column, notes)
     else:
         rows = _rasa_rows(content, p)
     data = IntentSet.from_pairs(rows, oos_label=oos_label, source=str(p), for_training=for_training)
+    data.warnings += notes
     return data, records
 
 
@@ -91,10 +93,13 @@ def jsonl_records(path: str | Path, content: str | None = None) -> list[JsonlRec
     records: list[JsonlRecord] = []
     # JSON Lines ends a record at "\n" only (what iterating over the open file does): U+2028 is valid inside a string.
     for lineno, line in enumerate(content.split("\n"), 1):
+        line = line.removeprefix("\ufeff")  # files joined with `cat` keep each one's byte order mark
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
+        except RecursionError as e:
+            raise FewIntentError(f"{p}:{lineno}: not valid JSON (nested too deeply)") from e
         except json.JSONDecodeError as e:
             hint = "; a .json file must hold one object per line (JSON Lines)" if line.strip() in ("[", "{") else ""
             raise FewIntentError(f"{p}:{lineno}: not valid JSON ({e.msg}){hint}") from e
@@ -105,17 +110,31 @@ def jsonl_records(path: str | Path, content: str | None = None) -> list[JsonlRec
 
 
 def _read_text(p: Path) -> str:
-    """A text file's content (UTF-8, a BOM dropped), refused with a clear message when it cannot be read."""
+    """A text file's content (UTF-8, a BOM dropped), refused with a clear message when it cannot be read.
+
+    At most ``MAX_FILE_BYTES`` are read, whatever the file claims to be: a device or a pipe (``/dev/zero``,
+    ``<(yes)``) reports no size and never ends."""
     if not p.exists():
         raise FewIntentError(f"{p}: no such file")
     if p.is_dir():
         raise FewIntentError(f"{p}: is a directory, expected an intent file (.jsonl, .csv or Rasa .yml)")
     if p.stat().st_size > MAX_FILE_BYTES:
-        raise FewIntentError(
-            f"{p}: {p.stat().st_size / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES >> 20} MiB limit"
-        )
+        too_big = f"{p.stat().st_size / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES >> 20} MiB limit"
+        raise FewIntentError(f"{p}: {too_big}")
+    chunks: list[bytes] = []
+    size = 0
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 20):
+            if b"\x00" in chunk:
+                raise FewIntentError(
+                    f"{p}: looks binary (NUL bytes), expected an intent file (.jsonl, .csv or Rasa .yml)"
+                )
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                raise FewIntentError(f"{p}: larger than the {MAX_FILE_BYTES >> 20} MiB limit")
     try:
-        return p.read_text(encoding="utf-8-sig")
+        return b"".join(chunks).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise FewIntentError(f"{p}: not UTF-8 text (undecodable byte at offset {e.start}); save it as UTF-8") from e
 
@@ -168,6 +187,8 @@ def _messages(f: Any, p: Path) -> list[str]:
         if text.lstrip().startswith("{"):
             try:
                 message = json.loads(text)["text"]
+            except RecursionError as e:
+                raise FewIntentError(f"{p}:{lineno}: not valid JSON (nested too deeply)") from e
             except (ValueError, KeyError, TypeError) as e:
                 raise FewIntentError(f"{p}:{lineno}: expected a JSON object with a 'text' field") from e
             if not isinstance(message, str):
@@ -208,8 +229,7 @@ def _decode_line(line: bytes | str, p: Path, lineno: int, *, cut: bool) -> str:
                 ) from e
             text = line[: e.start].decode("utf-8")
     _check_binary(text, p)
-    if lineno == 1:
-        text = text.removeprefix("\ufeff")
+    text = text.removeprefix("\ufeff")  # the first line's, or a file's joined on with `cat`
     return text[:MAX_TEXT_CHARS] if cut else text
 
 
@@ -259,7 +279,9 @@ def _jsonl_rows(
         yield text, intent
 
 
-def _csv_rows(content: str, p: Path, text_col: str | None, intent_col: str | None) -> Iterator[tuple[Any, Any]]:
+def _csv_rows(
+    content: str, p: Path, text_col: str | None, intent_col: str | None, notes: list[str]
+) -> Iterator[tuple[Any, Any]]:
     # The csv module refuses fields over 131,072 characters; long texts are cut by IntentSet like JSONL's are.
     csv.field_size_limit(max(csv.field_size_limit(), MAX_FILE_BYTES))
     delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
@@ -278,15 +300,21 @@ def _csv_rows(content: str, p: Path, text_col: str | None, intent_col: str | Non
     tcol = _pick(lowered, text_col.lower() if text_col else None, TEXT_COLUMNS, "text", p)
     icol = _pick(lowered, intent_col.lower() if intent_col else None, INTENT_COLUMNS, "intent", p)
     ti, ii = lowered.index(tcol), lowered.index(icol)
+    headers = 0
     try:
         for row in reader:
             if not row:
                 continue
             if len(row) <= max(ti, ii):
                 raise FewIntentError(f"{p}:{reader.line_num}: expected {len(header)} fields, found {len(row)}")
+            if [c.removeprefix("\ufeff").strip().lower() for c in row] == lowered:  # files joined with `cat`
+                headers += 1
+                continue
             yield row[ti], row[ii]
     except csv.Error as e:
         raise FewIntentError(f"{p}:{reader.line_num}: malformed CSV ({e})") from e
+    if headers:
+        notes.append(f"skipped {headers} repeated header row(s) (files joined together?)")
 
 
 class _StringLoader(yaml.SafeLoader):

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fewintent.data.intentset import IntentSet
+from fewintent.errors import FewIntentError
 
 if TYPE_CHECKING:
     from fewintent.model.classifier import IntentClassifier, Progress
@@ -177,12 +179,26 @@ def score_predictions(
 
 
 def evaluate(
-    clf: IntentClassifier, data: IntentSet, *, progress: Progress | None = None, sweep_points: int = 0
+    clf: IntentClassifier,
+    data: IntentSet | str | Path,
+    *,
+    progress: Progress | None = None,
+    sweep_points: int = 0,
 ) -> EvaluationResult:
-    """Predict every row of ``data`` and score it; OOS rows are expected to come back as the OOS label.
+    """Predict every row of ``data`` (an IntentSet or a labelled file) and score it; OOS rows are expected to come
+    back as the OOS label.
 
     ``sweep_points`` > 0 (and OOS rows present) adds ``sweep``: the trade-off at that many other thresholds.
+
+    Example:
+        >>> evaluate(clf, "data/demo_company_test.jsonl").accuracy  # doctest: +SKIP
     """
+    if isinstance(data, (str, Path)):
+        from fewintent.data.io import read_intent_file
+
+        data = read_intent_file(data, oos_label=clf.oos_label, for_training=False)
+    elif not isinstance(data, IntentSet):
+        raise FewIntentError(f"evaluate takes an IntentSet or a labelled file's path, got {type(data).__name__}")
     texts = data.texts + data.oos_texts
     gold = data.intents + [clf.oos_label] * len(data.oos_texts)
     predictions = clf.predict(texts, top_k=1, progress=progress)

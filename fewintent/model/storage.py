@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ FORMAT = "fewintent-model"
 CONFIG = "config.json"
 # One save at a time per process: two threads saving the same classifier must not race on the renames.
 _SAVE_LOCK = threading.Lock()
+MAX_NAME_BYTES = 255 - len(".tmp-4194304-12345678.")
+"""Longest model directory name whose temporary folder, backup and lock file still fit in a file name."""
 _HELD = threading.local()  # the model-directory locks this thread holds: lock path -> exclusive?
 
 
@@ -68,6 +71,11 @@ def check_model_path(path: Path) -> Path:
         raise FewIntentError(f"{shown}: exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not is_model_dir(target):
         raise FewIntentError(f"{shown}: a non-empty directory that is not a fewintent model; refusing to overwrite it")
+    if len(os.fsencode(target.name)) > MAX_NAME_BYTES:
+        raise FewIntentError(
+            f"{shown}: the name is {len(os.fsencode(target.name))} bytes long; a model directory's name can have "
+            f"at most {MAX_NAME_BYTES} (its save writes .NAME.tmp-... beside it, and file names stop at 255)"
+        )
     parent = next((p for p in target.parents if p.exists()), None)
     if parent is None or not os.access(parent, os.W_OK):
         raise StorageError(f"{shown}: cannot write there (parent directory {parent} is not writable)")
@@ -172,14 +180,14 @@ def _storage_error(e: BaseException, target: Path, written: int) -> BaseExceptio
     )
     kept = "the previous model is unchanged" if target.exists() else "nothing was written"
     if no_space:
-        needed = max(written, _tree_size(target))
+        previous = _tree_size(target)  # the new model is about as large as the one it replaces
+        needed = f"about {_size(max(written, previous))}" if previous else f"at least {_size(written)}"
         try:
-            free = f"{_mib(shutil.disk_usage(target.parent).free)} free there"
+            free = f"{_size(shutil.disk_usage(target.parent).free)} free there"
         except OSError:
             free = "free space unknown"
         return StorageError(
-            f"{target}: cannot save the model: No space left on device (it needs about {_mib(needed)}, {free}); "
-            f"{kept}",
+            f"{target}: cannot save the model: No space left on device (it needs {needed}, {free}); {kept}",
             no_space=True,
         )
     if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
@@ -188,8 +196,11 @@ def _storage_error(e: BaseException, target: Path, written: int) -> BaseExceptio
     return e
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _tree_size(path: Path) -> int:
@@ -223,7 +234,7 @@ def _remove_leftovers(path: Path) -> None:
     is gone). Runs under the exclusive lock after :func:`recover`, so no backup here is still needed."""
     for kind in ("tmp", "old"):
         prefix = f".{path.name}.{kind}-"
-        for leftover in path.parent.glob(f"{prefix}*"):
+        for leftover in path.parent.glob(f"{glob.escape(prefix)}*"):
             pid = leftover.name[len(prefix) :].split("-", 1)[0]
             if not pid.isdigit() or not _pid_alive(int(pid)):
                 _remove_tree(leftover)
@@ -258,7 +269,7 @@ def _revive(target: Path) -> list[str]:
     if target.exists():
         return []
     prefix = f".{target.name}.old-"
-    backups = [b for b in target.parent.glob(f"{prefix}*") if not b.is_symlink()]
+    backups = [b for b in target.parent.glob(f"{glob.escape(prefix)}*") if not b.is_symlink()]
     for b in sorted(backups, key=_mtime_or_gone, reverse=True):
         tmp = target.parent / f".{target.name}.tmp-{b.name[len(prefix) :]}"
         if not (tmp.is_dir() and not tmp.is_symlink() and is_model_dir(b)):

@@ -13,7 +13,11 @@ class PredictRequest(BaseModel):
         default=None, ge=1, le=100, strict=True, description="Intents per ranking (default 5); an integer, not true."
     )
 
-    model_config = {"json_schema_extra": {"examples": [{"texts": ["where is my order?", "what's the weather"]}]}}
+    # A misspelt key ("top-k", "text") is refused, not silently ignored.
+    model_config = {
+        "extra": "forbid",
+        "json_schema_extra": {"examples": [{"texts": ["where is my order?", "what's the weather"]}]},
+    }
 
 
 class IntentScoreOut(BaseModel):
@@ -43,9 +47,10 @@ class AddIntentRequest(BaseModel):
     examples: list[str] = Field(..., min_length=1, description="Example utterances (5-10 is plenty).")
 
     model_config = {
+        "extra": "forbid",
         "json_schema_extra": {
             "examples": [{"name": "cancel_order", "examples": ["cancel my order", "I don't want it anymore"]}]
-        }
+        },
     }
 
 

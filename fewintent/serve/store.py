@@ -129,7 +129,8 @@ class ModelStore:
                 staged.save(self.model_dir)
             except StorageError as e:  # understood: one log line, no traceback
                 logger.error("saving %s failed, still serving the previous model: %s", self.model_dir, e)
-                raise PersistError(f"could not save the model: {e}", status=507 if e.no_space else 503) from e
+                message = f"could not save the model, the previous one is still served: {e}"
+                raise PersistError(message, status=507 if e.no_space else 503) from e
             except FewIntentError as e:
                 logger.error("saving %s failed, still serving the previous model: %s", self.model_dir, e)
                 raise PersistError(f"could not save the model: {e}; nothing was changed") from e
