@@ -307,6 +307,28 @@ def test_results_are_upserted_and_kept(tmp_path):
     ]
 
 
+def test_every_row_names_its_base_and_two_bases_never_overwrite_each_other(tmp_path):
+    cfg = tiny_config(
+        make_corpus(tmp_path / "data"),
+        tmp_path / "out",
+        bases=("minilm", "mpnet"),
+        protocols=("fullway",),
+        datasets=("hwu64",),
+        shots=(5,),
+        methods=(FROZEN_PROTOTYPE, "fewintent-linear"),
+    )
+    run_benchmark(cfg, encoder_factory=make_tiny_encoder)
+    rows = load_rows(tmp_path / "out" / "results.json")
+    measured = {(r["base"], r["method"]) for r in rows if r.get("status") != "skipped"}
+    assert measured == {("minilm", FROZEN_PROTOTYPE), ("mpnet", FROZEN_PROTOTYPE)}
+    skipped = {r["base"]: r["note"] for r in rows if r.get("status") == "skipped"}
+    assert "mpnet: no leave-one-dataset-out adapters" in skipped["mpnet"]  # its product row is the frozen one
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"`{FROZEN_PROTOTYPE}@mpnet`" in report and f"`{FROZEN_PROTOTYPE}` |" in report
+    with pytest.raises(FewIntentError, match="unknown base 'bert'"):
+        run_benchmark(tiny_config(tmp_path / "data", tmp_path / "o2", bases=("bert",)))
+
+
 # --------------------------------------------------------------------------- quick mode, real MiniLM
 
 

@@ -40,8 +40,14 @@ def fullway_tables(rows: list[dict[str, Any]], *, published: bool = True) -> lis
 def setfit_ratio_lines(ok: list[dict[str, Any]]) -> list[str]:
     """SetFit's adaptation time over each other method's, on the cells where SetFit ran."""
     out = []
-    for s in [r for r in ok if r["method"] == SETFIT and r.get("adapt_seconds")]:
-        others = [r for r in ok if (r["dataset"], r["shots"]) == (s["dataset"], s["shots"]) and r["method"] != SETFIT]
+    for s in [r for r in ok if _name(r) == SETFIT and r.get("adapt_seconds")]:
+        others = [  # the same cell on the same base (rows of another base are named method@base)
+            r
+            for r in ok
+            if (r["dataset"], r["shots"]) == (s["dataset"], s["shots"])
+            and r["method"] != s["method"]
+            and _base(r) == _base(s)
+        ]
         parts = []
         for r in sorted(others, key=lambda r: method_rank(r["method"])):
             if r.get("adapt_seconds"):
@@ -178,16 +184,26 @@ def _speed_provenance(ok: list[dict[str, Any]]) -> list[str]:
     return lines + [f"- {note}" for note in sorted({r["note"] for r in ok if r.get("note")})]
 
 
+def _name(row: dict[str, Any]) -> str:
+    """A table row's method without its ``@base`` suffix."""
+    return row["method"].partition("@")[0]
+
+
+def _base(row: dict[str, Any]) -> str:
+    return row["method"].partition("@")[2]
+
+
 def speed_table(rows: list[dict[str, Any]], serve_load: list[str] | None = None) -> list[str]:
     ok = ok_rows(rows, "speed")
     if not ok and not serve_load:
         return []
     lines: list[str] = []
     if ok:
-        setfit = {r["device"]: r.get("adapt_seconds") for r in ok if r["method"] == SETFIT}
+        # SetFit on the same device and base (rows of another base are named method@base)
+        setfit = {(r["device"], _base(r)): r.get("adapt_seconds") for r in ok if _name(r) == SETFIT}
         body = []
         for r in sorted(ok, key=lambda r: (r["device"], method_rank(r["method"]))):
-            sf = setfit.get(r["device"])
+            sf = setfit.get((r["device"], _base(r)))
             ratio = f"{sf / r['adapt_seconds']:.0f}x" if sf and r.get("adapt_seconds") else "—"
             peak = r.get("peak_rss_mb") or r.get("peak_gpu_mb")
             mem = "—" if peak is None else f"{peak:.0f} (+{r.get('memory_delta_mb') or 0:.0f})"
@@ -195,14 +211,14 @@ def speed_table(rows: list[dict[str, Any]], serve_load: list[str] | None = None)
                 [
                     r["device"],
                     f"`{r['method']}`",
-                    secs(r.get("adapt_seconds")) if r["method"] != "raw-encoder" else "—",
-                    ratio if r["method"] not in (SETFIT, "raw-encoder") else "—",
+                    secs(r.get("adapt_seconds")) if _name(r) != "raw-encoder" else "—",
+                    ratio if _name(r) not in (SETFIT, "raw-encoder") else "—",
                     fixed(r["latency_p50_ms"], 2),
                     fixed(r["latency_p99_ms"], 2),
                     fixed(r.get("floor_p50_ms", r["latency_p50_ms"]), 2),
-                    fixed(r.get("latency_ratio"), 2) if r["method"] != "raw-encoder" else "1.00",
+                    fixed(r.get("latency_ratio"), 2) if _name(r) != "raw-encoder" else "1.00",
                     fixed(r["throughput_qps"], 0),
-                    fixed(r.get("throughput_ratio"), 2) if r["method"] != "raw-encoder" else "1.00",
+                    fixed(r.get("throughput_ratio"), 2) if _name(r) != "raw-encoder" else "1.00",
                     mem,
                 ]
             )
