@@ -23,6 +23,7 @@ from fewintent.progress import ProgressBar
 if TYPE_CHECKING:
     from fewintent.data import IntentSet
     from fewintent.model import IntentClassifier
+    from fewintent.model.tuning import TrainingStatus
 
 # emoji=False: a message's ":thumbs_up:" is text the user typed, not a picture to draw
 console = Console(emoji=False)
@@ -162,6 +163,27 @@ def progress_bar(description: str, total: int, *, enabled: bool = True) -> Itera
                 bar.print(f"{description}: {done[0]}/{total}")
 
         yield advance
+
+
+@contextmanager
+def training_bar(description: str, *, enabled: bool = True) -> Iterator[Callable[[TrainingStatus], None]]:
+    """A rich bar for training at adapt time (steps, epoch, loss, held-out accuracy), opened at the first step;
+    when stderr is not a terminal, a plain line at the end of each epoch instead."""
+    bars: list[ProgressBar] = []
+
+    def update(status: TrainingStatus) -> None:
+        if not bars:
+            bars.append(ProgressBar(description, status.total, enabled=enabled, info=True, console=err_console))
+        bar = bars[0]
+        bar.update(status.step, status.info())
+        if not bar.live and status.epoch_end:
+            bar.print(f"{description}: {status.info()}")
+
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def print_warnings(warnings_: list[str]) -> None:

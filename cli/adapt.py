@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from fewintent.cli._common import THREADS_HELP, console, guarded, print_warnings, progress_bar, set_threads
+from fewintent.cli._common import (
+    THREADS_HELP,
+    console,
+    guarded,
+    plain,
+    print_warnings,
+    progress_bar,
+    set_threads,
+    training_bar,
+)
 from fewintent.cli.calibrate import print_report
 from fewintent.data import read_intent_file
 from fewintent.heads.linear import HeadType
@@ -71,9 +81,22 @@ def adapt(
         0, "--steps", min=0, max=1000, help="Inner-loop LoRA steps on your examples (0 = prototypes only)."
     ),
     inner_lr: float = typer.Option(None, "--inner-lr", help="Learning rate for --steps (default: the adapter's)."),
+    tune: bool = typer.Option(
+        False,
+        "--tune",
+        help="Accurate mode: train LoRA layers and the head on your examples and intent names (minutes on a CPU). "
+        "A fold of your examples is held out of training: it picks the epoch to keep and sets the out-of-scope "
+        "threshold.",
+    ),
+    tune_time: float = typer.Option(
+        None,
+        "--tune-time",
+        min=1,
+        help="With --tune: stop training after this many seconds, keeping the best state so far.",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
-    seed: int = typer.Option(0, "--seed", help="Random seed (for --steps)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (for --steps and --tune)."),
     oos_label: str = typer.Option("oos", "--oos-label", help="Intent name that marks out-of-scope rows."),
     in_scope_recall: float = typer.Option(
         None,
@@ -121,24 +144,43 @@ def adapt(
         max_length=max_length,
         steps=steps,
         inner_lr=inner_lr,
+        tune=tune,
+        tune_time=tune_time,
         device=device,
         seed=seed,
         oos_label=oos_label,
         in_scope_recall=in_scope_recall,
     )
     start = time.perf_counter()
-    with progress_bar("encoding examples", len(data)) as advance:
-        clf = IntentClassifier.adapt(data, args, progress=advance)
+    if tune or steps:  # one bar at a time: the training one (encoding afterwards is short beside it)
+        with training_bar("tuning" if tune else "inner-loop steps") as training:
+            clf = IntentClassifier.adapt(data, args, training=training)
+    else:
+        with progress_bar("encoding examples", len(data)) as advance:
+            clf = IntentClassifier.adapt(data, args, progress=advance)
     seconds = time.perf_counter() - start
     if held_out is not None:
         print_report(clf.calibrate(held_out), f"out-of-scope threshold calibrated on {calibrate_file}")
     clf.save(output)  # under the directory's lock: a server on it reloads after, not during
     adapter_name = (clf.meta.get("adapter") or {}).get("source", "none")
     console.print(
-        f"adapted {len(clf.labels)} intents from {len(data.texts)} examples"
+        plain(
+            f"adapted {len(clf.labels)} intents from {len(data.texts)} examples"
         f"{f' + {len(data.oos_texts)} out-of-scope' if data.oos_texts else ''} in {seconds:.2f}s "
-        f"(adapter: {adapter_name}, head: {clf.head.value}, steps: {steps}, "
-        f"OOS threshold {clf.threshold:.3f}) -> {output}",
+        f"(adapter: {adapter_name}, head: {clf.head.value}, {_training(clf.meta, steps)}, "
+            f"OOS threshold {clf.threshold:.3f}) -> {output}"
+        ),
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _training(meta: dict[str, Any], steps: int) -> str:
+    """What training at adapt time did, in a few words."""
+    tune = meta.get("tune")
+    if not tune:
+        return f"steps: {steps}"
+    held = tune["held_out_accuracy"][tune["kept_epoch"]]
+    accuracy = f", held-out accuracy {100 * held:.1f}%" if held is not None else ""
+    why = " (time budget reached)" if tune["stopped_by"] == "time" else ""
+    return f"tuned {tune['epochs_run']} epochs{why}, kept epoch {tune['kept_epoch']}{accuracy}"

@@ -35,8 +35,8 @@ from fewintent.heads.linear import PrototypeLinearHead
 from fewintent.heads.proto import PrototypicalHead
 from fewintent.meta import FOMAML, Algorithm, InnerLoopSettings, MetaTrainer, MetaTrainingArguments, ProtoNet
 from fewintent.meta.checkpoint import has_checkpoint
-from fewintent.meta.inner import adapt_on_support
 from fewintent.model import IntentClassifier
+from fewintent.model.tuning import adapt_on_support
 
 WORDS = "card transfer refund alarm music light weather cancel order pizza flight hotel balance pin play".split()
 

@@ -131,7 +131,10 @@ def test_predict_is_the_predict_json_contract(model):
         health = c.get("/health").json()
         assert health["status"] == "ok" and health["intents"] == 3 and health["model"].endswith("all-MiniLM-L6-v2")
         intents = c.get("/intents").json()
-        assert intents == {"intents": [{"name": n, "examples": 4} for n in INTENTS], "oos_label": "oos"}
+        assert intents == {
+            "intents": [{"name": n, "examples": 4, "tuned": False} for n in INTENTS],
+            "oos_label": "oos",
+        }
         assert c.get("/docs").status_code == 200
         assert "/intents/{name}" in c.get("/openapi.json").json()["paths"]
 

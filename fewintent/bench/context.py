@@ -46,7 +46,7 @@ class BenchContext:
         spec = parse_method(name)
         cfg = self.config
         if spec.family == FROZEN_PROTOTYPE:
-            return ClassifierMethod(spec, self.pool, None, seed=cfg.seed)
+            return ClassifierMethod(spec, self.pool, None, seed=cfg.seed, base=self.base.name, device=cfg.device)
         if spec.family == FROZEN_LOGREG:
             # tuned on the dataset's valid split (never test); episodic episodes read their own intents' rows
             corpus = dataset.split(":")[0]  # OOS settings are named like banking77_oos:id
@@ -79,7 +79,7 @@ class BenchContext:
                 import fewintent.meta.inner  # noqa: F401
             except ImportError:
                 return Skip("--steps needs fewintent.meta.inner (meta-training, issue 3), not installed here")
-        return ClassifierMethod(spec, self.pool, path, seed=cfg.seed)
+        return ClassifierMethod(spec, self.pool, path, seed=cfg.seed, base=self.base.name, device=cfg.device)
 
     def already_done(self, row: dict[str, Any]) -> bool:
         """With ``--missing-only``: a measured (not skipped) row with this key is already in results.json."""

@@ -13,6 +13,9 @@ Names are fixed so results compare across runs:
 - ``fewintent-protonet`` / ``fewintent-fomaml``: the meta-learned adapter of that algorithm, prototypes only
   (``--steps 0``); ``fewintent-<algo>-steps<N>``: the same adapter with ``N`` inner-loop steps on the support
   set before the prototypes (``fewintent adapt --steps N``). Each row also carries ``steps`` and ``head``.
+- ``<method>-tune`` (``fewintent-linear-tune``, ``frozen-linear-tune``): the same method in accurate mode
+  (``fewintent adapt --tune``): ``IntentClassifier.adapt`` itself runs, so ``adapt_seconds`` is its whole wall time
+  (encoder load, tuning, encoding, head); the row's ``tune`` says what tuning did.
 
 The linear-head methods use each intent's name as one more example (the product default since it won on
 ``valid``); the prototype-head methods do not, as when they were first measured (rows carry ``intent_names``).
@@ -47,6 +50,7 @@ from fewintent.heads.linear import HeadType
 from fewintent.meta.args import Algorithm
 from fewintent.model.calibration import calibrate_threshold
 from fewintent.model.classifier import IntentClassifier
+from fewintent.model.config import AdaptArguments
 from fewintent.model.oos import OosScore
 
 FROZEN_PROTOTYPE = "frozen-prototype"
@@ -96,6 +100,7 @@ class MethodSpec:
     steps: int = 0
     head: HeadType = HeadType.PROTOTYPE
     oos_score: OosScore = OosScore.PROTOTYPE
+    tune: bool = False
 
     @property
     def intent_names(self) -> bool:
@@ -108,6 +113,7 @@ class MethodSpec:
         return IntentClassifier(encoder, head=self.head, oos_score=self.oos_score, intent_names=self.intent_names)
 
 
+TUNE_SUFFIX = "-tune"
 _OOS_SUFFIX = re.compile(r"^(.+)-oos-(" + "|".join(k.value for k in OosScore) + r")$")
 
 
@@ -123,6 +129,11 @@ def parse_method(name: str) -> MethodSpec:
         if base.family not in ("fewintent", FROZEN_PROTOTYPE):
             raise FewIntentError(f"'{name}': only fewintent and frozen-prototype/-linear methods take -oos-<score>")
         return replace(base, name=name, oos_score=OosScore(m.group(2)))
+    if name.endswith(TUNE_SUFFIX):
+        base = parse_method(name[: -len(TUNE_SUFFIX)])
+        if base.family not in ("fewintent", FROZEN_PROTOTYPE) or base.steps or base.tune:
+            raise FewIntentError(f"'{name}': only fewintent and frozen-prototype/-linear methods without steps tune")
+        return replace(base, name=name, tune=True)
     if name in (FROZEN_PROTOTYPE, FROZEN_LOGREG, SETFIT):
         return MethodSpec(name, name)
     if name == FROZEN_LINEAR:
@@ -144,7 +155,10 @@ def parse_method(name: str) -> MethodSpec:
             "fewintent-fomaml",
         )
     )
-    raise FewIntentError(f"unknown method '{name}': use {known}, or fewintent-<protonet|fomaml>[-linear][-steps<N>]")
+    raise FewIntentError(
+        f"unknown method '{name}': use {known}, or fewintent-<protonet|fomaml>[-linear][-steps<N>], with -tune "
+        "for accurate mode"
+    )
 
 
 def _label_index(support: IntentSet) -> tuple[list[str], torch.Tensor]:
@@ -214,10 +228,15 @@ class ClassifierMethod(Method):
         *,
         seed: int = 0,
         inner_lr: float | None = None,
+        base: str | None = None,
+        device: str = "cpu",
     ) -> None:
         self.spec, self.pool, self.adapter_dir, self.seed, self.inner_lr = spec, pool, adapter_dir, seed, inner_lr
+        self.base, self.device = base, device
 
     def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
+        if self.spec.tune:
+            return self._run_tuned(support, queries)
         key, encoder = self.pool.get(self.adapter_dir)
         labels, y = _label_index(support)
         if self.spec.steps == 0:
@@ -238,7 +257,7 @@ class ClassifierMethod(Method):
         return {"adapter": adapter_note(self.adapter_dir), "adapter_created": config.get("created")}
 
     def _run_with_steps(self, encoder, support, labels, y, queries) -> Outcome:  # type: ignore[no-untyped-def]
-        from fewintent.meta.inner import adapt_on_support  # issue 3's inner loop, the one `adapt --steps` runs
+        from fewintent.model.tuning import adapt_on_support  # issue 3's inner loop, the one `adapt --steps` runs
 
         key = self.pool.key(self.adapter_dir)
         lr = self.inner_lr or float(self.pool.adapter_config(key).get("inner_lr", 1e-3))
@@ -255,6 +274,32 @@ class ClassifierMethod(Method):
         finally:
             load_lora_state(encoder, saved)  # the next task starts from the meta-learned weights again
         return _outcome(clf, labels, embedded, adapt, {**self._adapter_fields(key), "inner_lr": lr})
+
+    def _run_tuned(self, support: IntentSet, queries: dict[str, list[str]]) -> Outcome:
+        """Accurate mode, as ``fewintent adapt --tune`` runs it: a fresh encoder with this method's adapter,
+        tuned on the support set; the adapt time is the whole ``IntentClassifier.adapt`` call."""
+        args = AdaptArguments(
+            base=self.base,
+            adapter="none" if self.adapter_dir is None else str(self.adapter_dir),
+            head=self.spec.head,
+            oos_score=self.spec.oos_score,
+            intent_names=self.spec.intent_names,
+            tune=True,
+            seed=self.seed,
+            device=self.device,
+        )
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FewIntentWarning)
+            clf = IntentClassifier.adapt(support, args)
+        adapt = time.perf_counter() - start
+        embedded = {k: clf.encoder.encode(v) for k, v in queries.items()}
+        tune = clf.meta["tune"]
+        fields = {"adapter": adapter_note(self.adapter_dir)}
+        if self.adapter_dir is not None:
+            fields["adapter_created"] = (clf.meta.get("adapter") or {}).get("created")
+        summary = {k: tune[k] for k in ("epochs_run", "kept_epoch", "seconds", "stopped_by", "held_out_accuracy")}
+        return _outcome(clf, clf.labels, embedded, adapt, {**fields, "tune": {**summary, "recipe": tune["recipe"]}})
 
 
 def adapter_note(adapter_dir: Path | None) -> str | None:

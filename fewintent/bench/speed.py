@@ -232,6 +232,8 @@ def _measure_method(
     base: dict[str, Any],
 ) -> dict[str, Any]:
     method = ctx.method(name, "speed", base["dataset"])
+    if not isinstance(method, Skip) and method.spec.tune:
+        method = Skip("a -tune method's adapt time (minutes of training) is in its fullway and oos rows")
     if isinstance(method, Skip):
         return {**base, "method": name, "status": "skipped", "note": method.reason}
     if isinstance(method, SetFitMethod):
@@ -274,7 +276,7 @@ def _measure_method(
 
     def adapt_fi() -> None:
         if method.spec.steps:
-            from fewintent.meta.inner import adapt_on_support
+            from fewintent.model.tuning import adapt_on_support
 
             key = ctx.pool.key(method.adapter_dir)
             lr = float(ctx.pool.adapter_config(key).get("inner_lr", 1e-3))

@@ -97,6 +97,64 @@ def attach_lora(encoder: SentenceEncoder, settings: LoraSettings | None = None) 
     return settings
 
 
+@dataclass
+class LoraStack:
+    """Fresh LoRA layers trained on top of an adapter already folded into the weights (:func:`stack_lora`)."""
+
+    top: LoraSettings
+    below: tuple[LoraSettings, dict[str, torch.Tensor]] | None
+    """The adapter underneath (its settings and tensors), None on a frozen encoder."""
+
+
+def stack_lora(encoder: SentenceEncoder, settings: LoraSettings, below: LoraSettings | None = None) -> LoraStack:
+    """Attach fresh LoRA layers (``settings``) on top of the encoder's adapter, if it carries one: that adapter
+    (described by ``below``) is folded into the weights first and kept aside, so :func:`merge_stack` can record the
+    two as one adapter. The new layers start at zero, so embeddings are unchanged at first."""
+    under = None
+    if has_lora(encoder):
+        if below is None:
+            raise FewIntentError("stacking LoRA on an adapter needs that adapter's settings")
+        under = (below, lora_state(encoder))
+        merge_lora(encoder)
+        encoder.merged_lora = None  # its delta is in the weights now; the stack keeps its tensors
+        settings = replace(settings, target_modules=list(below.target_modules or settings.target_modules))
+    return LoraStack(attach_lora(encoder, settings), under)
+
+
+def merge_stack(encoder: SentenceEncoder, stack: LoraStack) -> LoraSettings:
+    """:func:`merge_lora` for a stack: fold the top layers in, and record the adapter underneath and them as one
+    (:func:`concat_lora`), which is what a model directory saves and loads. Returns that adapter's settings."""
+    top_state = lora_state(encoder)
+    merge_lora(encoder)
+    if stack.below is None:
+        return stack.top
+    settings, state = concat_lora(*stack.below, stack.top, top_state)
+    encoder.merged_lora = state
+    return settings
+
+
+def concat_lora(
+    a: LoraSettings, a_state: dict[str, torch.Tensor], b: LoraSettings, b_state: dict[str, torch.Tensor]
+) -> tuple[LoraSettings, dict[str, torch.Tensor]]:
+    """Two adapters on the same modules as one of rank ``a.r + b.r`` with the same total delta: each module's
+    ``A`` matrices stacked, its ``B`` matrices side by side, each scaled by its adapter's ``alpha / r`` (the
+    result's own scaling is 1)."""
+    if set(a_state) != set(b_state) or set(a.target_modules) != set(b.target_modules):
+        raise FewIntentError("the two LoRA adapters wrap different modules and cannot be joined into one")
+    scale_a, scale_b = a.alpha / a.r, b.alpha / b.r
+    out: dict[str, torch.Tensor] = {}
+    for name, x in a_state.items():
+        y = b_state[name].to(x.dtype)
+        if "lora_A" in name:
+            out[name] = torch.cat([x, y], dim=0)
+        elif "lora_B" in name:
+            out[name] = torch.cat([x * scale_a, y * scale_b], dim=1)
+        else:
+            raise FewIntentError(f"unexpected LoRA tensor {name}: only A and B matrices can be joined")
+    rank = a.r + b.r
+    return replace(b, r=rank, alpha=rank), out
+
+
 def lora_parameters(encoder: SentenceEncoder) -> dict[str, torch.nn.Parameter]:
     """The adaptable parameters, by name (the only ones meta-training and ``--steps`` change)."""
     if is_merged(encoder):

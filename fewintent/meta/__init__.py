@@ -2,7 +2,7 @@
 
 from fewintent.meta.args import Algorithm, MetaTrainingArguments
 from fewintent.meta.fomaml import FOMAML
-from fewintent.meta.inner import InnerLoopSettings, InnerOptimizer, adapt_on_support
+from fewintent.meta.inner import InnerLoopSettings, InnerOptimizer
 from fewintent.meta.protonet import ProtoNet
 from fewintent.meta.trainer import MetaTrainer
 
@@ -14,5 +14,4 @@ __all__ = [
     "MetaTrainer",
     "MetaTrainingArguments",
     "ProtoNet",
-    "adapt_on_support",
 ]

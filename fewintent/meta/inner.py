@@ -1,4 +1,5 @@
-"""The inner loop shared by first-order MAML (training) and ``fewintent adapt --steps S`` (deployment).
+"""The inner loop shared by first-order MAML (training) and ``fewintent adapt --steps S`` (deployment, through
+:mod:`fewintent.model.tuning`), and the optimiser every training loop of the product steps with.
 
 A Proto-MAML task adaptation: a linear head initialised from the support prototypes, then ``steps`` updates of
 the LoRA parameters and the head on the support cross-entropy. Updates use ``torch.autograd.grad`` and never
@@ -16,10 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fewintent.data.intentset import IntentSet
 from fewintent.encoder.encoder import SentenceEncoder
-from fewintent.encoder.lora import lora_parameters
-from fewintent.errors import FewIntentError
 from fewintent.heads.linear import PrototypeLinearHead
 from fewintent.heads.proto import Distance, class_means
 
@@ -58,8 +56,9 @@ class InnerLoopSettings:
         return d
 
 
-class _Updater:
-    """Adam or SGD over an explicit parameter list, from gradients handed in (not from ``.grad``)."""
+class Updater:
+    """Adam or SGD over an explicit parameter list, from gradients handed in (not from ``.grad``): the inner loop
+    and ``adapt --tune`` both step with it."""
 
     def __init__(self, params: Sequence[torch.Tensor], lrs: Sequence[float], kind: InnerOptimizer | str) -> None:
         self.params, self.lrs, self.kind = list(params), list(lrs), InnerOptimizer(kind)
@@ -93,10 +92,12 @@ def inner_loop(
     *,
     generator: torch.Generator | None = None,
     autocast: Autocast = nullcontext,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[PrototypeLinearHead, list[float]]:
     """Adapt ``params`` (in place) and a fresh prototype head on the support set; returns the head and losses.
 
-    The head starts from the prototypes of the support embeddings under the initial ``params``.
+    The head starts from the prototypes of the support embeddings under the initial ``params``. ``on_step`` is
+    told each step's number (from 1) and loss.
     """
     labels = labels.to(encoder.device)
     n = len(texts)
@@ -107,7 +108,7 @@ def inner_loop(
         emb = encoder.encode(list(texts)).to(encoder.device)
         head = PrototypeLinearHead.from_support(emb, labels, n_classes, settings.distance, settings.temperature)
     losses: list[float] = []
-    updater: _Updater | None = None
+    updater: Updater | None = None
     for _ in range(settings.steps):
         if full_batch:
             idx = torch.arange(n)
@@ -121,51 +122,14 @@ def inner_loop(
         head_params = [head.weight, head.bias]
         if updater is None:
             lrs = [settings.lr] * len(params) + [settings.head_lr] * 2
-            updater = _Updater([*params, *head_params], lrs, settings.optimizer)
+            updater = Updater([*params, *head_params], lrs, settings.optimizer)
         grads = torch.autograd.grad(loss, [*params, *head_params], allow_unused=True)
         updater.step(grads)
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(len(losses), losses[-1])
     assert head is not None
     return head, losses
-
-
-def adapt_on_support(
-    encoder: SentenceEncoder,
-    data: IntentSet,
-    *,
-    steps: int,
-    lr: float,
-    seed: int = 0,
-    settings: InnerLoopSettings | None = None,
-) -> list[float]:
-    """Deployment: run the meta-learned inner loop on a company's examples, leaving the adapted LoRA weights in
-    the encoder (the classifier then builds its head with them and saves them). Returns the support losses.
-
-    Example:
-        >>> adapt_on_support(encoder, read_intent_file("train_10.jsonl"), steps=5, lr=1e-3)  # doctest: +SKIP
-    """
-    params = list(lora_parameters(encoder).values())
-    if not params:
-        raise FewIntentError("adapting with steps needs LoRA layers on the encoder (attach or load an adapter)")
-    if len(data.labels) < 2:
-        raise FewIntentError("adapting with steps needs at least 2 intents")
-    base = settings or InnerLoopSettings()
-    settings = InnerLoopSettings(**{**base.to_dict(), "steps": steps, "lr": lr})
-    index = {label: i for i, label in enumerate(data.labels)}
-    labels = torch.tensor([index[i] for i in data.intents], dtype=torch.long)
-    generator = torch.Generator().manual_seed(seed)
-    was_training = encoder.model.training
-    flags = [p.requires_grad for p in params]
-    encoder.model.eval()  # no dropout: a handful of steps on a small set should not depend on noise
-    try:
-        for p in params:
-            p.requires_grad_(True)
-        _, losses = inner_loop(encoder, params, data.texts, labels, len(data.labels), settings, generator=generator)
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-        encoder.model.train(was_training)
-    return losses
 
 
 def prototype_accuracy(

@@ -23,18 +23,23 @@ def leave_one_out_scores(
     labels: torch.Tensor,
     n_classes: int,
     fixed: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    rows: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Top cosine score each support example would get if it were a new query (its own class rebuilt without it).
 
     Examples of single-example intents have no leave-one-out prototype and are skipped. The spread of these
     scores estimates how in-scope queries will score at test time. ``fixed`` rows (embeddings, labels: the
-    intents' names) are part of every prototype and never scored themselves.
+    intents' names) are part of every prototype and never scored themselves; with ``rows`` (a mask), only those
+    examples are scored (the others still count in the prototypes).
     """
     counts = torch.bincount(labels, minlength=n_classes).to(embeddings.dtype)
     sums = class_means(embeddings, labels, n_classes) * counts.unsqueeze(-1)
     if fixed is not None:
         sums = sums.index_add(0, fixed[1], fixed[0].to(sums.dtype))
     keep = counts[labels] >= 2
+    if rows is not None:
+        keep &= rows
     if not bool(keep.any()):
         return np.empty(0)
     e, y = embeddings[keep], labels[keep]

@@ -7,12 +7,12 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from fewintent.data.intentset import MAX_TEXT_CHARS, IntentSet, check_intent_name, name_example
+from fewintent.data.intentset import MAX_TEXT_CHARS, IntentSet, check_intent_name, known_spelling, name_example
 from fewintent.data.io import read_intent_file
 from fewintent.encoder.encoder import Encoder, SentenceEncoder
 from fewintent.encoder.lora import (
@@ -39,6 +39,9 @@ from fewintent.model.oos import OosScore, held_out_scores
 from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
 from fewintent.model.table import IntentScore, Prediction, Rows, ScoringTable, plus
+
+if TYPE_CHECKING:
+    from fewintent.model.tuning import TrainingProgress
 
 __all__ = ["AdaptArguments", "ClassifierConfig", "IntentClassifier", "IntentScore", "Prediction"]
 
@@ -117,46 +120,74 @@ class IntentClassifier:
         args: AdaptArguments | None = None,
         *,
         progress: Progress | None = None,
+        training: TrainingProgress | None = None,
         **overrides: Any,
     ) -> IntentClassifier:
         """Build a classifier from example utterances (an IntentSet, ``{intent: [texts]}`` or a file path).
 
-        Keyword overrides set fields of :class:`AdaptArguments`, e.g. ``adapter="none"``, ``steps=5``.
+        Keyword overrides set fields of :class:`AdaptArguments`, e.g. ``adapter="none"``, ``steps=5``,
+        ``tune=True``. ``progress`` is told how many examples were encoded; ``training`` follows ``steps`` or
+        ``tune`` (:class:`~fewintent.model.tuning.TrainingStatus`).
+
+        Example:
+            >>> clf = IntentClassifier.adapt("train.jsonl", tune=True, tune_time=300)  # doctest: +SKIP
         """
         args = _arguments(args, overrides)
         data = _as_intentset(examples, args.oos_label)
         torch.manual_seed(args.seed)
         encoder, meta, adapter_dir = _encoder_for(args)
+        tuned: list[bool] | None = None
         if args.steps > 0:
             if adapter_dir is None:
                 from fewintent.encoder.lora import attach_lora
 
                 attach_lora(encoder)
-            from fewintent.meta.inner import adapt_on_support
+            from fewintent.model.tuning import adapt_on_support
 
             lr = args.inner_lr if args.inner_lr is not None else float((meta["adapter"] or {}).get("inner_lr", 1e-3))
-            adapt_on_support(encoder, data, steps=args.steps, lr=lr, seed=args.seed)
+            adapt_on_support(encoder, data, steps=args.steps, lr=lr, seed=args.seed, progress=training)
             meta["steps"], meta["inner_lr"] = args.steps, lr
+        elif args.tune:
+            from fewintent.model.tuning import tune_encoder
+
+            below = LoraSettings.from_dict(meta["adapter"].get("lora", {})) if meta["adapter"] else None
+            result = tune_encoder(
+                encoder,
+                data,
+                names=args.intent_names,
+                seed=args.seed,
+                below=below,
+                time_budget=args.tune_time,
+                progress=training,
+            )
+            meta["tune"] = result.to_dict()
+            tuned = [not h for h in result.held_out]
         merge_lora(encoder)  # the LoRA weights are final from here on: fold them in, inference at raw-encoder cost
         clf = cls(encoder, args, meta=meta)
-        clf.fit(data, progress=progress)
+        clf.fit(data, progress=progress, tuned=tuned)
         return clf
 
     @classmethod
     def unfitted(cls, args: AdaptArguments | None = None, **overrides: Any) -> IntentClassifier:
         """The encoder (and adapter) ``adapt`` would use, with no intents yet: ``fit`` / ``fit_embeddings`` next.
 
-        For work that encodes once and fits many heads (cross-validation); ``steps`` must be 0.
+        For work that encodes once and fits many heads (cross-validation); ``steps`` must be 0 and ``tune`` off.
         """
         args = _arguments(args, overrides)
-        if args.steps:
-            raise FewIntentError("steps > 0 adapts the encoder to one training set; use adapt() for that")
+        if args.steps or args.tune:
+            raise FewIntentError("steps > 0 and tune adapt the encoder to one training set; use adapt() for that")
         encoder, meta, _ = _encoder_for(args)
         merge_lora(encoder)
         return cls(encoder, args, meta=meta)
 
-    def fit(self, data: IntentSet, *, progress: Progress | None = None) -> IntentClassifier:
-        """(Re)build prototypes and the OOS threshold from ``data``, replacing every intent."""
+    def fit(
+        self, data: IntentSet, *, progress: Progress | None = None, tuned: Sequence[bool] | None = None
+    ) -> IntentClassifier:
+        """(Re)build prototypes and the OOS threshold from ``data``, replacing every intent.
+
+        ``tuned`` says, per example, whether the encoder was trained on it (``adapt(tune=True)`` passes it): the
+        OOS threshold is then calibrated on the others only, and the model says which intents tuning saw.
+        """
         if len(data.labels) < 2:
             raise FewIntentError("at least 2 intents are needed to build a classifier")
         labels = tuple(data.labels)
@@ -164,17 +195,28 @@ class IntentClassifier:
         emb = self._encode(data.texts + data.oos_texts, progress)
         support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
         y = torch.tensor([index[i] for i in data.intents], dtype=torch.long)
-        return self.fit_embeddings(labels, support, y, oos)
+        mask = None
+        if tuned is not None:
+            if len(tuned) != len(data.texts):
+                raise FewIntentError(f"tuned has {len(tuned)} flags for {len(data.texts)} examples")
+            mask = torch.tensor([bool(t) for t in tuned], dtype=torch.bool)
+        return self.fit_embeddings(labels, support, y, oos, tuned=mask)
 
     def fit_embeddings(
-        self, labels: Sequence[str], support: torch.Tensor, y: torch.Tensor, oos: torch.Tensor | None = None
+        self,
+        labels: Sequence[str],
+        support: torch.Tensor,
+        y: torch.Tensor,
+        oos: torch.Tensor | None = None,
+        *,
+        tuned: torch.Tensor | None = None,
     ) -> IntentClassifier:
         """Build prototypes, the head and the OOS threshold from already encoded examples (what ``fit`` does
         after encoding; the benchmark calls it with cached embeddings so it measures this very code)."""
         oos = oos if oos is not None else torch.empty(0, support.shape[1])
         names = self._name_rows(labels)
         with self._write_lock:
-            self._table = self._build_table(tuple(labels), support, y, oos, names)
+            self._table = self._build_table(tuple(labels), support, y, oos, names, tuned)
         return self
 
     def _name_rows(self, labels: Sequence[str]) -> Rows | None:
@@ -198,9 +240,11 @@ class IntentClassifier:
         y: torch.Tensor,
         oos: torch.Tensor,
         names: Rows | None = None,
+        tuned: torch.Tensor | None = None,
     ) -> ScoringTable:
         """Prototypes, head, OOS scorer and threshold from the examples; the name rows count as examples, except
-        that the threshold is calibrated on the user's examples alone (held out, against prototypes with names)."""
+        that the threshold is calibrated on the user's examples alone (held out, against prototypes with names),
+        and on a tuned encoder only on the examples it was not trained on (``tuned`` False)."""
         cfg, n = self.config, len(labels)
         everything = plus((support, y), names)
         protos = torch.nn.functional.normalize(class_means(*everything, n), dim=-1)
@@ -221,14 +265,17 @@ class IntentClassifier:
                 oos_temperature=temperature,
                 linear=linear,
                 names=names,
+                tuned=tuned,
             )
 
         if self.threshold_manual and self._table is not None:  # set by hand: it survives edits
             return table(self._table.threshold, self._table.oos_temperature)
         kind = cfg.oos_score
         # how the user's own examples score held out from the model as deployed (names included, never scored:
-        # a name is no message)
-        in_scores = held_out_scores(kind, support, y, n, self.head_c, names)
+        # a name is no message); after tuning, only the examples the encoder never saw (in-sample scores of the
+        # trained ones sit far higher than a new message's)
+        unseen = None if tuned is None else ~tuned
+        in_scores = held_out_scores(kind, support, y, n, self.head_c, names, rows=unseen)
         if in_scores.size == 0 and not kind.is_cosine:
             raise FewIntentError(
                 f"the '{kind.value}' out-of-scope score needs at least 2 examples per intent; "
@@ -237,8 +284,13 @@ class IntentClassifier:
         draft = table(0.0, self.scale)
         oos_scores = draft.scorer(oos).numpy() if len(oos) else None
         if in_scores.size == 0:
+            why = (
+                "every intent has a single example"
+                if tuned is None or not bool(tuned.any())
+                else "no example was held out of tuning beside a second example of its intent"
+            )
             warnings.warn(
-                f"every intent has a single example, so the out-of-scope threshold cannot be calibrated on "
+                f"{why}, so the out-of-scope threshold cannot be calibrated on "
                 f"them; using the default {cfg.fallback_threshold:.2f} (add a second example per intent, or "
                 "set it with `fewintent calibrate` / clf.threshold)",
                 FewIntentWarning,
@@ -388,7 +440,7 @@ class IntentClassifier:
         """Add an intent (or replace its examples) without touching the others' prototypes."""
         if not isinstance(name, str) or not name.strip():
             raise FewIntentError(f"an intent needs a non-empty name (a string), got {name!r:.40}")
-        name = check_intent_name(name.strip())
+        name = check_intent_name(name.strip(), known=[x for x in self.labels if x != name.strip()])
         if name.casefold() == self.oos_label.casefold():
             raise FewIntentError(f"'{name}' is the out-of-scope label and cannot be an intent")
         examples = _check_texts(examples)  # a bare string is refused, not split into characters
@@ -404,15 +456,18 @@ class IntentClassifier:
             support, y = _without_label((t.support, t.support_labels), gone)
             support = torch.cat([support, emb])
             y = torch.cat([y, torch.full((len(clean),), len(old_labels), dtype=torch.long)])
+            tuned = _tuned_without(t, gone)
+            if tuned is not None:  # the new examples were never trained on
+                tuned = torch.cat([tuned, torch.zeros(len(clean), dtype=torch.bool)])
             if name_row is not None:
                 name_row = name_row[0], torch.full_like(name_row[1], len(old_labels))
             names = _join(_without_label(t.names(), gone), name_row)
-            self._table = self._build_table((*old_labels, name), support, y, t.oos, names)
+            self._table = self._build_table((*old_labels, name), support, y, t.oos, names, tuned)
 
     def remove_intent(self, name: str) -> None:
         if not isinstance(name, str):
             raise FewIntentError(f"an intent name is a string, got {type(name).__name__}")
-        name = name.strip()
+        name = known_spelling(name, self.table.labels)
         with self._write_lock:
             t = self.table
             if name not in t.labels:
@@ -423,7 +478,7 @@ class IntentClassifier:
             support, y = _without_label((t.support, t.support_labels), gone)
             names = _without_label(t.names(), gone)
             labels = tuple(x for x in t.labels if x != name)
-            self._table = self._build_table(labels, support, y, t.oos, _join(names, None))
+            self._table = self._build_table(labels, support, y, t.oos, _join(names, None), _tuned_without(t, gone))
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path, *, card_extra: dict[str, Any] | None = None) -> Path:
@@ -457,10 +512,21 @@ class IntentClassifier:
 
     @property
     def lora_settings(self) -> LoraSettings | None:
+        """The adapter the encoder carries: the tuned one (the base's adapter and the tuned layers as one) after
+        ``tune``, else the base's."""
         if not has_lora(self.encoder):
             return None
+        tuned = (self.meta.get("tune") or {}).get("lora")
+        if tuned:
+            return LoraSettings.from_dict(tuned)
         adapter = self.meta.get("adapter") or {}
         return LoraSettings.from_dict(adapter.get("lora", {}))
+
+    @property
+    def tuned_intents(self) -> list[str]:
+        """The intents whose examples the encoder was trained on (``adapt(tune=True)``), in label order; intents
+        added or replaced later were not (their head rows are refitted on the tuned encoder, not re-tuned)."""
+        return self.table.tuned_intents()
 
 
 def _without_label(rows: Rows, gone: int | None) -> Rows:
@@ -470,6 +536,13 @@ def _without_label(rows: Rows, gone: int | None) -> Rows:
         return emb, y
     keep = y != gone
     return emb[keep], y[keep] - (y[keep] > gone).long()
+
+
+def _tuned_without(t: ScoringTable, gone: int | None) -> torch.Tensor | None:
+    """The table's trained-on flags without the rows of label ``gone`` (None: the encoder was not tuned)."""
+    if t.tuned is None or gone is None:
+        return t.tuned
+    return t.tuned[t.support_labels != gone]
 
 
 def _join(a: Rows, b: Rows | None) -> Rows | None:

@@ -58,6 +58,11 @@ class ClassifierConfig:
     """Use each intent's name ("card_arrival" -> "card arrival") as one more example (chosen on ``valid``)."""
     max_length: int = 128
     """Tokens of a message the encoder reads; longer messages are cut (intent utterances rarely pass 64)."""
+    tune: bool = False
+    """Train LoRA layers and the head on the examples before fitting (accurate mode: minutes instead of seconds;
+    the recipe is :data:`fewintent.model.tuning.DEFAULT_RECIPE`)."""
+    tune_time: float | None = None
+    """Seconds ``tune`` may train at most: it stops there with the best state so far (None: no limit)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -67,6 +72,8 @@ class ClassifierConfig:
                 object.__setattr__(self, f.name, check(value))
         if self.oos_score is OosScore.ENERGY and self.head is not HeadType.LINEAR:
             raise FewIntentError("the 'energy' out-of-scope score needs the linear head (--head linear)")
+        if self.tune and self.steps:
+            raise FewIntentError("--tune and --steps are two ways of training at adapt time: choose one")
 
     def resolved(self, constants: BaseConstants) -> ClassifierConfig:
         """This config with every base-tuned number that was left None filled in from ``constants``."""
@@ -163,6 +170,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "oos_score": _enum(OosScore, "OOS score"),
     "intent_names": _flag("intent_names"),
     "max_length": _whole("max_length", 8, 512),
+    "tune": _flag("tune"),
+    "tune_time": _number("tune_time", lambda x: x > 0, "a positive number of seconds"),
     "base": lambda v: str(v),
     "adapter": lambda v: str(v),
 }

@@ -106,18 +106,22 @@ def held_out_scores(
     n_classes: int,
     c: float,
     fixed: tuple[torch.Tensor, torch.Tensor] | None = None,
+    rows: torch.Tensor | None = None,
 ) -> np.ndarray:
     """The score each support example gets when it is not part of the support set: what in-scope messages will
     score. Exact leave-one-out for the cosine scores; ``k``-fold (k <= 5) for the fitted ones. Empty when no intent
     has two examples. ``fixed`` rows (embeddings, labels: the intents' names) are in every fitted set and never
-    scored, as in the deployed scorer."""
+    scored, as in the deployed scorer. ``rows`` (a mask) scores only those examples; the others still count in the
+    fitted sets."""
     if kind is OosScore.PROTOTYPE:
-        return leave_one_out_scores(support, y, n_classes, fixed)
+        return leave_one_out_scores(support, y, n_classes, fixed, rows=rows)
     if kind is OosScore.NEAREST:
         others = support if fixed is None else torch.cat([support, fixed[0]])
         sims = support @ others.T
         sims[:, : len(support)].fill_diagonal_(-float("inf"))
         keep = torch.bincount(y, minlength=n_classes)[y] >= 2
+        if rows is not None:
+            keep &= rows
         return sims.max(dim=1).values[keep].numpy()
     counts = torch.bincount(y, minlength=n_classes)
     folds = int(min(_FOLDS, int(counts[counts > 0].min())))
@@ -135,4 +139,4 @@ def held_out_scores(
             head = fit_logistic(s, s_y, n_classes, c=c)
         scorer = OosScorer.fit(kind, s, s_y, n_classes, head=head)
         out[held] = scorer(support[held])
-    return out.numpy()
+    return (out if rows is None else out[rows]).numpy()

@@ -81,6 +81,8 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         "oos_temperature": table.oos_temperature,
         "meta": _jsonable(clf.meta),
     }
+    if table.tuned is not None:  # derived from the table on every save (live edits change it); never read back
+        config["tuned_intents"] = table.tuned_intents()
     onnx_files: dict[str, Path] = clf.encoder.files() if isinstance(clf.encoder, OnnxEncoder) else {}
     if isinstance(clf.encoder, OnnxEncoder):
         config["encoder"] = clf.encoder.spec
@@ -279,6 +281,38 @@ def export_model(
     return clf
 
 
+def _tuning_front(config: dict[str, Any]) -> dict[str, Any]:
+    """The card's front-matter entry for a tuned model (``adapt --tune``): how, and which intents tuning saw."""
+    tune = (config.get("meta") or {}).get("tune")
+    if not tune:
+        return {}
+    return {"tuning": {**tune, "tuned_intents": config.get("tuned_intents", [])}}
+
+
+def _tuning_lines(config: dict[str, Any]) -> list[str]:
+    tune = (config.get("meta") or {}).get("tune")
+    if not tune:
+        return []
+    recipe = tune["recipe"]
+    seen = config.get("tuned_intents", [])
+    added = [label for label in config["labels"] if label not in set(seen)]
+    held = tune["held_out_accuracy"][tune["kept_epoch"]] if tune["held_out_accuracy"] else None
+    lines = [
+        f"The encoder was tuned on these examples (`fewintent adapt --tune`): rank-{recipe['rank']} LoRA layers"
+        f"{' on top of the adapter' if (config.get('meta') or {}).get('adapter') else ''} trained with the head "
+        f"({recipe['objective']}, learning rate {recipe['lr']:g}) for {tune['epochs_run']} epoch(s)"
+        + (" until the time budget ran out" if tune["stopped_by"] == "time" else "")
+        + f"; epoch {tune['kept_epoch']} was kept"
+        + (f" (held-out accuracy {100 * held:.1f}%)" if held is not None else "")
+        + f". {tune['held_out_examples']} examples were held out of training; the out-of-scope threshold "
+        "comes from them.",
+        f"Intents seen in tuning: {len(seen)} of {len(config['labels'])}"
+        + (f"; added later (head refitted, encoder not re-tuned): {', '.join(added)}." if added else "."),
+        "",
+    ]
+    return lines
+
+
 def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
     """README with YAML front matter, in the style of Hugging Face model cards."""
     import yaml
@@ -296,6 +330,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         "oos_threshold": round(config["threshold"], 4),
         "adapter": adapter.get("source"),
         "settings": settings,
+        **_tuning_front(config),
         **extra,
     }
     lines = [
@@ -313,6 +348,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         + f"Messages whose out-of-scope score (`{settings['oos_score']}`) is below "
         f"{config['threshold']:.3f} are answered `{settings['oos_label']}` (out of scope).",
         "",
+        *_tuning_lines(config),
         "```bash",
         'fewintent predict THIS_DIR "your message here" --json',
         "```",

@@ -58,6 +58,8 @@ class ScoringTable:
     # the intents' names as one more example each (``intent_names``): (n_names, dim) and their label indices
     name_support: torch.Tensor | None = None
     name_labels: torch.Tensor | None = None
+    # (n_examples,) bool: the encoder was trained on this example (``tune``); None when it was not tuned
+    tuned: torch.Tensor | None = None
 
     @classmethod
     def build(
@@ -73,8 +75,11 @@ class ScoringTable:
         oos_temperature: float,
         linear: tuple[torch.Tensor, torch.Tensor] | None = None,
         names: Rows | None = None,
+        tuned: torch.Tensor | None = None,
     ) -> ScoringTable:
         """A table from its parts; the OOS scorer is derived from the examples (names included) and the head."""
+        if tuned is not None and tuned.shape != examples[1].shape:
+            raise ValueError("is corrupt (trained-on flags do not match the examples)")
         if (head is HeadType.LINEAR) != (linear is not None):
             raise ValueError(f"the {head.value} head {'needs' if linear is None else 'takes no'} linear weights")
         support, y = plus(examples, names)
@@ -95,6 +100,7 @@ class ScoringTable:
             bias,
             name_support,
             name_labels,
+            None if tuned is None else tuned.bool(),
         )
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
@@ -108,6 +114,7 @@ class ScoringTable:
             "head_bias": self.head_bias,
             "name_support": self.name_support,
             "name_labels": self.name_labels,
+            "support_tuned": None if self.tuned is None else self.tuned.to(torch.uint8),
         }
         return {k: v.contiguous() for k, v in out.items() if v is not None}
 
@@ -149,6 +156,7 @@ class ScoringTable:
                 raise ValueError("lacks the linear head's weights or they do not match the labels")
             linear = (w, b)
         names = (t["name_support"], t["name_labels"].long()) if "name_support" in t else None
+        tuned = t["support_tuned"].bool() if "support_tuned" in t else None
         return cls.build(
             labels,
             head,
@@ -160,6 +168,7 @@ class ScoringTable:
             oos_temperature=oos_temperature,
             linear=linear,
             names=names,
+            tuned=tuned,
         )
 
     def oos_scores(self, emb: torch.Tensor, sims: torch.Tensor) -> torch.Tensor:
@@ -180,6 +189,13 @@ class ScoringTable:
         """Examples per intent, in label order."""
         c = torch.bincount(self.support_labels, minlength=len(self.labels)).tolist()
         return dict(zip(self.labels, c))
+
+    def tuned_intents(self) -> list[str]:
+        """Labels with at least one example the encoder was trained on (none when it was not tuned)."""
+        if self.tuned is None:
+            return []
+        seen = torch.bincount(self.support_labels[self.tuned], minlength=len(self.labels)) > 0
+        return [label for label, s in zip(self.labels, seen.tolist()) if s]
 
     def names(self) -> Rows:
         """The intents' name rows (possibly none)."""

@@ -312,9 +312,10 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
 
     @app.get("/intents", response_model=IntentsResponse, tags=["intents"])
     async def list_intents() -> IntentsResponse:
-        """Intent names and how many examples each has."""
+        """Intent names, how many examples each has, and whether tuning (adapt --tune) saw it."""
         clf = await store.current()
-        intents = [IntentInfo(name=n, examples=c) for n, c in clf.counts().items()]
+        tuned = set(clf.tuned_intents)
+        intents = [IntentInfo(name=n, examples=c, tuned=n in tuned) for n, c in clf.counts().items()]
         return IntentsResponse(intents=intents, oos_label=clf.oos_label)
 
     @app.post(

@@ -57,6 +57,11 @@ class AddIntentRequest(BaseModel):
 class IntentInfo(BaseModel):
     name: str
     examples: int
+    tuned: bool = Field(
+        False,
+        description="Whether the encoder was trained on this intent's examples (adapt --tune); false for "
+        "intents added since, whose head is refitted on the tuned encoder.",
+    )
 
 
 class IntentsResponse(BaseModel):

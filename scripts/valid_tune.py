@@ -1,0 +1,231 @@
+"""The `valid`-split measurement behind ``adapt --tune``'s recipe (``fewintent.model.tuning.DEFAULT_RECIPE``).
+
+For each recipe (a name and JSON overrides of ``TuneRecipe``), each full-way corpus and each shot count, the
+base's leave-one-out adapter (``minilm-meta-no-<dataset>``; ``--adapter none``: the frozen encoder) is tuned on
+``train_K`` by ``tune_encoder``, the code ``fewintent adapt --tune`` runs, with every epoch kept. After each epoch
+the product's head is fitted on the tuned embeddings (``IntentClassifier.fit_embeddings``, intent names, threshold
+from the held-out fold) and scored top-1 on ``valid``; epoch 0 is the untuned model. The stopping rules are read
+off these curves afterwards: a fixed number of epochs, or the epoch whose held-out-fold accuracy is best (what the
+recipe's ``stopping="best"`` keeps). CLINC150 10-shot also scores ``oos_valid``: AUROC of the OOS score and the
+rates at the support-calibrated threshold. Never reads a ``test`` split. One JSON line per (cell, epoch):
+
+    python scripts/valid_tune.py --name ce --recipe '{"objective": "ce"}' --out tune_valid.jsonl --threads 2
+    python scripts/valid_tune.py --summary tune_valid.jsonl
+
+The cross-corpus rule picks a recipe: the best mean over the six cells (BANKING77 / CLINC150 / HWU64 x 5 / 10 shots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fewintent.bench.data import Corpora
+from fewintent.data import IntentSet
+from fewintent.encoder.encoder import SentenceEncoder
+from fewintent.encoder.lora import LoraSettings, load_adapter, resolve_adapter
+from fewintent.encoder.registry import registered
+from fewintent.model import IntentClassifier
+from fewintent.model.evaluation import auroc
+from fewintent.model.tuning import DEFAULT_RECIPE, TrainingStatus, TuneRecipe, held_out_fold, tune_encoder
+
+DATASETS = ("banking77", "clinc150", "hwu64")
+
+
+def _encoder(base: str, adapter: str, dataset: str) -> tuple[SentenceEncoder, LoraSettings | None, str]:
+    """The encoder ``adapt`` would use for a dataset: the base with its leave-one-out adapter (LoRA live)."""
+    encoder = SentenceEncoder(base, device="cpu")
+    if adapter == "leave-out":
+        spec = registered(base)
+        template = spec.leave_out_adapter if spec is not None else None
+        adapter = template.format(dataset=dataset) if template else "none"
+    path = resolve_adapter(adapter, encoder.name, encoder.sha256)
+    if path is None:
+        return encoder, None, "none"
+    config = load_adapter(encoder, path)
+    return encoder, LoraSettings.from_dict(config.get("lora", {})), adapter
+
+
+def _score(
+    encoder: SentenceEncoder, support: IntentSet, valid: IntentSet, tuned: torch.Tensor | None
+) -> dict[str, Any]:
+    """The product's head on the encoder as it is now: valid top-1, and OOS numbers when valid has OOS rows."""
+    clf = IntentClassifier(encoder, head="linear", intent_names=True)  # fresh: no name embeddings from before
+    labels = tuple(support.labels)
+    index = {label: i for i, label in enumerate(labels)}
+    y = torch.tensor([index[i] for i in support.intents])
+    clf.fit_embeddings(labels, encoder.encode(support.texts), y, tuned=tuned)
+    table = clf.table
+    emb = encoder.encode(valid.texts + valid.oos_texts)
+    sims = table.similarities(emb)
+    n_in = len(valid.texts)
+    gold = torch.tensor([index[i] for i in valid.intents])
+    pred = table.logits(emb, sims, clf.scale).argmax(-1)
+    out: dict[str, Any] = {"valid_top1": round(100 * float((pred[:n_in] == gold).float().mean()), 2)}
+    if valid.oos_texts:
+        scores = table.oos_scores(emb, sims).numpy()
+        rejected = scores < table.threshold
+        caught = int(rejected[n_in:].sum())
+        recall, precision = caught / len(valid.oos_texts), caught / max(int(rejected.sum()), 1)
+        out.update(
+            auroc=round(100 * auroc(scores[:n_in], scores[n_in:]), 2),
+            threshold=round(float(table.threshold), 4),
+            in_scope_kept=round(100 * float(1 - rejected[:n_in].mean()), 2),
+            oos_recall=round(100 * recall, 2),
+            oos_f1=round(100 * 2 * recall * precision / max(recall + precision, 1e-9), 2),
+        )
+    return out
+
+
+def _first_per_intent(valid: IntentSet, k: int | None) -> IntentSet:
+    """The first ``k`` valid rows of each intent (a cheaper screen; OOS rows all kept); all rows when None."""
+    if not k:
+        return valid
+    seen: dict[str, int] = defaultdict(int)
+    keep = []
+    for text, intent in zip(valid.texts, valid.intents):
+        seen[intent] += 1
+        if seen[intent] <= k:
+            keep.append((text, intent))
+    texts, intents = [t for t, _ in keep], [i for _, i in keep]
+    return IntentSet(texts, intents, valid.oos_texts, valid.oos_label)
+
+
+def run_cell(
+    corpora: Corpora, recipe: TuneRecipe, dataset: str, shots: int, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    support = corpora.support(dataset, f"train_{shots}")
+    splits = ("valid", "oos_valid") if dataset == "clinc150" and shots == 10 else ("valid",)
+    valid = _first_per_intent(corpora.labelled(dataset, *splits), args.valid_per_intent)
+    encoder, below, adapter = _encoder(args.base, args.adapter, dataset)
+    cell = {"base": args.base, "adapter": adapter, "dataset": dataset, "shots": shots}
+    if args.valid_per_intent:
+        cell["valid_per_intent"] = args.valid_per_intent
+    cache = _baselines(args)
+    key = json.dumps(cell, sort_keys=True)
+    if key not in cache:  # the untuned model: the same for every recipe
+        cache[key] = _score(encoder, support, valid, None)
+        if args.out:
+            _baseline_file(args).write_text(json.dumps(cache, indent=1) + "\n")
+    rows = [{**cell, "epoch": 0, "held_out_acc": None, "train_seconds": 0.0, **cache[key]}]
+    print(json.dumps({"recipe": args.name, **rows[0]}), flush=True)
+    index = {label: i for i, label in enumerate(support.labels)}
+    labels = torch.tensor([index[i] for i in support.intents])
+    tuned = ~held_out_fold(labels, recipe.holdout, torch.Generator().manual_seed(args.seed))
+    clock = {"start": time.perf_counter(), "eval": 0.0}
+
+    def on_status(status: TrainingStatus) -> None:
+        if not status.epoch_end:
+            return
+        begin = time.perf_counter()
+        scored = _score(encoder, support, valid, tuned)
+        row = {
+            **cell,
+            "epoch": status.epoch,
+            "steps": status.step,
+            "held_out_acc": None if status.held_out_accuracy is None else round(100 * status.held_out_accuracy, 2),
+            "train_seconds": round(begin - clock["start"] - clock["eval"], 1),
+            **scored,
+        }
+        clock["eval"] += time.perf_counter() - begin
+        rows.append(row)
+        print(json.dumps({"recipe": args.name, **row}), flush=True)
+
+    result = tune_encoder(encoder, support, recipe, names=True, seed=args.seed, below=below, progress=on_status)
+    first = result.held_out_accuracy[0]
+    rows[0]["held_out_acc"] = None if first is None else round(100 * first, 2)
+    return rows
+
+
+def _baseline_file(args: argparse.Namespace) -> Path:
+    return Path(str(args.out) + ".untuned.json")
+
+
+def _baselines(args: argparse.Namespace) -> dict[str, Any]:
+    if "cache" not in vars(args):
+        f = _baseline_file(args) if args.out else None
+        args.cache = json.loads(f.read_text()) if f is not None and f.is_file() else {}
+    return args.cache  # type: ignore[no-any-return]
+
+
+def summarise(path: Path) -> None:
+    """Per recipe: the six-cell mean of valid top-1 for each fixed epoch count and for best-held-out stopping."""
+    runs: dict[str, dict[tuple[str, int], dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            screen = f" (valid {r['valid_per_intent']}/intent)" if r.get("valid_per_intent") else ""
+            runs[r["recipe"] + screen][(r["dataset"], r["shots"])][r["epoch"]] = r
+    cells = [(d, k) for k in (5, 10) for d in DATASETS]
+    head = "| recipe | " + " | ".join(f"{d[:5]}-{k}" for d, k in cells) + " | mean | stopping |"
+    print(head)
+    print("|" + "---|" * (len(cells) + 3))
+    for name, by_cell in runs.items():
+        if any(c not in by_cell for c in cells):
+            done = ", ".join(f"{d}-{k} ({max(by_cell[(d, k)])} epochs)" for d, k in cells if (d, k) in by_cell)
+            print(f"| {name} | (incomplete: {done or 'nothing yet'}) |")
+            continue
+        epochs = min(max(by_cell[c]) for c in cells)
+        for e in range(0, epochs + 1):
+            vals = [by_cell[c][e]["valid_top1"] for c in cells]
+            print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {np.mean(vals):.2f} | epoch {e} |")
+        for limit in sorted({epochs, *range(2, epochs, 2)}):
+            vals, picked = [], []
+            for c in cells:
+                curve = by_cell[c]
+                best = max((e for e in curve if e <= limit), key=lambda e: (curve[e]["held_out_acc"] or -1, e))
+                vals.append(curve[best]["valid_top1"])
+                picked.append(best)
+            stop = f"best held-out <= {limit} (epochs {','.join(map(str, picked))})"
+            print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {np.mean(vals):.2f} | {stop} |")
+        oos = by_cell[("clinc150", 10)]
+        line = "; ".join(
+            f"e{e}: auroc {r['auroc']} kept {r['in_scope_kept']} oos-recall {r['oos_recall']}"
+            for e, r in sorted(oos.items())
+            if "auroc" in r
+        )
+        print(f"|  | CLINC150-10 OOS (valid) | {line} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="../shared/datasets")
+    parser.add_argument("--name", help="the recipe's name in the output")
+    parser.add_argument("--recipe", default="{}", help="JSON overrides of TuneRecipe")
+    parser.add_argument("--base", default="minilm")
+    parser.add_argument("--adapter", default="leave-out", help="'leave-out' (the base's per-dataset adapter) or none")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--shots", default="5,10")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--valid-per-intent", type=int, default=None, help="score the first N valid rows per intent")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, help="JSON lines to append to (also printed)")
+    parser.add_argument("--summary", type=Path, help="print the table of a results file and exit")
+    args = parser.parse_args()
+    if args.summary:
+        summarise(args.summary)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = json.loads(args.recipe)
+    recipe = TuneRecipe(**{**DEFAULT_RECIPE.to_dict(), **overrides, "stopping": "last"})
+    args.name = args.name or json.dumps(overrides, sort_keys=True)
+    corpora = Corpora(args.data_dir)
+    for shots in [int(k) for k in args.shots.split(",")]:
+        for dataset in args.datasets.split(","):
+            rows = run_cell(corpora, recipe, dataset, shots, args)
+            if args.out:
+                with args.out.open("a") as f:
+                    for row in rows:
+                        f.write(json.dumps({"recipe": args.name, "overrides": overrides, **row}) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Accurate mode (``adapt --tune``) and the shared adapt-time training path, on tiny random encoders."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_encoder, tiny_model_dir
+from typer.testing import CliRunner
+
+from fewintent import FewIntentError, IntentClassifier, IntentSet
+from fewintent.cli.main import app
+from fewintent.encoder.lora import (
+    LoraSettings,
+    attach_lora,
+    load_lora_state,
+    lora_parameters,
+    lora_state,
+    merge_lora,
+    merge_stack,
+    save_adapter,
+    stack_lora,
+)
+from fewintent.model import tuning
+from fewintent.model.calibration import calibrate_threshold, leave_one_out_scores
+from fewintent.model.config import AdaptArguments
+from fewintent.model.tuning import (
+    DEFAULT_RECIPE,
+    Objective,
+    TrainingStatus,
+    TuneRecipe,
+    held_out_fold,
+    supervised_contrastive,
+    tune_encoder,
+)
+
+INTENTS = {
+    "greet": ["hi there", "hello", "good morning", "hey how are you", "hiya friend"],
+    "card_arrival": ["where is my card", "my card has not arrived", "card delivery time", "when does the card come"],
+    "refund": ["i want my money back", "refund my purchase", "how do i get a refund", "can i be reimbursed", "refund"],
+    "bye": ["bye", "see you later", "goodbye for now"],
+}
+QUERIES = ["hello friend", "card still missing", "money back please", "see you", "what is the weather"]
+
+
+def _data() -> IntentSet:
+    return IntentSet.from_pairs([(t, i) for i, texts in INTENTS.items() for t in texts])
+
+
+def _tuned(**overrides) -> IntentClassifier:
+    args = {"base": str(tiny_model_dir()), "adapter": "none", "device": "cpu", "tune": True, "seed": 0, **overrides}
+    return IntentClassifier.adapt(_data(), **args)
+
+
+def _tiny_adapter(tmp_path, seed: int = 1):
+    """A LoRA adapter for the tiny base with non-zero weights (as a meta-learned one would have)."""
+    enc = make_tiny_encoder()
+    settings = attach_lora(enc)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in lora_parameters(enc).values():
+            p.copy_(torch.randn_like(p) * 0.3)
+    save_adapter(enc, tmp_path / "adapter", settings, {"algorithm": "protonet"})
+    return tmp_path / "adapter"
+
+
+def test_tune_records_how_it_tuned_and_which_intents_it_saw():
+    statuses: list[TrainingStatus] = []
+    clf = _tuned(training=statuses.append)
+    tune = clf.meta["tune"]
+    assert tune["recipe"] == DEFAULT_RECIPE.to_dict()
+    assert tune["epochs_run"] == DEFAULT_RECIPE.epochs and tune["stopped_by"] == "epochs"
+    assert len(tune["held_out_accuracy"]) == tune["epochs_run"] + 1  # epoch 0 = before training
+    assert tune["held_out_examples"] == 4 and tune["trained_examples"] == len(_data()) - 4  # one per intent
+    assert clf.tuned_intents == list(INTENTS)
+    assert clf.lora_settings is not None and clf.lora_settings.r == DEFAULT_RECIPE.rank
+    ends = [s for s in statuses if s.epoch_end]
+    assert [s.epoch for s in ends] == list(range(1, DEFAULT_RECIPE.epochs + 1))
+    assert statuses[-1].step == statuses[-1].total and "held-out acc" in ends[-1].info()
+
+
+def test_tuned_model_saves_and_loads_with_identical_predictions(tmp_path):
+    clf = _tuned()
+    clf.save(tmp_path / "m")
+    loaded = IntentClassifier.load(tmp_path / "m", device="cpu")
+    assert _same_predictions(loaded, clf)
+    assert loaded.tuned_intents == clf.tuned_intents
+    assert torch.equal(loaded.table.tuned, clf.table.tuned)
+    assert loaded.threshold == clf.threshold
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["classifier"]["tune"] is True and config["tuned_intents"] == list(INTENTS)
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "tuning:" in card and "Intents seen in tuning: 4 of 4." in card
+
+
+def _same_predictions(a: IntentClassifier, b: IntentClassifier) -> bool:
+    pa, pb = a.predict(QUERIES), b.predict(QUERIES)
+    assert [p.intent.name for p in pa] == [p.intent.name for p in pb]
+    assert [p.is_oos for p in pa] == [p.is_oos for p in pb]
+    np.testing.assert_allclose([p.intent.confidence for p in pa], [p.intent.confidence for p in pb], atol=1e-5)
+    return True
+
+
+def test_tuned_on_top_of_an_adapter_saves_both_as_one_and_loads_the_same(tmp_path):
+    clf = _tuned(adapter=str(_tiny_adapter(tmp_path)))
+    assert clf.lora_settings is not None and clf.lora_settings.r == 8 + DEFAULT_RECIPE.rank
+    clf.save(tmp_path / "m")
+    loaded = IntentClassifier.load(tmp_path / "m", device="cpu")
+    assert _same_predictions(loaded, clf)
+    emb = clf.encoder.encode(QUERIES)
+    torch.testing.assert_close(loaded.encoder.encode(QUERIES), emb, atol=1e-5, rtol=0)
+
+
+def test_stacked_lora_merges_to_the_same_encoder_as_its_two_layers(tmp_path):
+    enc = make_tiny_encoder()
+    attach_lora(enc)
+    below = LoraSettings(target_modules=["query", "key", "value"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in lora_parameters(enc).values():
+            p.copy_(torch.randn_like(p) * 0.3)
+    stack = stack_lora(enc, LoraSettings(r=4, alpha=12), below)
+    with torch.no_grad():
+        for p in lora_parameters(enc).values():
+            p.copy_(torch.randn_like(p) * 0.3)
+    live = enc.encode(QUERIES)
+    combined = merge_stack(enc, stack)
+    assert combined.r == 12 and combined.alpha == 12
+    torch.testing.assert_close(enc.encode(QUERIES), live, atol=1e-5, rtol=0)
+    fresh = make_tiny_encoder()  # what loading a model directory does with the one adapter
+    attach_lora(fresh, combined)
+    load_lora_state(fresh, lora_state(enc))
+    merge_lora(fresh)
+    torch.testing.assert_close(fresh.encode(QUERIES), live, atol=1e-5, rtol=0)
+
+
+def test_threshold_comes_from_the_held_out_examples_only():
+    clf = _tuned()
+    t = clf.table
+    assert t.tuned is not None and int((~t.tuned).sum()) == 4
+    names = t.names()
+    held = leave_one_out_scores(t.support, t.support_labels, len(t.labels), names, rows=~t.tuned)
+    assert held.size == 4
+    assert clf.threshold == pytest.approx(calibrate_threshold(held, None, in_scope_recall=clf.in_scope_recall))
+    in_sample = leave_one_out_scores(t.support, t.support_labels, len(t.labels), names)
+    assert in_sample.size == len(_data())  # what an untuned model calibrates on, here refused
+
+
+def test_held_out_fold_keeps_every_intent_trained():
+    labels = torch.tensor([0] * 10 + [1] * 5 + [2] * 2 + [3])
+    held = held_out_fold(labels, 0.2, torch.Generator().manual_seed(0))
+    assert [int(held[labels == c].sum()) for c in range(4)] == [2, 1, 1, 0]
+    assert not held_out_fold(labels, 0.0, torch.Generator()).any()
+
+
+def test_tune_time_stops_cleanly_mid_epoch_with_the_best_state(monkeypatch):
+    clock = iter(float(i) for i in range(10_000))
+    monkeypatch.setattr(tuning, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    recipe = TuneRecipe(batch_size=4, epochs=3)
+    enc = make_tiny_encoder()
+    result = tune_encoder(enc, _data(), recipe, seed=0, time_budget=4.5)
+    assert result.stopped_by == "time"
+    assert 0 < result.steps < 3 * 5  # five batches an epoch: stopped inside the first
+    assert result.epochs_run == 1 and len(result.held_out_accuracy) == 2  # the partial epoch was scored
+    assert result.kept_epoch in (0, 1)
+    clf = IntentClassifier(enc).fit(_data(), tuned=[not h for h in result.held_out])
+    assert len(clf.predict(QUERIES)) == len(QUERIES)
+
+
+def test_tune_time_through_adapt_records_the_stop():
+    clf = _tuned(tune_time=1e-6)
+    tune = clf.meta["tune"]
+    assert tune["stopped_by"] == "time" and tune["steps"] == 0 and tune["kept_epoch"] == 0
+    untuned = IntentClassifier.adapt(_data(), base=str(tiny_model_dir()), adapter="none", device="cpu")
+    # nothing trained: the tuned layers are zero, so the encoder is the untuned one
+    torch.testing.assert_close(clf.encoder.encode(QUERIES), untuned.encoder.encode(QUERIES), atol=1e-6, rtol=0)
+
+
+def test_tuning_is_deterministic_by_seed():
+    a, b, c = _tuned(seed=3), _tuned(seed=3), _tuned(seed=4)
+    assert np.array_equal(a.predict_proba(QUERIES), b.predict_proba(QUERIES))
+    assert a.threshold == b.threshold
+    assert not torch.equal(a.encoder.encode(QUERIES), c.encoder.encode(QUERIES))
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        TuneRecipe(objective=Objective.CE),
+        TuneRecipe(objective=Objective.CE, label_smoothing=0.1),
+        TuneRecipe(objective=Objective.SUPCON),
+        TuneRecipe(objective=Objective.CE_SUPCON),
+        TuneRecipe(objective=Objective.RDROP),
+        TuneRecipe(objective=Objective.PROTO),
+    ],
+    ids=["ce", "ce-ls", "supcon", "ce+supcon", "rdrop", "proto"],
+)
+def test_every_objective_trains_the_lora_layers(recipe):
+    enc = make_tiny_encoder()
+    before = enc.encode(QUERIES)
+    result = tune_encoder(enc, _data(), replace(recipe, lr=1e-2, stopping="last"), seed=0)
+    assert result.steps > 0 and result.kept_epoch == recipe.epochs
+    assert not torch.allclose(enc.encode(QUERIES), before, atol=1e-4)
+
+
+def test_supervised_contrastive_prefers_clustered_intents():
+    labels = torch.tensor([0, 0, 1, 1])
+    clustered = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1], [-0.1, 1.0], [0.1, 1.0]]), dim=-1)
+    mixed = clustered[[0, 2, 1, 3]]
+    assert supervised_contrastive(clustered, labels, 0.1) < supervised_contrastive(mixed, labels, 0.1)
+    assert float(supervised_contrastive(clustered, torch.tensor([0, 1, 2, 3]), 0.1)) == 0.0  # no positives
+
+
+def test_live_edits_refit_on_the_tuned_encoder_without_retuning(tmp_path):
+    clf = _tuned()
+    lora = {k: v.clone() for k, v in clf.encoder.merged_lora.items()}
+    emb = clf.encoder.encode(QUERIES)
+    clf.add_intent("weather", ["what is the weather", "will it rain today", "forecast for tomorrow"])
+    assert clf.tuned_intents == list(INTENTS)  # the new intent was not seen in tuning
+    assert "weather" in clf.labels and int((~clf.table.tuned).sum()) == 4 + 3
+    torch.testing.assert_close(clf.encoder.encode(QUERIES), emb, atol=0, rtol=0)
+    assert all(torch.equal(v, lora[k]) for k, v in clf.encoder.merged_lora.items())
+    clf.add_intent("greet", ["hello again", "hi hi"])  # replaced examples: not seen in tuning any more
+    assert "greet" not in clf.tuned_intents
+    clf.remove_intent("refund")
+    assert len(clf.table.tuned) == len(clf.table.support_labels)
+    assert clf.tuned_intents == ["card_arrival", "bye"]
+    clf.save(tmp_path / "m")
+    assert IntentClassifier.load(tmp_path / "m", device="cpu").tuned_intents == ["card_arrival", "bye"]
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "Intents seen in tuning: 2 of 4; added later (head refitted, encoder not re-tuned): weather, greet." in card
+
+
+def test_fit_refuses_flags_that_do_not_fit_the_examples():
+    clf = IntentClassifier(make_tiny_encoder())
+    with pytest.raises(FewIntentError, match="4 flags for 17 examples"):
+        clf.fit(_data(), tuned=[True] * 4)
+
+
+def test_tune_settings_are_checked():
+    with pytest.raises(FewIntentError, match="choose one"):
+        AdaptArguments(tune=True, steps=3)
+    with pytest.raises(FewIntentError, match="tune_time must be a positive number"):
+        AdaptArguments(tune=True, tune_time=0)
+    with pytest.raises(FewIntentError, match="use adapt"):
+        IntentClassifier.unfitted(base=str(tiny_model_dir()), adapter="none", tune=True)
+
+
+def test_steps_reports_progress_through_the_same_status():
+    statuses: list[TrainingStatus] = []
+    IntentClassifier.adapt(
+        _data(), base=str(tiny_model_dir()), adapter="none", device="cpu", steps=3, training=statuses.append
+    )
+    assert [s.step for s in statuses] == [1, 2, 3] and all(s.total == 3 and s.loss is not None for s in statuses)
+
+
+def test_cli_adapt_tune_writes_a_tuned_model(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "intent": i}) + "\n" for i, ts in INTENTS.items() for t in ts))
+    out = tmp_path / "model"
+    args = ["adapt", str(train), "-o", str(out), "--base", str(tiny_model_dir()), "--adapter", "none"]
+    result = CliRunner().invoke(app, [*args, "--tune", "--tune-time", "600", "--seed", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "tuned 4 epochs" in result.output and "held-out accuracy" in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["classifier"]["tune_time"] == 600 and config["meta"]["tune"]["kept_epoch"] >= 0
+    bad = CliRunner().invoke(app, [*args, "--tune", "--steps", "2"])
+    assert bad.exit_code == 1 and "choose one" in bad.output
+
+
+def test_get_intents_says_which_intents_tuning_saw(tmp_path):
+    testclient = pytest.importorskip("fastapi.testclient")
+    from fewintent.serve.app import ServeSettings, create_app
+
+    clf = _tuned()
+    clf.add_intent("weather", ["what is the weather", "will it rain"])
+    clf.save(tmp_path / "m")
+    with testclient.TestClient(create_app(ServeSettings(model_dir=str(tmp_path / "m")), clf)) as c:
+        intents = {i["name"]: i["tuned"] for i in c.get("/intents").json()["intents"]}
+    assert intents == {**{name: True for name in INTENTS}, "weather": False}
