@@ -118,7 +118,7 @@ def resolve_adapter_for(
 
     if "{leave_out}" in template:
         if base.leave_out_adapter is None:
-            return None, f"{base.name}: no leave-one-dataset-out adapters registered"
+            return None, template
         template = template.replace("{leave_out}", base.leave_out_adapter)
     name = template.format(dataset=source_dataset(dataset))
     p = Path(name).expanduser()

@@ -66,6 +66,8 @@ class BenchContext:
         assert spec.algorithm is not None
         template = adapter_template(cfg.adapters, protocol, spec.algorithm)
         path, asked = resolve_adapter_for(template, dataset, cfg.adapter_dirs, self.base)
+        if path is None and "{leave_out}" in template and self.base.leave_out_adapter is None:
+            return Skip(f"the {self.base.name} base ships no leave-one-dataset-out adapters (its product is frozen)")
         if path is None:
             flag = f"{protocol}:{spec.algorithm}" if protocol == "episodic" else spec.algorithm
             return Skip(f"adapter '{asked}' not found (pass --adapter {flag}=NAME_OR_PATH once it exists)")
