@@ -288,6 +288,25 @@ def test_http_intent_names_are_nfc_and_case_twins_warn(client):
     assert client.delete(f"/intents/{nfd}").status_code == 200  # the decomposed spelling finds it
 
 
+def test_python_api_edits_normalise_intent_names_like_files_and_http():
+    clf = _fit()
+    nfd, nfc = unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFC", "café")
+    clf.add_intent(nfd, ["a latte please", "a flat white"])
+    assert nfc in clf.labels and nfd not in clf.labels
+    known = clf.labels[0]
+    with pytest.warns(FewIntentWarning, match="only by case"):
+        clf.add_intent(known.upper(), ["something else entirely"])
+    clf.remove_intent(nfd)  # the decomposed spelling finds the composed intent
+    assert nfc not in clf.labels
+
+
+def test_python_export_to_a_symlink_of_the_model_is_refused(tmp_path):
+    model = _fit().save(tmp_path / "m")
+    (tmp_path / "link").symlink_to(model)
+    with pytest.raises(FewIntentError, match="itself"):
+        IntentClassifier.export(model, tmp_path / "link")
+
+
 def test_intent_names_have_a_length_limit(tmp_path):
     with pytest.raises(FewIntentError, match=f"the limit is {MAX_INTENT_NAME_CHARS}"):
         IntentSet.from_pairs([*ROWS, ("hi", "x" * 100_000)])

@@ -28,6 +28,7 @@ from fewintent.model.storage import (
     atomic_directory,
     check_model_path,
     model_dir_lock,
+    real_path,
     recover,
 )
 from fewintent.model.storage import is_model_dir as is_model_dir  # re-exported, as is model_dir_lock
@@ -266,7 +267,7 @@ def export_model(
     """Write ``model_dir`` again with its encoder as an ONNX graph (LoRA merged; int8 with ``quantize``):
     same intents, head, threshold and config; every loader accepts the result."""
     output = check_model_path(output)
-    if output == model_dir.expanduser().absolute():
+    if real_path(output) == real_path(model_dir):
         raise FewIntentError("export writes a new model directory: give an -o other than the model itself")
     clf = load_model(model_dir, cls, device="cpu")
     if isinstance(clf.encoder, OnnxEncoder):
