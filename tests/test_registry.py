@@ -137,3 +137,23 @@ def test_a_setting_is_one_field_saved_as_it_is(tmp_path):
     assert IntentClassifier.load(tmp_path / "m", device="cpu").config == clf.config
     with pytest.raises(FewIntentError, match="max_length"):
         ClassifierConfig(max_length=0)
+
+
+def test_an_unreachable_hub_fails_fast_in_one_line(monkeypatch):
+    import socket
+
+    import huggingface_hub
+
+    def refuse(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    def download(*args, **kwargs):
+        if not kwargs.get("local_files_only"):
+            pytest.fail("no download may start once the hub is known to be unreachable")
+        raise FileNotFoundError("not cached")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    with pytest.raises(FewIntentError, match="cannot be reached"):
+        SentenceEncoder("someone/not-cached-model")
