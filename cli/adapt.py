@@ -166,8 +166,8 @@ def adapt(
     console.print(
         plain(
             f"adapted {len(clf.labels)} intents from {len(data.texts)} examples"
-        f"{f' + {len(data.oos_texts)} out-of-scope' if data.oos_texts else ''} in {seconds:.2f}s "
-        f"(adapter: {adapter_name}, head: {clf.head.value}, {_training(clf.meta, steps)}, "
+            f"{f' + {len(data.oos_texts)} out-of-scope' if data.oos_texts else ''} in {seconds:.2f}s "
+            f"(adapter: {adapter_name}, head: {clf.head.value}, {_training(clf.meta, steps)}, "
             f"OOS threshold {clf.threshold:.3f}) -> {output}"
         ),
         highlight=False,
