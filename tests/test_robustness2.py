@@ -300,6 +300,14 @@ def test_python_api_edits_normalise_intent_names_like_files_and_http():
     assert nfc not in clf.labels
 
 
+def test_examples_must_be_a_list_of_texts_not_a_mapping_or_bytes():
+    clf = _fit()
+    for bad in ({"a latte": 1}, b"a latte"):
+        with pytest.raises(FewIntentError, match="list of texts"):
+            clf.add_intent("coffee", bad)  # type: ignore[arg-type]
+    assert "coffee" not in clf.labels
+
+
 def test_python_export_to_a_symlink_of_the_model_is_refused(tmp_path):
     model = _fit().save(tmp_path / "m")
     (tmp_path / "link").symlink_to(model)

@@ -592,7 +592,7 @@ def _as_intentset(examples: IntentSet | Mapping[str, Sequence[str]] | str | Path
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise FewIntentError("pass a list of texts, not a single string")
-    if texts is None or not hasattr(texts, "__iter__"):
+    if texts is None or not hasattr(texts, "__iter__") or isinstance(texts, (Mapping, bytes)):
         raise FewIntentError(f"pass a list of texts, got {type(texts).__name__}")
     out = []
     for t in texts:
