@@ -49,16 +49,16 @@ def packaged_model_path() -> Path:
 
 def weights_sha256(location: str | Path) -> str | None:
     """sha256 of a local model directory's weights file, None when it has none."""
-    for name in WEIGHTS_FILES:
-        f = Path(location) / name
-        if f.is_file():
-            return file_sha256(f)
-    return None
+    return _first_sha256(location, WEIGHTS_FILES)
 
 
 def tokenizer_sha256(location: str | Path) -> str | None:
     """sha256 of a local model directory's tokenizer (its first vocabulary file found), None when there is none."""
-    for name in TOKENIZER_FILES:
+    return _first_sha256(location, TOKENIZER_FILES)
+
+
+def _first_sha256(location: str | Path, names: Sequence[str]) -> str | None:
+    for name in names:
         f = Path(location) / name
         if f.is_file():
             return file_sha256(f)
