@@ -29,7 +29,8 @@ def benchmark(
         "--methods",
         help="Comma list (default: frozen-prototype, frozen-logreg, setfit, fewintent-linear (the product default), "
         "fewintent-protonet, fewintent-fomaml, fewintent-fomaml-steps5); also frozen-linear, "
-        "fewintent-ALGO-linear-stepsN (ALGO: protonet, fomaml or ridge) and a -oos-SCORE suffix.",
+        "fewintent-ALGO-linear-stepsN (ALGO: protonet, fomaml or ridge), a -oos-SCORE suffix, and a -tune suffix "
+        "(accurate mode, adapt --tune: fewintent-linear-tune, frozen-linear-tune).",
     ),
     datasets: str = typer.Option(None, "--datasets", help="Only these datasets (banking77, clinc150, hwu64, ...)."),
     shots: str = typer.Option("5,10", "--shots", help="Full-way shots (train_K files)."),

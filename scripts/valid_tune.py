@@ -21,6 +21,8 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from fewintent.bench.data import Corpora
 from fewintent.data import IntentSet
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import LoraSettings, load_adapter, resolve_adapter
-from fewintent.encoder.registry import registered
+from fewintent.encoder.registry import constants_for, registered
 from fewintent.model import IntentClassifier
 from fewintent.model.evaluation import auroc
 from fewintent.model.tuning import DEFAULT_RECIPE, TrainingStatus, TuneRecipe, held_out_fold, tune_encoder
@@ -98,6 +100,19 @@ def _first_per_intent(valid: IntentSet, k: int | None) -> IntentSet:
     return IntentSet(texts, intents, valid.oos_texts, valid.oos_label)
 
 
+@contextmanager
+def _scaled_lora(encoder: SentenceEncoder, alpha: float) -> Iterator[None]:
+    """The live LoRA layers' update times ``alpha`` for a while (peft's per-layer scaling)."""
+    layers = [m for m in encoder.model.modules() if isinstance(getattr(m, "scaling", None), dict)]
+    for m in layers:
+        m.scaling = {k: v * alpha for k, v in m.scaling.items()}
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.scaling = {k: v / alpha for k, v in m.scaling.items()}
+
+
 def run_cell(
     corpora: Corpora, recipe: TuneRecipe, dataset: str, shots: int, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
@@ -126,6 +141,10 @@ def run_cell(
             return
         begin = time.perf_counter()
         scored = _score(encoder, support, valid, tuned)
+        for alpha in args.scaled:  # the tuned layers' update shrunk (weight-space interpolation with the untuned)
+            with _scaled_lora(encoder, alpha):
+                scaled = _score(encoder, support, valid, tuned)
+            scored[f"valid_top1@{alpha:g}"] = scaled["valid_top1"]
         row = {
             **cell,
             "epoch": status.epoch,
@@ -138,7 +157,10 @@ def run_cell(
         rows.append(row)
         print(json.dumps({"recipe": args.name, **row}), flush=True)
 
-    result = tune_encoder(encoder, support, recipe, names=True, seed=args.seed, below=below, progress=on_status)
+    head_c = constants_for(encoder.name, encoder.sha256).head_c
+    result = tune_encoder(
+        encoder, support, recipe, names=True, seed=args.seed, below=below, head_c=head_c, progress=on_status
+    )
     first = result.held_out_accuracy[0]
     rows[0]["held_out_acc"] = None if first is None else round(100 * first, 2)
     return rows
@@ -163,28 +185,34 @@ def summarise(path: Path) -> None:
             r = json.loads(line)
             screen = f" (valid {r['valid_per_intent']}/intent)" if r.get("valid_per_intent") else ""
             runs[r["recipe"] + screen][(r["dataset"], r["shots"])][r["epoch"]] = r
-    cells = [(d, k) for k in (5, 10) for d in DATASETS]
-    head = "| recipe | " + " | ".join(f"{d[:5]}-{k}" for d, k in cells) + " | mean | stopping |"
+    all_cells = [(d, k) for k in (5, 10) for d in DATASETS]
+    head = "| recipe | " + " | ".join(f"{d[:5]}-{k}" for d, k in all_cells) + " | mean | stopping |"
     print(head)
-    print("|" + "---|" * (len(cells) + 3))
+    print("|" + "---|" * (len(all_cells) + 3))
     for name, by_cell in runs.items():
-        if any(c not in by_cell for c in cells):
-            done = ", ".join(f"{d}-{k} ({max(by_cell[(d, k)])} epochs)" for d, k in cells if (d, k) in by_cell)
-            print(f"| {name} | (incomplete: {done or 'nothing yet'}) |")
-            continue
+        cells = [c for c in all_cells if c in by_cell]  # a screen may cover some cells only: the mean says which
         epochs = min(max(by_cell[c]) for c in cells)
+
+        def line(vals: dict[tuple[str, int], float], stop: str, name: str = name) -> str:
+            shown = " | ".join(f"{vals[c]:.2f}" if c in vals else "" for c in all_cells)
+            mean = np.mean(list(vals.values()))
+            return f"| {name} | {shown} | {mean:.2f}{'' if len(vals) == 6 else f' ({len(vals)} cells)'} | {stop} |"
+
         for e in range(0, epochs + 1):
-            vals = [by_cell[c][e]["valid_top1"] for c in cells]
-            print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {np.mean(vals):.2f} | epoch {e} |")
+            print(line({c: by_cell[c][e]["valid_top1"] for c in cells}, f"epoch {e}"))
+            for key in sorted(k for k in by_cell[cells[0]][e] if k.startswith("valid_top1@")):
+                vals = {c: by_cell[c][e][key] for c in cells if key in by_cell[c][e]}
+                print(line(vals, f"epoch {e}, update x{key.split('@')[1]}"))
         for limit in sorted({epochs, *range(2, epochs, 2)}):
-            vals, picked = [], []
+            vals, picked = {}, []
             for c in cells:
                 curve = by_cell[c]
                 best = max((e for e in curve if e <= limit), key=lambda e: (curve[e]["held_out_acc"] or -1, e))
-                vals.append(curve[best]["valid_top1"])
+                vals[c] = curve[best]["valid_top1"]
                 picked.append(best)
-            stop = f"best held-out <= {limit} (epochs {','.join(map(str, picked))})"
-            print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {np.mean(vals):.2f} | {stop} |")
+            print(line(vals, f"best held-out <= {limit} (epochs {','.join(map(str, picked))})"))
+        if ("clinc150", 10) not in by_cell:
+            continue
         oos = by_cell[("clinc150", 10)]
         line = "; ".join(
             f"e{e}: auroc {r['auroc']} kept {r['in_scope_kept']} oos-recall {r['oos_recall']}"
@@ -204,6 +232,9 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--shots", default="5,10")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--scaled", type=float, action="append", default=[], help="also score the tuned update times this factor"
+    )
     parser.add_argument("--valid-per-intent", type=int, default=None, help="score the first N valid rows per intent")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, help="JSON lines to append to (also printed)")

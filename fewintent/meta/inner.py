@@ -67,12 +67,14 @@ class Updater:
         self.v = [torch.zeros_like(p) for p in self.params]
 
     @torch.no_grad()
-    def step(self, grads: Sequence[torch.Tensor | None]) -> None:
+    def step(self, grads: Sequence[torch.Tensor | None], scale: float = 1.0) -> None:
+        """One update; ``scale`` multiplies every learning rate (a schedule)."""
         self.t += 1
         b1, b2, eps = 0.9, 0.999, 1e-8
         for p, g, lr, m, v in zip(self.params, grads, self.lrs, self.m, self.v):
             if g is None:
                 continue
+            lr = lr * scale
             if self.kind is InnerOptimizer.SGD:
                 p.sub_(lr * g)
                 continue

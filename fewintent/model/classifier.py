@@ -151,12 +151,14 @@ class IntentClassifier:
             from fewintent.model.tuning import tune_encoder
 
             below = LoraSettings.from_dict(meta["adapter"].get("lora", {})) if meta["adapter"] else None
+            head_c = args.head_c if args.head_c is not None else constants_for(encoder.name, encoder.sha256).head_c
             result = tune_encoder(
                 encoder,
                 data,
                 names=args.intent_names,
                 seed=args.seed,
                 below=below,
+                head_c=head_c,
                 time_budget=args.tune_time,
                 progress=training,
             )

@@ -27,7 +27,8 @@ from fewintent.data.intentset import IntentSet, name_example
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import LoraSettings, load_lora_state, lora_parameters, lora_state, merge_stack, stack_lora
 from fewintent.errors import FewIntentError
-from fewintent.heads.linear import PrototypeLinearHead
+from fewintent.heads.linear import PrototypeLinearHead, fit_logistic
+from fewintent.heads.proto import class_means
 from fewintent.meta.inner import InnerLoopSettings, Updater, inner_loop
 
 
@@ -163,12 +164,17 @@ class TuneRecipe:
     holdout: float = 0.2
     """Share of each intent's examples held out of training (at least one where an intent has two or more)."""
     stopping: str = "best"
-    """'best': keep the epoch with the best held-out accuracy (ties: the later one); 'last': the last epoch."""
+    """'best': keep the epoch with the best held-out accuracy (0 = untuned; ties: the later one); 'last': the
+    last epoch."""
+    schedule: str = "constant"
+    """Learning rates: 'constant', or 'linear' (decayed to zero over the recipe's epochs)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objective", Objective(self.objective))
         if self.stopping not in ("best", "last"):
             raise FewIntentError(f"unknown stopping rule '{self.stopping}': use best or last")
+        if self.schedule not in ("constant", "linear"):
+            raise FewIntentError(f"unknown schedule '{self.schedule}': use constant or linear")
         if not 0.0 <= self.holdout < 1.0:
             raise FewIntentError(f"holdout must be in [0, 1), got {self.holdout}")
 
@@ -191,7 +197,8 @@ class TuneResult:
     """Per example of the data (in order): True when it was held out of training."""
     recipe: TuneRecipe
     held_out_accuracy: list[float | None] = field(default_factory=list)
-    """Per epoch (index 0: before training), the in-loop head's accuracy on the held-out fold."""
+    """Per epoch (index 0: before training), the held-out fold's accuracy under the deployed head (fitted on the
+    training rows)."""
     epochs_run: int = 0
     kept_epoch: int = 0
     steps: int = 0
@@ -309,12 +316,25 @@ def _loss(
     return loss
 
 
-def _accuracy(encoder: SentenceEncoder, head: PrototypeLinearHead, texts: list[str], y: torch.Tensor) -> float | None:
-    if not texts:
+def _held_out_accuracy(
+    encoder: SentenceEncoder,
+    texts: list[str],
+    y: torch.Tensor,
+    held_texts: list[str],
+    held_y: torch.Tensor,
+    n_classes: int,
+    head_c: float,
+) -> float | None:
+    """Accuracy on the held-out fold of the head as deployed (logistic regression, L-BFGS) fitted on the
+    training rows' embeddings as the encoder is now: what the stopping rule compares between epochs."""
+    if not held_texts:
         return None
-    emb = encoder.encode(texts).to(head.weight.device)
-    with torch.no_grad():
-        return float((head(emb).argmax(-1) == y).float().mean())
+    emb = encoder.encode(texts + held_texts)
+    train, held = emb[: len(texts)], emb[len(texts) :]
+    y_cpu = y.cpu()
+    protos = nn.functional.normalize(class_means(train, y_cpu, n_classes), dim=-1)
+    weight, bias = fit_logistic(train, y_cpu, n_classes, c=head_c, init=(protos * 20.0, torch.zeros(n_classes)))
+    return float(((held @ weight.T + bias).argmax(-1) == held_y.cpu()).float().mean())
 
 
 def tune_encoder(
@@ -325,12 +345,14 @@ def tune_encoder(
     names: bool = True,
     seed: int = 0,
     below: LoraSettings | None = None,
+    head_c: float = 30.0,
     time_budget: float | None = None,
     progress: TrainingProgress | None = None,
 ) -> TuneResult:
     """``--tune``: train fresh LoRA layers (on top of the encoder's adapter, described by ``below``) and a linear
     head on ``data`` and, with ``names``, each intent's name; keep the epoch the held-out fold likes best; leave
-    the encoder merged (inference form). ``time_budget`` (seconds) stops training early with the best state so far.
+    the encoder merged (inference form). ``head_c`` is the deployed linear head's (the held-out fold is scored with
+    it). ``time_budget`` (seconds) stops training early with the best state so far.
 
     Example:
         >>> result = tune_encoder(encoder, read_intent_file("train_10.jsonl"))  # doctest: +SKIP
@@ -363,7 +385,7 @@ def tune_encoder(
         start_emb = encoder.encode(texts).to(device)
         head = PrototypeLinearHead.from_support(start_emb, y, n, temperature=recipe.temperature)
         bank = _Bank(start_emb, y, n)
-        best_acc = _accuracy(encoder, head, held_texts, held_y)
+        best_acc = _held_out_accuracy(encoder, texts, y, held_texts, held_y, n, head_c)
         result.held_out_accuracy.append(best_acc)
         best = (lora_state(encoder), 0)
         updater = Updater([*params, head.weight, head.bias], [recipe.lr] * len(params) + [recipe.head_lr] * 2, "adam")
@@ -376,7 +398,8 @@ def tune_encoder(
                 rows = batch.to(device)
                 loss = _loss(encoder, head, [texts[int(i)] for i in batch], y[rows], recipe, bank, rows)
                 grads = torch.autograd.grad(loss, [*params, head.weight, head.bias], allow_unused=True)
-                updater.step(grads)
+                progress_share = result.steps / total if total else 0.0
+                updater.step(grads, 1.0 - progress_share if recipe.schedule == "linear" else 1.0)
                 result.steps += 1
                 loss_value = float(loss.detach())
                 if progress is not None:
@@ -384,7 +407,7 @@ def tune_encoder(
                     progress(status)
             if result.stopped_by == "time" and result.steps == (epoch - 1) * per_epoch:
                 break  # nothing trained since the last evaluation
-            acc = _accuracy(encoder, head, held_texts, held_y)
+            acc = _held_out_accuracy(encoder, texts, y, held_texts, held_y, n, head_c)
             result.held_out_accuracy.append(acc)
             result.epochs_run = epoch
             if recipe.stopping == "last" or acc is None or best_acc is None or acc >= best_acc:
