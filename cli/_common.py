@@ -67,17 +67,17 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: Any, *
 
 PLAIN_PROGRESS_MIN = 5000
 """Texts from which work shows progress even when stderr is not a terminal."""
-THREADS_HELP = "torch CPU threads (default: torch's, all cores). On a busy or shared host 1-2 is often much faster."
+THREADS_HELP = "CPU threads of the encoder (default: all cores). On a busy or shared host 1-2 is often much faster."
 
 
 def set_threads(threads: int | None) -> None:
-    """Apply ``--threads`` to this process (None keeps torch's default); more than the machine's CPUs is refused:
-    thousands of threads crash the BLAS library instead of running faster."""
+    """Apply ``--threads`` to this process's encoder, torch or ONNX (None keeps the default: every core); more than
+    the machine's CPUs is refused: thousands of threads crash the BLAS library instead of running faster."""
     check_threads(threads)
     if threads:
-        import torch
+        from fewintent.encoder.base import set_num_threads
 
-        torch.set_num_threads(threads)
+        set_num_threads(threads)
 
 
 def check_threads(threads: int | None) -> None:

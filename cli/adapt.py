@@ -20,7 +20,7 @@ from fewintent.cli._common import (
 )
 from fewintent.cli.calibrate import print_report
 from fewintent.data import read_intent_file
-from fewintent.heads.linear import HeadType
+from fewintent.heads.logistic import HeadType
 from fewintent.model import AdaptArguments, IntentClassifier
 from fewintent.model.oos import OosScore
 from fewintent.model.persistence import check_model_path

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from fewintent.cli._common import console, guarded
+from fewintent.errors import training_parts
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -83,8 +84,9 @@ def benchmark(
     ),
 ) -> None:
     """Benchmark fewintent against frozen-embedding baselines and SetFit; writes JSON + Markdown + PNG."""
-    from fewintent.bench import BenchConfig, parse_adapter_options, run_benchmark, write_report
-    from fewintent.bench.data import default_data_dir
+    with training_parts("`fewintent benchmark`"):
+        from fewintent.bench import BenchConfig, parse_adapter_options, run_benchmark, write_report
+        from fewintent.bench.data import default_data_dir
 
     if report_only:
         snippet = write_report(out, readme=readme)

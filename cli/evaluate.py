@@ -21,7 +21,7 @@ from fewintent.cli._common import (
 )
 from fewintent.data import read_intent_file
 from fewintent.errors import FewIntentError
-from fewintent.heads.linear import HeadType
+from fewintent.heads.logistic import HeadType
 from fewintent.model import IntentClassifier
 from fewintent.model import evaluate as run_evaluation
 from fewintent.model.crossval import cross_validate

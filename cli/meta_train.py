@@ -10,8 +10,7 @@ import typer
 from rich.markup import escape
 
 from fewintent.cli._common import console, guarded
-from fewintent.errors import FewIntentError
-from fewintent.meta.args import MetaTrainingArguments
+from fewintent.errors import FewIntentError, training_parts
 
 
 def _ints(value: str | None, what: str) -> int | list[int] | None:
@@ -74,7 +73,9 @@ def meta_train(
     Validation episodes come from the `valid` split of the training datasets (never `test`); the adapter
     keeps the weights that scored best there. Runs under `accelerate launch` for several GPUs unchanged.
     """
-    from fewintent.meta.trainer import MetaTrainer
+    with training_parts("`fewintent meta-train`"):
+        from fewintent.meta.args import MetaTrainingArguments
+        from fewintent.meta.trainer import MetaTrainer
 
     overrides: dict[str, Any] = {
         "data_dir": data_dir,

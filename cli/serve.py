@@ -69,7 +69,7 @@ def serve(
         None,
         "--threads",
         min=1,
-        help="torch CPU threads per worker (default: all CPUs, shared out with --workers). Use 1-2 on a busy host.",
+        help="Encoder CPU threads per worker (default: all CPUs, shared out with --workers). Use 1-2 on a busy host.",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     log_level: str = typer.Option("info", "--log-level", help="critical, error, warning, info or debug."),

@@ -16,10 +16,10 @@ if (
 ):
     __path__.append(str(_root))  # type: ignore[name-defined]
 
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
 from fewintent.data import IntentSet, load_hf_intents, read_intent_file  # noqa: E402
-from fewintent.encoder import SentenceEncoder  # noqa: E402
 from fewintent.errors import FewIntentError  # noqa: E402
-from fewintent.heads import Distance, PrototypicalHead  # noqa: E402
 from fewintent.model import (  # noqa: E402
     AdaptArguments,
     ClassifierConfig,
@@ -29,6 +29,10 @@ from fewintent.model import (  # noqa: E402
     Prediction,
     evaluate,
 )
+
+if TYPE_CHECKING:
+    from fewintent.encoder import SentenceEncoder
+    from fewintent.heads import Distance, PrototypicalHead
 
 __all__ = [
     "AdaptArguments",
@@ -47,3 +51,14 @@ __all__ = [
     "load_hf_intents",
     "read_intent_file",
 ]
+
+# The torch parts are imported on first use: serving an exported ONNX model never loads torch.
+_TORCH = {"SentenceEncoder": "fewintent.encoder", "Distance": "fewintent.heads", "PrototypicalHead": "fewintent.heads"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH:
+        import importlib
+
+        return getattr(importlib.import_module(_TORCH[name]), name)
+    raise AttributeError(f"module 'fewintent' has no attribute '{name}'")

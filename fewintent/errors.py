@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
+
+TRAINING_STACK = ("torch", "transformers", "peft", "sentence_transformers", "datasets")
+"""What training needs and serving an exported (ONNX) model does not: a runtime-only install has none of them."""
+TRAINING_INSTALL = "reinstall fewintent with its dependencies (`pip install .` in the checkout, without --no-deps)"
 
 
 class FewIntentError(Exception):
@@ -36,3 +41,19 @@ def reject_unknown(given: Iterable[str], known: Iterable[str], what: str) -> Non
     unknown = set(given) - set(known)
     if unknown:
         raise FewIntentError(f"unknown {what}: {', '.join(sorted(unknown))}")
+
+
+@contextlib.contextmanager
+def training_parts(what: str) -> Iterator[None]:
+    """Around the import of a training part (a torch encoder, LoRA, meta-training, export, the benchmark): in a
+    runtime-only install, its missing module becomes one line saying what needs it and what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top not in TRAINING_STACK:
+            raise
+        raise FewIntentError(
+            f"{what} needs the training stack ({top} is not installed; this looks like a runtime-only install, "
+            f"which predicts and serves exported ONNX models): {TRAINING_INSTALL}"
+        ) from e

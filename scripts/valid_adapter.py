@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import torch
 
 from fewintent.bench.data import Corpora
@@ -26,20 +27,20 @@ def measure(corpora: Corpora, base: str, adapter: str, dataset: str) -> None:
     supports = {k: corpora.support(dataset, f"train_{k}") for k in (5, 10)}
     texts = list(dict.fromkeys(valid.texts + valid.oos_texts + [t for s in supports.values() for t in s.texts]))
     emb = dict(zip(texts, clf.encoder.encode(texts)))
-    queries = torch.stack([emb[t] for t in valid.texts + valid.oos_texts])
+    queries = torch.stack([emb[t] for t in valid.texts + valid.oos_texts]).numpy()
     n_in = len(valid.texts)
     for k, support in supports.items():
         labels = tuple(support.labels)
-        y = torch.tensor([labels.index(i) for i in support.intents])
+        y = np.array([labels.index(i) for i in support.intents])
         clf.fit_embeddings(labels, torch.stack([emb[t] for t in support.texts]), y)
         table = clf.table
         sims = table.similarities(queries)
         pred = table.logits(queries, sims, clf.scale).argmax(-1)[:n_in]
-        gold = torch.tensor([labels.index(i) for i in valid.intents])
+        gold = np.array([labels.index(i) for i in valid.intents])
         row = {"base": base, "adapter": adapter, "dataset": dataset, "shots": k}
-        row["valid_top1"] = round(100 * float((pred == gold).float().mean()), 2)
+        row["valid_top1"] = round(100 * float((pred == gold).mean()), 2)
         if valid.oos_texts:
-            scores = table.oos_scores(queries, sims).numpy()
+            scores = table.oos_scores(queries, sims)
             row["oos_auroc"] = round(100 * auroc(scores[:n_in], scores[n_in:]), 2)
         print(json.dumps(row), flush=True)
 

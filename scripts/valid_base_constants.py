@@ -38,7 +38,7 @@ from fewintent.bench.data import FULLWAY_DATASETS, SHOTS, Corpora
 from fewintent.data import IntentSet
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.errors import FewIntentWarning
-from fewintent.heads.linear import HeadType
+from fewintent.heads.logistic import HeadType, log_softmax
 from fewintent.model import IntentClassifier
 from fewintent.model.evaluation import score_predictions
 
@@ -79,9 +79,9 @@ class Embeddings:
         self._rows[corpus] = {t: i for i, t in enumerate(unique)}
         self._emb[corpus] = emb
 
-    def __call__(self, corpus: str, texts: list[str]) -> torch.Tensor:
+    def __call__(self, corpus: str, texts: list[str]) -> np.ndarray:
         rows = self._rows[corpus]
-        return self._emb[corpus][[rows[t] for t in texts]]
+        return self._emb[corpus][[rows[t] for t in texts]].numpy()
 
 
 def _fit(clf: IntentClassifier, emb: Embeddings, corpus: str, support: IntentSet, **settings: Any) -> None:
@@ -89,14 +89,14 @@ def _fit(clf: IntentClassifier, emb: Embeddings, corpus: str, support: IntentSet
     clf.config = replace(clf.config, **settings)
     labels = tuple(support.labels)
     index = {label: i for i, label in enumerate(labels)}
-    y = torch.tensor([index[i] for i in support.intents])
+    y = np.array([index[i] for i in support.intents])
     with warnings.catch_warnings():  # 1-shot supports warn that the threshold falls back: that is the point here
         warnings.simplefilter("ignore", FewIntentWarning)
         clf.fit_embeddings(labels, emb(corpus, support.texts), y)
 
 
-def _gold(clf: IntentClassifier, intents: list[str]) -> torch.Tensor:
-    return torch.tensor([clf.table.labels.index(i) for i in intents])
+def _gold(clf: IntentClassifier, intents: list[str]) -> np.ndarray:
+    return np.array([clf.table.labels.index(i) for i in intents])
 
 
 def head_c(clf: IntentClassifier, emb: Embeddings, data: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def head_c(clf: IntentClassifier, emb: Embeddings, data: dict[str, Any]) -> dict
                 _fit(clf, emb, corpus, data[corpus][f"train_{k}"], head=HeadType.LINEAR, head_c=c, intent_names=True)
                 table = clf.table
                 pred = table.logits(q, table.similarities(q), clf.scale).argmax(-1)
-                row[str(c)] = round(100 * float((pred == _gold(clf, valid.intents)).float().mean()), 2)
+                row[str(c)] = round(100 * float((pred == _gold(clf, valid.intents)).mean()), 2)
     mean = {str(c): round(float(np.mean([cells[k][str(c)] for k in cells])), 3) for c in C_GRID}
     best = max(mean.values())
     chosen = min(c for c in C_GRID if mean[str(c)] >= best - C_TIE)
@@ -129,7 +129,7 @@ def fallback_threshold(clf: IntentClassifier, emb: Embeddings, data: dict[str, A
             # the prototype OOS score does not depend on the head: the prototype head spares 1-shot L-BFGS fits
             _fit(clf, emb, corpus, one_shot, head=HeadType.PROTOTYPE, intent_names=names)
             q = emb(corpus, data[corpus]["valid"].texts)
-            scores = clf.table.oos_scores(q, clf.table.similarities(q)).numpy()
+            scores = clf.table.oos_scores(q, clf.table.similarities(q))
             per[corpus] = round(float(np.quantile(scores, FALLBACK_QUANTILE)), 4)
         mean = float(np.mean(list(per.values())))
         key = "names_on" if names else "names_off"
@@ -178,8 +178,8 @@ def in_scope_recall(clf: IntentClassifier, emb: Embeddings, data: dict[str, Any]
     }
 
 
-def _nll(logits: torch.Tensor, gold: torch.Tensor) -> float:
-    return float(torch.nn.functional.cross_entropy(logits, gold))
+def _nll(logits: np.ndarray, gold: np.ndarray) -> float:
+    return -float(np.mean(log_softmax(logits)[np.arange(len(gold)), gold]))
 
 
 def scale(clf: IntentClassifier, emb: Embeddings, data: dict[str, Any]) -> dict[str, Any]:

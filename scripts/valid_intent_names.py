@@ -15,7 +15,7 @@ import argparse
 import json
 from dataclasses import replace
 
-import torch
+import numpy as np
 
 from fewintent.bench.data import Corpora
 from fewintent.data import IntentSet
@@ -23,12 +23,12 @@ from fewintent.model import IntentClassifier
 from fewintent.model.evaluation import auroc
 
 
-def _fit(clf: IntentClassifier, support: IntentSet, names: bool) -> torch.Tensor:
+def _fit(clf: IntentClassifier, support: IntentSet, names: bool) -> np.ndarray:
     """Fit on ``support`` (with or without names); returns the label index of each intent in label order."""
     labels = tuple(support.labels)
     index = {label: i for i, label in enumerate(labels)}
     clf.config = replace(clf.config, intent_names=names)
-    y = torch.tensor([index[i] for i in support.intents])
+    y = np.array([index[i] for i in support.intents])
     clf.fit_embeddings(labels, clf.encoder.encode(support.texts), y)
     return y
 
@@ -37,22 +37,22 @@ def top1(corpora: Corpora, dataset: str) -> None:
     valid = corpora.labelled(dataset, "valid")
     for adapter in (f"minilm-meta-no-{dataset}", "none"):
         clf = IntentClassifier.unfitted(adapter=adapter, device="cpu")
-        emb = clf.encoder.encode(valid.texts)
+        emb = clf.encoder.encode(valid.texts).numpy()
         for k in (5, 10):
             support = corpora.support(dataset, f"train_{k}")
             for names in (False, True):
                 _fit(clf, support, names)
                 table = clf.table
-                gold = torch.tensor([table.labels.index(i) for i in valid.intents])
+                gold = np.array([table.labels.index(i) for i in valid.intents])
                 pred = table.logits(emb, table.similarities(emb), clf.scale).argmax(-1)
-                acc = float((pred == gold).float().mean())
+                acc = float((pred == gold).mean())
                 row = {"dataset": dataset, "shots": k, "adapter": adapter, "intent_names": names}
                 print(json.dumps({**row, "valid_top1": round(100 * acc, 2)}), flush=True)
 
 
 def out_of_scope(corpora: Corpora, name: str, adapter: str, support: IntentSet, valid: IntentSet) -> None:
     clf = IntentClassifier.unfitted(adapter=adapter, device="cpu")
-    emb = clf.encoder.encode(valid.texts + valid.oos_texts)
+    emb = clf.encoder.encode(valid.texts + valid.oos_texts).numpy()
     n_in = len(valid.texts)
     for names in (False, True):
         _fit(clf, support, names)
@@ -61,14 +61,14 @@ def out_of_scope(corpora: Corpora, name: str, adapter: str, support: IntentSet, 
         pred = table.logits(emb, sims, clf.scale).argmax(-1)
         scores = table.oos_scores(emb, sims)
         rejected = scores < table.threshold
-        gold = torch.tensor([table.labels.index(i) for i in valid.intents])
+        gold = np.array([table.labels.index(i) for i in valid.intents])
         caught = int(rejected[n_in:].sum())
         recall, precision = caught / len(valid.oos_texts), caught / max(int(rejected.sum()), 1)
-        in_scope = float(((pred[:n_in] == gold) & ~rejected[:n_in]).float().mean())
+        in_scope = float(((pred[:n_in] == gold) & ~rejected[:n_in]).mean())
         row = {
             "set": name,
             "intent_names": names,
-            "auroc": round(100 * auroc(scores[:n_in].numpy(), scores[n_in:].numpy()), 2),
+            "auroc": round(100 * auroc(scores[:n_in], scores[n_in:]), 2),
             "oos_f1": round(100 * 2 * recall * precision / max(recall + precision, 1e-9), 2),
             "in_scope_accuracy": round(100 * in_scope, 2),
         }

@@ -25,6 +25,7 @@ import json
 import random
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch.nn.functional import normalize
 
@@ -34,8 +35,7 @@ from fewintent.data.intentset import name_example
 from fewintent.encoder import SentenceEncoder
 from fewintent.encoder.lora import load_adapter, resolve_adapter
 from fewintent.encoder.registry import MINILM
-from fewintent.heads.linear import fit_logistic
-from fewintent.heads.proto import class_means, pooled_covariance
+from fewintent.heads import class_means, fit_logistic, pooled_covariance  # numpy, as the classifier fits them
 from fewintent.model.evaluation import auroc
 
 DATASETS = ("banking77", "clinc150", "hwu64")
@@ -84,22 +84,21 @@ def whitener(x: torch.Tensor, cov: torch.Tensor, p: float) -> Transform:
 
 def top1(x: torch.Tensor, y: torch.Tensor, n: int, q: torch.Tensor, qy: torch.Tensor, f: Transform) -> float:
     x, q = f(x), f(q)
-    protos = normalize(class_means(x, y, n), dim=-1)
-    w, b = fit_logistic(x, y, n, c=MINILM.constants.head_c, init=(protos * 20, torch.zeros(n)))
-    return round(100 * float(((q @ w.T + b).argmax(-1) == qy).float().mean()), 2)
+    w, b = fit_logistic(x.numpy(), y.numpy(), n, c=MINILM.constants.head_c)  # started from 20 x the prototypes
+    return round(100 * float(((q.numpy() @ w.T + b).argmax(-1) == qy.numpy()).mean()), 2)
 
 
 def lda_top1(x: torch.Tensor, y: torch.Tensor, n: int, q: torch.Tensor, qy: torch.Tensor, shrink: float) -> float:
-    means = class_means(x, y, n)
-    cov = pooled_covariance(x, y, means)
+    means = class_means(x.numpy(), y.numpy(), n)
+    cov = pooled_covariance(x.numpy(), y.numpy(), means)
     dim = cov.shape[0]
-    precision = torch.linalg.inv((1 - shrink) * cov + shrink * torch.trace(cov) / dim * torch.eye(dim))
+    precision = np.linalg.inv((1 - shrink) * cov + shrink * np.trace(cov) / dim * np.eye(dim))
     w = means @ precision
-    return round(100 * float(((q @ w.T - 0.5 * (w * means).sum(1)).argmax(-1) == qy).float().mean()), 2)
+    return round(100 * float(((q.numpy() @ w.T - 0.5 * (w * means).sum(1)).argmax(-1) == qy.numpy()).mean()), 2)
 
 
 def proto_auroc(x: torch.Tensor, y: torch.Tensor, n: int, ins: torch.Tensor, oos: torch.Tensor, f: Transform) -> float:
-    protos = normalize(class_means(f(x), y, n), dim=-1)
+    protos = normalize(torch.from_numpy(class_means(f(x).numpy(), y.numpy(), n)), dim=-1)
     best = lambda e: (f(e) @ protos.T).max(1).values.numpy()  # noqa: E731
     return round(100 * auroc(best(ins), best(oos)), 2)
 
@@ -183,7 +182,8 @@ def main() -> None:
             )
         embed = Embedder(scaled_encoder(adapter, 1.0))
         base, base_y = other_corpora(corpora, dataset, embed)
-        base_cov = pooled_covariance(base, base_y, class_means(base, base_y, int(base_y.max()) + 1))
+        b, b_y = base.numpy(), base_y.numpy()
+        base_cov = torch.from_numpy(pooled_covariance(b, b_y, class_means(b, b_y, int(b_y.max()) + 1)))
         own = traffic(corpora, dataset, embed)
         variants = {"product": identity}
         for p in (0.1, 0.25, 0.5):

@@ -65,14 +65,14 @@ def _score(
     y = torch.tensor([index[i] for i in support.intents])
     clf.fit_embeddings(labels, encoder.encode(support.texts), y, tuned=tuned)
     table = clf.table
-    emb = encoder.encode(valid.texts + valid.oos_texts)
+    emb = encoder.encode(valid.texts + valid.oos_texts).numpy()
     sims = table.similarities(emb)
     n_in = len(valid.texts)
-    gold = torch.tensor([index[i] for i in valid.intents])
+    gold = np.array([index[i] for i in valid.intents])
     pred = table.logits(emb, sims, clf.scale).argmax(-1)
-    out: dict[str, Any] = {"valid_top1": round(100 * float((pred[:n_in] == gold).float().mean()), 2)}
+    out: dict[str, Any] = {"valid_top1": round(100 * float((pred[:n_in] == gold).mean()), 2)}
     if valid.oos_texts:
-        scores = table.oos_scores(emb, sims).numpy()
+        scores = table.oos_scores(emb, sims)
         rejected = scores < table.threshold
         caught = int(rejected[n_in:].sum())
         recall, precision = caught / len(valid.oos_texts), caught / max(int(rejected.sum()), 1)

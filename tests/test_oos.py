@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.cli.main import app
+from fewintent.heads import l2_normalize
 from fewintent.model import evaluate
 from fewintent.model.calibration import best_f1_threshold, oos_counts, recall_threshold
 from fewintent.model.oos import OosScore, OosScorer, held_out_scores
@@ -24,11 +24,11 @@ HELD_OUT = IntentSet.from_pairs(
 )
 
 
-def _blobs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(4).repeat_interleave(6)
-    x = torch.randn(4, 8, generator=g)[y] + 0.3 * torch.randn(24, 8, generator=g)
-    return torch.nn.functional.normalize(x, dim=-1), y
+def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    g = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), 6)
+    x = g.standard_normal((4, 8))[y] + 0.3 * g.standard_normal((24, 8))
+    return l2_normalize(x).astype(np.float32), y
 
 
 def test_nearest_held_out_scores_are_leave_one_out():
@@ -42,8 +42,8 @@ def test_nearest_held_out_scores_are_leave_one_out():
 def test_mahalanobis_scores_the_nearest_mean_highest():
     x, y = _blobs(1)
     scorer = OosScorer.fit(OosScore.MAHALANOBIS, x, y, 4)
-    means = torch.stack([x[y == c].mean(0) for c in range(4)])
-    far = -means.mean(0, keepdim=True)  # away from every intent
+    means = np.stack([x[y == c].mean(0) for c in range(4)])
+    far = -means.mean(0, keepdims=True)  # away from every intent
     assert float(scorer(means).min()) > float(scorer(far)[0])
     with pytest.raises(FewIntentError, match="linear head"):
         OosScorer.fit(OosScore.ENERGY, x, y, 4)

@@ -46,7 +46,7 @@ from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import load_lora_state, lora_state
 from fewintent.encoder.registry import BaseSpec
 from fewintent.errors import FewIntentError, FewIntentWarning
-from fewintent.heads.linear import HeadType
+from fewintent.heads.logistic import HeadType
 from fewintent.meta.args import Algorithm
 from fewintent.model.calibration import calibrate_threshold
 from fewintent.model.classifier import IntentClassifier
@@ -184,9 +184,9 @@ def classifier_head(
 
 def _score(clf: IntentClassifier, emb: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(intent scores the head ranks by, OOS score) for embedded queries, as ``IntentClassifier.decide`` uses them."""
-    table = clf.table
-    sims = table.similarities(emb)
-    return table.logits(emb, sims, clf.scale).numpy(), table.oos_scores(emb, sims).numpy()
+    table, x = clf.table, np.asarray(emb, dtype=np.float32)
+    sims = table.similarities(x)
+    return table.logits(x, sims, clf.scale), table.oos_scores(x, sims)
 
 
 def _outcome(

@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from fewintent.bench.context import BenchContext, Skip
 from fewintent.bench.metrics import mean_ci95
@@ -100,11 +99,11 @@ def _unseen_intents(ctx: BenchContext) -> dict[str, Any] | Skip:
     }
 
 
-def _accuracy(clf: IntentClassifier, labels: list[str], emb: torch.Tensor, y: torch.Tensor, test: Any) -> float:
+def _accuracy(clf: IntentClassifier, labels: list[str], emb: np.ndarray, y: np.ndarray, test: Any) -> float:
     clf.fit_embeddings(labels, emb, y)
     table = clf.table
     logits = table.logits(test[0], table.similarities(test[0]), clf.scale)
-    return float((logits.argmax(1) == test[1]).float().mean())
+    return float((logits.argmax(1) == test[1]).mean())
 
 
 def _to_label(ctx: BenchContext) -> dict[str, Any] | Skip:
@@ -119,9 +118,9 @@ def _to_label(ctx: BenchContext) -> dict[str, Any] | Skip:
     index = {label: i for i, label in enumerate(labels)}
     encode = clf._encode
     base_emb, pool_emb, test_emb = encode(base.texts), encode([r.text for r in pool]), encode(test.texts)
-    base_y = torch.tensor([index[i] for i in base.intents])
-    pool_y = torch.tensor([index[r.intent] for r in pool])
-    scored = (test_emb, torch.tensor([index[i] for i in test.intents]))
+    base_y = np.array([index[i] for i in base.intents])
+    pool_y = np.array([index[r.intent] for r in pool])
+    scored = (test_emb, np.array([index[i] for i in test.intents]))
     start_acc = _accuracy(clf, labels, base_emb, base_y, scored)
     budget = 2 * len(labels)
     predictions = clf.decide([r.text for r in pool], clf.table, pool_emb, top_k=2)
@@ -130,8 +129,8 @@ def _to_label(ctx: BenchContext) -> dict[str, Any] | Skip:
     chosen = [position[c.text] for c in rank_to_label(pool_emb, predictions, in_scope, budget)]
 
     def accuracy_with(picked: list[int]) -> float:
-        emb = torch.cat([base_emb, pool_emb[picked]])
-        return _accuracy(clf, labels, emb, torch.cat([base_y, pool_y[picked]]), scored)
+        emb = np.concatenate([base_emb, pool_emb[picked]])
+        return _accuracy(clf, labels, emb, np.concatenate([base_y, pool_y[picked]]), scored)
 
     ranked = accuracy_with(chosen)
     randoms = [accuracy_with(random.Random(seed).sample(range(len(pool)), budget)) for seed in range(SEEDS)]

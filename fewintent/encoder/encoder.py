@@ -13,11 +13,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 
+from fewintent.encoder.base import configured_threads, encode_sorted
 from fewintent.encoder.registry import WEIGHTS_FILE, BaseSpec, registered, spec_for_weights
 from fewintent.encoder.sources import check_hub_reachable, file_sha256, hub_offline, hub_snapshot
 from fewintent.errors import FewIntentError
@@ -166,26 +167,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-class Encoder(Protocol):
-    """What a classifier needs of an encoder: :class:`SentenceEncoder` (torch) or ``OnnxEncoder`` (onnxruntime)."""
-
-    name: str
-    sha256: str | None
-    tokenizer_sha256: str | None
-    max_length: int
-    merged_lora: dict[str, torch.Tensor] | None
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def device(self) -> torch.device: ...
-
-    def encode(
-        self, texts: Sequence[str], *, batch_size: int = 64, progress: Callable[[int], None] | None = None
-    ) -> torch.Tensor: ...
-
-
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """One vector per sentence from token states: the mean over real tokens, the first ([CLS]) token, or the max."""
     if mode == "cls":
@@ -218,6 +199,8 @@ class SentenceEncoder(nn.Module):
         tokenizer: Any = None,
     ) -> None:
         super().__init__()
+        if configured_threads() is not None:  # --threads given before torch was loaded
+            torch.set_num_threads(int(configured_threads() or 1))
         self.max_length = max_length
         self.sha256: str | None = None
         self.tokenizer_sha256: str | None = None
@@ -290,30 +273,10 @@ class SentenceEncoder(nn.Module):
         was_training = self.model.training
         self.model.eval()
         try:
-            return encode_sorted(texts, lambda batch: self.forward(batch).cpu(), self.dim, batch_size, progress)
+            emb = encode_sorted(texts, lambda batch: self.forward(batch).cpu().numpy(), self.dim, batch_size, progress)
+            return torch.from_numpy(emb)
         finally:
             self.model.train(was_training)
-
-
-def encode_sorted(
-    texts: Sequence[str],
-    run: Callable[[list[str]], torch.Tensor | Any],
-    dim: int,
-    batch_size: int = 64,
-    progress: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """Embed ``texts`` in batches of similar length (little padding) with ``run``; rows come back in input order.
-
-    ``progress`` is called with the number of texts done after each batch.
-    """
-    out = torch.empty(len(texts), dim)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for start in range(0, len(texts), batch_size):
-        idx = order[start : start + batch_size]
-        out[idx] = torch.as_tensor(run([texts[i] for i in idx]))
-        if progress is not None:
-            progress(len(idx))
-    return out
 
 
 def _load_hf(location: Path) -> tuple[nn.Module, Any]:

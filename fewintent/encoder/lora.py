@@ -6,14 +6,16 @@ import json
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
-from fewintent.encoder.encoder import Encoder, SentenceEncoder
+from fewintent.encoder.base import Encoder
 from fewintent.encoder.registry import lora_targets, registered, spec_for_weights
 from fewintent.errors import FewIntentError, reject_unknown
+
+if TYPE_CHECKING:  # torch is imported where LoRA weights are touched: settings and names need none
+    import torch
+
+    from fewintent.encoder.encoder import SentenceEncoder
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -141,6 +143,8 @@ def concat_lora(
     result's own scaling is 1)."""
     if set(a_state) != set(b_state) or set(a.target_modules) != set(b.target_modules):
         raise FewIntentError("the two LoRA adapters wrap different modules and cannot be joined into one")
+    import torch
+
     scale_a, scale_b = a.alpha / a.r, b.alpha / b.r
     out: dict[str, torch.Tensor] = {}
     for name, x in a_state.items():
@@ -169,6 +173,8 @@ def lora_state(encoder: SentenceEncoder) -> dict[str, torch.Tensor]:
 
 
 def load_lora_state(encoder: SentenceEncoder, state: dict[str, torch.Tensor]) -> None:
+    import torch
+
     params = lora_parameters(encoder)
     missing = set(params) - set(state)
     unexpected = set(state) - set(params)
@@ -190,6 +196,9 @@ def save_adapter(
     encoder: SentenceEncoder, directory: str | Path, settings: LoraSettings, meta: dict[str, Any]
 ) -> None:
     """Write LoRA weights (fp16 safetensors, well under 1 MB for MiniLM) and a JSON config into ``directory``."""
+    import torch
+    from safetensors.torch import save_file
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     save_file({k: v.to(torch.float16).contiguous() for k, v in lora_state(encoder).items()}, str(d / ADAPTER_WEIGHTS))
@@ -198,6 +207,8 @@ def save_adapter(
 
 
 def read_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
     d = Path(directory)
     if not (d / ADAPTER_CONFIG).is_file() or not (d / ADAPTER_WEIGHTS).is_file():
         raise FewIntentError(f"{d}: not a fewintent adapter (expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")

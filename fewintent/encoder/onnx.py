@@ -1,112 +1,31 @@
-"""The sentence encoder as an ONNX graph (mean pooling and L2 normalisation inside), optionally int8-quantised,
-run by onnxruntime: lean CPU inference for chatbot backends (the ``[onnx]`` extra).
+"""Exporting the sentence encoder as an ONNX graph (mean pooling and L2 normalisation inside), optionally
+int8-quantised: lean CPU inference for chatbot backends (the ``[onnx]`` extra).
 
 The graph is exported with PyTorch's exporter from the encoder with its LoRA merged, and quantised with
 onnxruntime's dynamic quantisation (per-channel int8 weights); the tokenizer is the model's own
-``tokenizer.json``, read by the ``tokenizers`` library. Embeddings come back as torch tensors, like
-:class:`~fewintent.encoder.encoder.SentenceEncoder`'s, so a classifier cannot tell the two apart.
+``tokenizer.json``. Running it needs no torch: :mod:`fewintent.encoder.onnx_runtime` (``OnnxEncoder``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from fewintent.encoder.encoder import SentenceEncoder, encode_sorted, pool
+from fewintent.encoder.encoder import SentenceEncoder, pool
+from fewintent.encoder.onnx_runtime import GRAPH, INPUTS, TOKENIZER, OnnxEncoder, onnxruntime_module, read_spec
 from fewintent.encoder.sources import file_sha256
-from fewintent.errors import CorruptModelError, FewIntentError
+from fewintent.errors import FewIntentError
 
-GRAPH = "encoder.onnx"
-TOKENIZER = "tokenizer.json"
+__all__ = ["GRAPH", "QUANTIZE", "TOKENIZER", "OnnxEncoder", "export_encoder", "read_spec"]
+
 QUANTIZE = ("int8",)
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise FewIntentError(
-            "ONNX models need onnxruntime: pip install 'fewintent[onnx]' (or use the torch model directory)"
-        ) from e
-    return onnxruntime
-
-
-class OnnxEncoder:
-    """Tokenizer + ONNX graph of a sentence encoder, on the CPU; the same ``encode`` as ``SentenceEncoder``.
-
-    Example:
-        >>> spec = {"file": "encoder.onnx", "dim": 384, "max_length": 128}
-        >>> enc = OnnxEncoder("models/shop-onnx", spec)  # doctest: +SKIP
-        >>> enc.encode(["where is my card?"]).shape  # doctest: +SKIP
-        torch.Size([1, 384])
-    """
-
-    merged_lora: dict[str, torch.Tensor] | None = None  # the adapter is inside the graph already
-
-    def __init__(self, directory: str | Path, spec: dict[str, Any], *, name: str = "onnx") -> None:
-        from tokenizers import Tokenizer
-
-        self.directory = Path(directory)
-        self.spec = dict(spec)
-        graph = self.directory / str(spec.get("file", GRAPH))
-        if not graph.is_file() or not (self.directory / TOKENIZER).is_file():
-            raise CorruptModelError(f"{self.directory}: the ONNX model directory lacks {graph.name} or {TOKENIZER}")
-        if spec.get("sha256") and file_sha256(graph) != spec["sha256"]:
-            raise CorruptModelError(f"{graph}: sha256 does not match config.json (truncated or replaced)")
-        ort = _onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, torch.get_num_threads())
-        try:
-            self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own types for a damaged graph
-            raise CorruptModelError(f"{graph}: not a loadable ONNX graph ({type(e).__name__})") from e
-        self.input_names = {i.name for i in self.session.get_inputs()}
-        self.tokenizer = Tokenizer.from_file(str(self.directory / TOKENIZER))
-        self.max_length = int(spec.get("max_length", 128))
-        self.tokenizer.enable_truncation(self.max_length)
-        self.tokenizer.no_padding()
-        self.name = name
-        self.dim = int(spec["dim"])
-        self.sha256: str | None = spec.get("base_sha256")
-        self.tokenizer_sha256: str | None = file_sha256(self.directory / TOKENIZER)
-        self.device = torch.device("cpu")
-
-    def files(self) -> dict[str, Path]:
-        """What a model directory must hold for this encoder (copied by ``save``)."""
-        return {
-            str(self.spec.get("file", GRAPH)): self.directory / str(self.spec.get("file", GRAPH)),
-            TOKENIZER: self.directory / TOKENIZER,
-        }
-
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int = 64,
-        progress: Callable[[int], None] | None = None,
-    ) -> torch.Tensor:
-        """Embeddings in input order (float32, L2-normalised), length-sorted batches like the torch encoder."""
-        return encode_sorted(texts, self._run, self.dim, batch_size, progress)
-
-    def _run(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
-        width = max(len(e.ids) for e in encodings)
-        feeds = {name: np.zeros((len(texts), width), dtype=np.int64) for name in _INPUTS}
-        for row, e in enumerate(encodings):
-            n = len(e.ids)
-            feeds["input_ids"][row, :n] = e.ids
-            feeds["attention_mask"][row, :n] = 1
-            feeds["token_type_ids"][row, :n] = e.type_ids
-        return self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+_INPUTS = INPUTS
+_onnxruntime = onnxruntime_module
 
 
 class _Pooled(torch.nn.Module):
@@ -187,13 +106,3 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], inputs: tup
         opset_version=17,
         dynamo=False,
     )
-
-
-def read_spec(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``encoder`` section of a model config when the model runs on ONNX, else None."""
-    spec = config.get("encoder")
-    if spec is None:
-        return None
-    if not isinstance(spec, dict) or spec.get("format") != "onnx" or "dim" not in spec:
-        raise CorruptModelError(f'config.json has an invalid "encoder" section: {json.dumps(spec)[:80]}')
-    return spec

@@ -1,13 +1,42 @@
-"""Heads: decision rules over sentence embeddings (prototypes, a fitted linear head)."""
+"""Heads: decision rules over sentence embeddings (prototypes, a fitted linear head).
 
-from fewintent.heads.linear import PrototypeLinearHead, fit_logistic
-from fewintent.heads.proto import Distance, PrototypicalHead, class_means, pooled_covariance
+The classifier's heads are numpy (:mod:`~fewintent.heads.prototypes`, :mod:`~fewintent.heads.logistic`); the torch
+modules meta-training differentiates through (``PrototypicalHead``, ``PrototypeLinearHead``, ``Distance``) are
+imported on first use, so a runtime-only install never loads torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fewintent.heads.logistic import HeadType, fit_logistic
+from fewintent.heads.prototypes import class_means, l2_normalize, pooled_covariance
+
+if TYPE_CHECKING:
+    from fewintent.heads.linear import PrototypeLinearHead
+    from fewintent.heads.proto import Distance, PrototypicalHead
 
 __all__ = [
     "Distance",
+    "HeadType",
     "PrototypeLinearHead",
     "PrototypicalHead",
     "class_means",
     "fit_logistic",
+    "l2_normalize",
     "pooled_covariance",
 ]
+
+_TORCH = {
+    "Distance": "fewintent.heads.proto",
+    "PrototypeLinearHead": "fewintent.heads.linear",
+    "PrototypicalHead": "fewintent.heads.proto",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH:
+        import importlib
+
+        return getattr(importlib.import_module(_TORCH[name]), name)
+    raise AttributeError(f"module 'fewintent.heads' has no attribute '{name}'")

@@ -18,18 +18,12 @@ class Distance(str, Enum):
 
 
 def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Mean embedding per class; ``labels`` are integers in ``[0, n_classes)``. Differentiable."""
+    """Mean embedding per class; ``labels`` are integers in ``[0, n_classes)``. Differentiable: meta-training's
+    (a classifier's tables use the numpy :func:`fewintent.heads.prototypes.class_means`)."""
     sums = torch.zeros(n_classes, embeddings.shape[-1], dtype=embeddings.dtype, device=embeddings.device)
     sums.index_add_(0, labels, embeddings)
     counts = torch.bincount(labels, minlength=n_classes).clamp(min=1).to(embeddings.dtype)
     return sums / counts.unsqueeze(-1)
-
-
-def pooled_covariance(embeddings: torch.Tensor, labels: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
-    """The within-class covariance shared by all classes: residuals from each class's mean (``class_means``),
-    divided by ``examples - classes`` (at least 1)."""
-    resid = embeddings - means[labels]
-    return resid.T @ resid / max(len(embeddings) - len(means), 1)
 
 
 class PrototypicalHead(nn.Module):

@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fewintent.errors import FewIntentError
-from fewintent.heads.proto import class_means
+from fewintent.heads.prototypes import class_means, l2_normalize
 
 if TYPE_CHECKING:
     from fewintent.data.intentset import IntentSet
@@ -19,12 +18,12 @@ if TYPE_CHECKING:
 
 
 def leave_one_out_scores(
-    embeddings: torch.Tensor,
-    labels: torch.Tensor,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
     n_classes: int,
-    fixed: tuple[torch.Tensor, torch.Tensor] | None = None,
+    fixed: tuple[np.ndarray, np.ndarray] | None = None,
     *,
-    rows: torch.Tensor | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Top cosine score each support example would get if it were a new query (its own class rebuilt without it).
 
@@ -33,21 +32,21 @@ def leave_one_out_scores(
     intents' names) are part of every prototype and never scored themselves; with ``rows`` (a mask), only those
     examples are scored (the others still count in the prototypes).
     """
-    counts = torch.bincount(labels, minlength=n_classes).to(embeddings.dtype)
-    sums = class_means(embeddings, labels, n_classes) * counts.unsqueeze(-1)
+    counts = np.bincount(labels, minlength=n_classes).astype(embeddings.dtype)
+    sums = class_means(embeddings, labels, n_classes) * counts[:, None]
     if fixed is not None:
-        sums = sums.index_add(0, fixed[1], fixed[0].to(sums.dtype))
+        np.add.at(sums, fixed[1], fixed[0].astype(sums.dtype))
     keep = counts[labels] >= 2
     if rows is not None:
         keep &= rows
     if not bool(keep.any()):
         return np.empty(0)
     e, y = embeddings[keep], labels[keep]
-    protos = torch.nn.functional.normalize(sums, dim=-1)
-    sims = e @ protos.T  # scores against the full prototypes
-    own = torch.nn.functional.cosine_similarity(sums[y] - e, e, dim=-1)  # own class without this example
-    sims[torch.arange(len(y)), y] = own
-    return sims.max(dim=1).values.numpy()
+    sims = e @ l2_normalize(sums).T  # scores against the full prototypes
+    rest = sums[y] - e  # own class without this example
+    own = np.sum(rest * e, axis=1) / np.maximum(np.linalg.norm(rest, axis=1) * np.linalg.norm(e, axis=1), 1e-8)
+    sims[np.arange(len(y)), y] = own
+    return sims.max(axis=1)
 
 
 def calibrate_threshold(

@@ -10,23 +10,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fewintent.data.intentset import MAX_TEXT_CHARS, IntentSet, check_intent_name, known_spelling, name_example
 from fewintent.data.io import read_intent_file
-from fewintent.encoder.encoder import Encoder, SentenceEncoder
-from fewintent.encoder.lora import (
-    SHIPPED_ADAPTERS_DIR,
-    LoraSettings,
-    has_lora,
-    load_adapter,
-    merge_lora,
-    resolve_adapter,
-)
+from fewintent.encoder.base import Encoder, set_num_threads
+from fewintent.encoder.lora import LoraSettings, has_lora
 from fewintent.encoder.registry import constants_for
-from fewintent.errors import EditConflictError, FewIntentError, FewIntentWarning, UnknownIntentError, reject_unknown
-from fewintent.heads.linear import HeadType, fit_logistic
-from fewintent.heads.proto import class_means
+from fewintent.errors import (
+    EditConflictError,
+    FewIntentError,
+    FewIntentWarning,
+    UnknownIntentError,
+    reject_unknown,
+    training_parts,
+)
+from fewintent.heads.logistic import HeadType, fit_logistic, softmax
+from fewintent.heads.prototypes import class_means, l2_normalize
 from fewintent.model.calibration import (
     CalibrationReport,
     calibrate_classifier,
@@ -41,6 +40,7 @@ from fewintent.model.persistence import export_model, load_model, save_model
 from fewintent.model.table import IntentScore, Prediction, Rows, ScoringTable, plus
 
 if TYPE_CHECKING:
+    from fewintent.encoder.encoder import SentenceEncoder
     from fewintent.model.tuning import TrainingProgress
 
 __all__ = ["AdaptArguments", "ClassifierConfig", "IntentClassifier", "IntentScore", "Prediction"]
@@ -52,7 +52,8 @@ class IntentClassifier:
     """Names the intent of a message, or says it is out of scope.
 
     Safe to share across threads: predictions read one immutable table; ``add_intent`` / ``remove_intent``
-    build a new table and swap it in atomically. Encoder calls are serialised (torch already uses every core).
+    build a new table and swap it in atomically. Encoder calls are serialised (the encoder already uses every
+    core). Tables and heads are numpy: a model on an ONNX encoder never imports torch.
     In async code keep the event loop free: ``await asyncio.to_thread(clf.predict, texts)``, or, for many
     concurrent callers, ``fewintent.serve.MicroBatcher(clf)`` which merges them into one encoder pass.
 
@@ -76,7 +77,7 @@ class IntentClassifier:
         config = replace(config or ClassifierConfig(), **settings).settings()
         self.encoder = encoder
         self.config = config.resolved(constants_for(encoder.name, encoder.sha256))
-        self._name_cache: dict[str, torch.Tensor] = {}  # name example -> its embedding (cross-validation refits)
+        self._name_cache: dict[str, np.ndarray] = {}  # name example -> its embedding (cross-validation refits)
         self.threshold_manual = False
         self.meta: dict[str, Any] = dict(meta or {})
         self._write_lock = threading.Lock()
@@ -134,8 +135,9 @@ class IntentClassifier:
         """
         args = _arguments(args, overrides)
         data = _as_intentset(examples, args.oos_label)
-        torch.manual_seed(args.seed)
         encoder, meta, adapter_dir = _encoder_for(args)
+        from fewintent.encoder.lora import merge_lora
+
         tuned: list[bool] | None = None
         if args.steps > 0:
             if adapter_dir is None:
@@ -179,6 +181,8 @@ class IntentClassifier:
         if args.steps or args.tune:
             raise FewIntentError("steps > 0 and tune adapt the encoder to one training set; use adapt() for that")
         encoder, meta, _ = _encoder_for(args)
+        from fewintent.encoder.lora import merge_lora
+
         merge_lora(encoder)
         return cls(encoder, args, meta=meta)
 
@@ -196,26 +200,30 @@ class IntentClassifier:
         index = {label: i for i, label in enumerate(labels)}
         emb = self._encode(data.texts + data.oos_texts, progress)
         support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
-        y = torch.tensor([index[i] for i in data.intents], dtype=torch.long)
+        y = np.array([index[i] for i in data.intents], dtype=np.int64)
         mask = None
         if tuned is not None:
             if len(tuned) != len(data.texts):
                 raise FewIntentError(f"tuned has {len(tuned)} flags for {len(data.texts)} examples")
-            mask = torch.tensor([bool(t) for t in tuned], dtype=torch.bool)
+            mask = np.array([bool(t) for t in tuned], dtype=bool)
         return self.fit_embeddings(labels, support, y, oos, tuned=mask)
 
     def fit_embeddings(
         self,
         labels: Sequence[str],
-        support: torch.Tensor,
-        y: torch.Tensor,
-        oos: torch.Tensor | None = None,
+        support: Any,
+        y: Any,
+        oos: Any = None,
         *,
-        tuned: torch.Tensor | None = None,
+        tuned: Any = None,
     ) -> IntentClassifier:
         """Build prototypes, the head and the OOS threshold from already encoded examples (what ``fit`` does
-        after encoding; the benchmark calls it with cached embeddings so it measures this very code)."""
-        oos = oos if oos is not None else torch.empty(0, support.shape[1])
+        after encoding; the benchmark calls it with cached embeddings so it measures this very code). Arrays are
+        numpy, or anything ``np.asarray`` takes (a CPU torch tensor)."""
+        support = np.asarray(support, dtype=np.float32)
+        y = np.asarray(y, dtype=np.int64)
+        oos = np.empty((0, support.shape[1]), np.float32) if oos is None else np.asarray(oos, dtype=np.float32)
+        tuned = None if tuned is None else np.asarray(tuned, dtype=bool)
         names = self._name_rows(labels)
         with self._write_lock:
             self._table = self._build_table(tuple(labels), support, y, oos, names, tuned)
@@ -233,27 +241,27 @@ class IntentClassifier:
             self._name_cache.update(zip(missing, self._encode(missing)))
         if not kept:
             return None
-        return torch.stack([self._name_cache[text] for _, text in kept]), torch.tensor([i for i, _ in kept])
+        return np.stack([self._name_cache[text] for _, text in kept]), np.array([i for i, _ in kept], dtype=np.int64)
 
     def _build_table(
         self,
         labels: tuple[str, ...],
-        support: torch.Tensor,
-        y: torch.Tensor,
-        oos: torch.Tensor,
+        support: np.ndarray,
+        y: np.ndarray,
+        oos: np.ndarray,
         names: Rows | None = None,
-        tuned: torch.Tensor | None = None,
+        tuned: np.ndarray | None = None,
     ) -> ScoringTable:
         """Prototypes, head, OOS scorer and threshold from the examples; the name rows count as examples, except
         that the threshold is calibrated on the user's examples alone (held out, against prototypes with names),
         and on a tuned encoder only on the examples it was not trained on (``tuned`` False)."""
         cfg, n = self.config, len(labels)
         everything = plus((support, y), names)
-        protos = torch.nn.functional.normalize(class_means(*everything, n), dim=-1)
+        protos = l2_normalize(class_means(*everything, n))
         linear = None
         if cfg.head is HeadType.LINEAR:
             # Started from the prototype head (same scores at iteration 0); the optimum does not depend on it.
-            linear = fit_logistic(*everything, n, c=self.head_c, init=(protos * self.scale, torch.zeros(n)))
+            linear = fit_logistic(*everything, n, c=self.head_c, init=(protos * self.scale, np.zeros(n)))
 
         def table(threshold: float, temperature: float) -> ScoringTable:
             return ScoringTable.build(
@@ -284,7 +292,7 @@ class IntentClassifier:
                 "add examples or use --oos-score prototype"
             )
         draft = table(0.0, self.scale)
-        oos_scores = draft.scorer(oos).numpy() if len(oos) else None
+        oos_scores = draft.scorer(oos) if len(oos) else None
         if in_scores.size == 0:
             why = (
                 "every intent has a single example"
@@ -308,7 +316,7 @@ class IntentClassifier:
     def restore(
         self,
         labels: Sequence[str],
-        tensors: Mapping[str, torch.Tensor],
+        tensors: Mapping[str, Any],
         *,
         threshold: float,
         threshold_manual: bool = False,
@@ -329,10 +337,16 @@ class IntentClassifier:
             self.threshold_manual = threshold_manual
         return self
 
-    def _encode(self, texts: Sequence[str], progress: Progress | None = None) -> torch.Tensor:
+    def _encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        """Embeddings as a float32 numpy array, whichever encoder (torch or ONNX) made them."""
         # The encoder holds no per-call state, but LoRA dropout/train flags are process-wide: one at a time.
         with self._encode_lock:
-            return self.encoder.encode(texts, progress=progress)
+            return np.asarray(self.encoder.encode(texts, progress=progress), dtype=np.float32)
+
+    @staticmethod
+    def set_threads(threads: int) -> None:
+        """CPU threads every encoder of this process uses from now on (ONNX sessions created later, and torch)."""
+        set_num_threads(threads)
 
     # ----------------------------------------------------------------- reading
     @property
@@ -363,12 +377,12 @@ class IntentClassifier:
 
     def similarities(
         self, texts: Sequence[str], *, progress: Progress | None = None
-    ) -> tuple[ScoringTable, torch.Tensor]:
+    ) -> tuple[ScoringTable, np.ndarray]:
         """Cosine similarity of each text to each prototype, with the table used (for consistent reads)."""
         table, emb = self.embed(texts, progress=progress)
         return table, table.similarities(emb)
 
-    def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> tuple[ScoringTable, torch.Tensor]:
+    def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> tuple[ScoringTable, np.ndarray]:
         """Embeddings of ``texts`` with the table to score them against (one consistent snapshot)."""
         texts = _check_texts(texts)
         table = self.table
@@ -377,7 +391,7 @@ class IntentClassifier:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """The head's softmax over intents (no OOS column), shape ``(len(texts), len(labels))``, labels order."""
         table, emb = self.embed(texts)
-        return torch.softmax(table.logits(emb, table.similarities(emb), self.scale), dim=-1).numpy()
+        return softmax(table.logits(emb, table.similarities(emb), self.scale))
 
     def predict(self, texts: Sequence[str], *, top_k: int = 10, progress: Progress | None = None) -> list[Prediction]:
         """Classify texts; an intent whose best similarity is below the threshold becomes the OOS label."""
@@ -387,18 +401,18 @@ class IntentClassifier:
         table, emb = self.embed(texts, progress=progress)
         return self.decide(texts, table, emb, top_k)
 
-    def decide(
-        self, texts: Sequence[str], table: ScoringTable, emb: torch.Tensor, top_k: int = 10
-    ) -> list[Prediction]:
+    def decide(self, texts: Sequence[str], table: ScoringTable, emb: Any, top_k: int = 10) -> list[Prediction]:
         """Predictions from embeddings: the head ranks the intents, the OOS score (by default the best cosine to a
         prototype) against the threshold decides out of scope."""
+        emb = np.asarray(emb, dtype=np.float32)
         sims = table.similarities(emb)
-        probs = torch.softmax(table.logits(emb, sims, self.scale), dim=-1)
+        probs = softmax(table.logits(emb, sims, self.scale))
         k = min(top_k, len(table.labels))
-        top_p, top_i = probs.topk(k, dim=-1)
+        top_i = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+        top_p = np.take_along_axis(probs, top_i, axis=-1)
         score = table.oos_scores(emb, sims)
         # OOS confidence grows with the distance below the threshold; 0.5 exactly at it.
-        oos_conf = torch.sigmoid((table.threshold - score) * table.oos_temperature)
+        oos_conf = 1.0 / (1.0 + np.exp(-(table.threshold - score.astype(np.float64)) * table.oos_temperature))
         out = []
         for row, text in enumerate(texts):
             ranking = [IntentScore(table.labels[int(i)], float(p)) for p, i in zip(top_p[row], top_i[row])]
@@ -456,13 +470,13 @@ class IntentClassifier:
             gone = t.labels.index(name) if name in t.labels else None
             old_labels = [label for label in t.labels if label != name]
             support, y = _without_label((t.support, t.support_labels), gone)
-            support = torch.cat([support, emb])
-            y = torch.cat([y, torch.full((len(clean),), len(old_labels), dtype=torch.long)])
+            support = np.concatenate([support, emb])
+            y = np.concatenate([y, np.full(len(clean), len(old_labels), dtype=np.int64)])
             tuned = _tuned_without(t, gone)
             if tuned is not None:  # the new examples were never trained on
-                tuned = torch.cat([tuned, torch.zeros(len(clean), dtype=torch.bool)])
+                tuned = np.concatenate([tuned, np.zeros(len(clean), dtype=bool)])
             if name_row is not None:
-                name_row = name_row[0], torch.full_like(name_row[1], len(old_labels))
+                name_row = name_row[0], np.full_like(name_row[1], len(old_labels))
             names = _join(_without_label(t.names(), gone), name_row)
             self._table = self._build_table((*old_labels, name), support, y, t.oos, names, tuned)
 
@@ -537,10 +551,10 @@ def _without_label(rows: Rows, gone: int | None) -> Rows:
     if gone is None:
         return emb, y
     keep = y != gone
-    return emb[keep], y[keep] - (y[keep] > gone).long()
+    return emb[keep], y[keep] - (y[keep] > gone).astype(np.int64)
 
 
-def _tuned_without(t: ScoringTable, gone: int | None) -> torch.Tensor | None:
+def _tuned_without(t: ScoringTable, gone: int | None) -> np.ndarray | None:
     """The table's trained-on flags without the rows of label ``gone`` (None: the encoder was not tuned)."""
     if t.tuned is None or gone is None:
         return t.tuned
@@ -560,7 +574,15 @@ def _arguments(args: AdaptArguments | None, overrides: Mapping[str, Any]) -> Ada
 
 
 def _encoder_for(args: AdaptArguments) -> tuple[SentenceEncoder, dict[str, Any], Path | None]:
-    """The base encoder with the adapter ``args`` names loaded (LoRA still live), and what to record of it."""
+    """The base encoder with the adapter ``args`` names loaded (LoRA still live), and what to record of it;
+    torch is imported here (and seeded), not before."""
+    with training_parts("adapting a classifier (a torch encoder)"):
+        import torch
+
+        from fewintent.encoder.encoder import SentenceEncoder
+    from fewintent.encoder.lora import SHIPPED_ADAPTERS_DIR, load_adapter, resolve_adapter
+
+    torch.manual_seed(args.seed)
     encoder = SentenceEncoder(args.base, device=args.device, max_length=args.max_length)
     meta: dict[str, Any] = {"adapter": None, "steps": 0, "seed": args.seed}
     adapter_dir = resolve_adapter(args.adapter, encoder.name, encoder.sha256)

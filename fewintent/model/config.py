@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.encoder.registry import BaseConstants
 from fewintent.errors import FewIntentError, reject_unknown
-from fewintent.heads.linear import HeadType
+from fewintent.heads.logistic import HeadType
 from fewintent.model.oos import OosScore
 
 _Config = TypeVar("_Config", bound="ClassifierConfig")

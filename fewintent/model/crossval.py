@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fewintent.data.intentset import IntentSet
 from fewintent.errors import FewIntentError
@@ -45,12 +44,12 @@ class CrossValidationResult:
         return asdict(self)
 
 
-def fold_of(labels: torch.Tensor, folds: int) -> torch.Tensor:
+def fold_of(labels: np.ndarray, folds: int) -> np.ndarray:
     """Stratified, deterministic folds: the i-th example of each intent goes to fold ``i mod folds``."""
-    rank = torch.zeros_like(labels)
-    for label in labels.unique():
-        where = (labels == label).nonzero().squeeze(1)
-        rank[where] = torch.arange(len(where))
+    rank = np.zeros_like(labels)
+    for label in np.unique(labels):
+        where = np.flatnonzero(labels == label)
+        rank[where] = np.arange(len(where))
     return rank % folds
 
 
@@ -73,8 +72,8 @@ def cross_validate(
     """
     labels = data.labels
     index = {label: i for i, label in enumerate(labels)}
-    y = torch.tensor([index[i] for i in data.intents], dtype=torch.long)
-    counts = torch.bincount(y, minlength=len(labels))
+    y = np.array([index[i] for i in data.intents], dtype=np.int64)
+    counts = np.bincount(y, minlength=len(labels))
     if not (folds == "loo" or (isinstance(folds, int) and not isinstance(folds, bool) and folds >= 2)):
         raise FewIntentError(f"--cv takes a number of folds (2 or more) or 'loo', got {folds!r}")
     # The first fold holds out one example of every intent: an intent trains in it only with two or more.
@@ -99,30 +98,30 @@ def cross_validate(
     emb = clf._encode(data.texts + data.oos_texts, progress)  # once, for every fold
     support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
     fold = fold_of(y, k)
-    top1 = torch.empty(len(y), dtype=torch.long)
-    kept = torch.empty(len(y), dtype=torch.bool)
+    top1 = np.empty(len(y), dtype=np.int64)
+    kept = np.empty(len(y), dtype=bool)
     for f in range(k):
         train, held = fold != f, fold == f
         if not bool(held.any()):
             continue
         present = sorted(set(y[train].tolist()))
-        remap = torch.full((len(labels),), -1, dtype=torch.long)
-        remap[present] = torch.arange(len(present))
+        remap = np.full(len(labels), -1, dtype=np.int64)
+        remap[present] = np.arange(len(present))
         clf.fit_embeddings([labels[i] for i in present], support[train], remap[y[train]], oos)
         table = clf.table
         predictions = clf.decide([""] * int(held.sum()), table, support[held], top_k=1)
         names = [p.intent_ranking[0].name for p in predictions]
-        top1[held] = torch.tensor([index[n] for n in names])
-        kept[held] = torch.tensor([not p.is_oos for p in predictions])
+        top1[held] = [index[n] for n in names]
+        kept[held] = [not p.is_oos for p in predictions]
     clf.fit_embeddings(labels, support, y, oos)  # the model the file gives, for its threshold (and to keep)
-    gold, pred = y.numpy(), top1.numpy()
+    gold, pred = y, top1
     right = gold == pred
     return CrossValidationResult(
         folds=k,
         n=len(gold),
         top1_accuracy=float(right.mean()),
-        accuracy=float((right & kept.numpy()).mean()),
-        in_scope_kept=float(kept.float().mean()),
+        accuracy=float((right & kept).mean()),
+        in_scope_kept=float(kept.mean()),
         threshold=clf.threshold,
         per_intent=_per_intent(labels, gold, pred),
         confused_pairs=_confusions(labels, data.texts, gold, pred, top_confusions),

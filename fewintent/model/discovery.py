@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fewintent.errors import FewIntentError
+from fewintent.heads.prototypes import l2_normalize
 
 if TYPE_CHECKING:
     from fewintent.model.classifier import IntentClassifier, Progress
@@ -114,14 +114,14 @@ def discover(
 
 
 def _clusters(
-    emb: torch.Tensor, texts: list[str], min_size: int, n_examples: int, seed: int
+    emb: np.ndarray, texts: list[str], min_size: int, n_examples: int, seed: int
 ) -> tuple[list[Cluster], list[str]]:
     if len(texts) < 2 * min_size:
         return [], texts
     from sklearn.cluster import HDBSCAN
     from sklearn.decomposition import PCA
 
-    x = emb.numpy().astype(np.float64)
+    x = emb.astype(np.float64)
     if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
         x = PCA(PCA_DIMS, random_state=seed).fit_transform(x)
     labels = HDBSCAN(min_cluster_size=min_size, min_samples=min(min_size, 5), copy=True).fit_predict(x)
@@ -129,11 +129,11 @@ def _clusters(
     members = {c: np.flatnonzero(labels == c) for c in found}
     hints = _name_hints([[texts[i] for i in members[c]] for c in found])
     clusters = []
-    normed = torch.nn.functional.normalize(emb, dim=-1)
+    normed = l2_normalize(emb)
     for c, hint in zip(found, hints):
         idx = members[c]
-        centre = torch.nn.functional.normalize(normed[idx].mean(0), dim=0)
-        closest = idx[np.argsort(-(normed[idx] @ centre).numpy())[:n_examples]]
+        centre = l2_normalize(normed[idx].mean(0))
+        closest = idx[np.argsort(-(normed[idx] @ centre))[:n_examples]]
         clusters.append(Cluster(0, len(idx), hint, [texts[i] for i in closest], [texts[i] for i in idx]))
     clusters.sort(key=lambda c: -c.size)
     for i, cluster in enumerate(clusters):
@@ -163,7 +163,7 @@ def _name_hints(docs: list[list[str]], words: int = 3) -> list[str]:
     return hints
 
 
-def rank_to_label(emb: torch.Tensor, predictions: list[Any], candidates: list[int], n: int) -> list[LabelCandidate]:
+def rank_to_label(emb: np.ndarray, predictions: list[Any], candidates: list[int], n: int) -> list[LabelCandidate]:
     """The least certain in-scope messages (smallest margin between the two best intents), spread out: from the
     most uncertain quarter, greedily the one farthest from those already picked (cosine)."""
     if not candidates or n <= 0:
@@ -174,16 +174,16 @@ def rank_to_label(emb: torch.Tensor, predictions: list[Any], candidates: list[in
         return ranking[0].confidence - (ranking[1].confidence if len(ranking) > 1 else 0.0)
 
     pool = sorted(candidates, key=margin)[: max(4 * n, n)]
-    vectors = torch.nn.functional.normalize(emb[pool], dim=-1)
+    vectors = l2_normalize(emb[pool])
     chosen = [0]
     nearest = vectors @ vectors[0]
     while len(chosen) < min(n, len(pool)):
         # farthest from every chosen one; ties go to the more uncertain (earlier in the pool)
-        nxt = int(torch.argmin(nearest).item())
+        nxt = int(np.argmin(nearest))
         if nxt in chosen:
             break
         chosen.append(nxt)
-        nearest = torch.maximum(nearest, vectors @ vectors[nxt])
+        nearest = np.maximum(nearest, vectors @ vectors[nxt])
     out = []
     for k in chosen:
         p = predictions[pool[k]]

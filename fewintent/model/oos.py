@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
-import torch
 
 from fewintent.errors import FewIntentError
-from fewintent.heads.linear import fit_logistic
-from fewintent.heads.proto import class_means, pooled_covariance
+from fewintent.heads.logistic import fit_logistic
+from fewintent.heads.prototypes import class_means, l2_normalize, pooled_covariance
 from fewintent.model.calibration import leave_one_out_scores
 from fewintent.model.crossval import fold_of
 
@@ -47,66 +46,70 @@ class OosScorer:
     """Everything one score kind needs, derived from the support set (never saved: rebuilt on load)."""
 
     kind: OosScore
-    prototypes: torch.Tensor
-    support: torch.Tensor
-    means: torch.Tensor | None = None
-    precision: torch.Tensor | None = None  # inverse shrunk covariance
-    weight: torch.Tensor | None = None
-    bias: torch.Tensor | None = None
+    prototypes: np.ndarray
+    support: np.ndarray
+    means: np.ndarray | None = None
+    precision: np.ndarray | None = None  # inverse shrunk covariance
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
 
     @classmethod
     def fit(
         cls,
         kind: OosScore,
-        support: torch.Tensor,
-        y: torch.Tensor,
+        support: np.ndarray,
+        y: np.ndarray,
         n_classes: int,
         *,
-        prototypes: torch.Tensor | None = None,
-        head: tuple[torch.Tensor, torch.Tensor] | None = None,
+        prototypes: np.ndarray | None = None,
+        head: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> OosScorer:
         if prototypes is None:
-            prototypes = torch.nn.functional.normalize(class_means(support, y, n_classes), dim=-1)
+            prototypes = l2_normalize(class_means(support, y, n_classes))
         if kind is OosScore.MAHALANOBIS:
             means = class_means(support, y, n_classes)
             cov = pooled_covariance(support, y, means)
             dim = support.shape[1]
             a = MAHALANOBIS_SHRINKAGE
             # (+ a tiny ridge: one example per intent leaves no spread at all, and the inverse must exist)
-            shrunk = (1 - a) * cov + (a * torch.trace(cov) / dim + 1e-6) * torch.eye(dim)
-            return cls(kind, prototypes, support, means=means, precision=torch.linalg.inv(shrunk))
+            shrunk = (1 - a) * cov + (a * np.trace(cov) / dim + 1e-6) * np.eye(dim, dtype=cov.dtype)
+            return cls(kind, prototypes, support, means=means, precision=np.linalg.inv(shrunk))
         if kind is OosScore.ENERGY:
             if head is None:
                 raise FewIntentError("the 'energy' out-of-scope score needs the linear head (--head linear)")
             return cls(kind, prototypes, support, weight=head[0], bias=head[1])
         return cls(kind, prototypes, support)
 
-    def __call__(self, emb: torch.Tensor, sims: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, emb: np.ndarray, sims: np.ndarray | None = None) -> np.ndarray:
         """Scores of embedded messages; ``sims`` (cosine to the prototypes) saves a matmul when given."""
+        if len(emb) == 0:
+            return np.empty(0, dtype=np.float32)
         if self.kind is OosScore.PROTOTYPE:
-            return (sims if sims is not None else emb @ self.prototypes.T).max(dim=1).values
+            return (sims if sims is not None else emb @ self.prototypes.T).max(axis=1)
         if self.kind is OosScore.NEAREST:
-            return (emb @ self.support.T).max(dim=1).values
+            return (emb @ self.support.T).max(axis=1)
         if self.kind is OosScore.ENERGY:
             assert self.weight is not None and self.bias is not None
-            return torch.logsumexp(emb @ self.weight.T + self.bias, dim=-1)
+            logits = emb @ self.weight.T + self.bias
+            top = logits.max(axis=1)
+            return top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
         assert self.means is not None and self.precision is not None
-        best = torch.full((len(emb),), float("inf"))
+        best = np.full(len(emb), np.inf, dtype=emb.dtype)
         for start in range(0, len(self.means), 64):  # (messages, intents, dim) in chunks: bounded memory
             diff = emb[:, None, :] - self.means[None, start : start + 64]
-            dist = torch.einsum("qcd,de,qce->qc", diff, self.precision, diff)
-            best = torch.minimum(best, dist.min(dim=1).values)
+            dist = np.einsum("qcd,de,qce->qc", diff, self.precision, diff, optimize=True)
+            best = np.minimum(best, dist.min(axis=1))
         return -best
 
 
 def held_out_scores(
     kind: OosScore,
-    support: torch.Tensor,
-    y: torch.Tensor,
+    support: np.ndarray,
+    y: np.ndarray,
     n_classes: int,
     c: float,
-    fixed: tuple[torch.Tensor, torch.Tensor] | None = None,
-    rows: torch.Tensor | None = None,
+    fixed: tuple[np.ndarray, np.ndarray] | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """The score each support example gets when it is not part of the support set: what in-scope messages will
     score. Exact leave-one-out for the cosine scores; ``k``-fold (k <= 5) for the fitted ones. Empty when no intent
@@ -116,27 +119,27 @@ def held_out_scores(
     if kind is OosScore.PROTOTYPE:
         return leave_one_out_scores(support, y, n_classes, fixed, rows=rows)
     if kind is OosScore.NEAREST:
-        others = support if fixed is None else torch.cat([support, fixed[0]])
+        others = support if fixed is None else np.concatenate([support, fixed[0]])
         sims = support @ others.T
-        sims[:, : len(support)].fill_diagonal_(-float("inf"))
-        keep = torch.bincount(y, minlength=n_classes)[y] >= 2
+        np.fill_diagonal(sims[:, : len(support)], -np.inf)
+        keep = np.bincount(y, minlength=n_classes)[y] >= 2
         if rows is not None:
             keep &= rows
-        return sims.max(dim=1).values[keep].numpy()
-    counts = torch.bincount(y, minlength=n_classes)
+        return sims.max(axis=1)[keep] if len(support) else np.empty(0)
+    counts = np.bincount(y, minlength=n_classes)
     folds = int(min(_FOLDS, int(counts[counts > 0].min())))
     if folds < 2:
         return np.empty(0)
     fold = fold_of(y, folds)
-    out = torch.empty(len(y))
+    out = np.empty(len(y), dtype=np.float32)
     for f in range(folds):
         train, held = fold != f, fold == f
         s, s_y = support[train], y[train]
         if fixed is not None:
-            s, s_y = torch.cat([s, fixed[0]]), torch.cat([s_y, fixed[1]])
+            s, s_y = np.concatenate([s, fixed[0]]), np.concatenate([s_y, fixed[1]])
         head = None
         if kind is OosScore.ENERGY:
             head = fit_logistic(s, s_y, n_classes, c=c)
         scorer = OosScorer.fit(kind, s, s_y, n_classes, head=head)
         out[held] = scorer(support[held])
-    return (out if rows is None else out[rows]).numpy()
+    return out if rows is None else out[rows]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
+import numpy as np
 
 from fewintent.data.intentset import IntentSet, shorten
 from fewintent.errors import FewIntentError
@@ -52,7 +52,7 @@ class OverlapReport:
         return out
 
 
-def find_overlaps(emb: torch.Tensor, data: IntentSet, *, top: int = 10) -> OverlapReport:
+def find_overlaps(emb: np.ndarray, data: IntentSet, *, top: int = 10) -> OverlapReport:
     """Findings from the embeddings ``emb`` of ``data.texts`` (L2-normalised, the model's own encoder)."""
     if len(data.texts) > MAX_EXAMPLES:
         raise FewIntentError(
@@ -61,17 +61,18 @@ def find_overlaps(emb: torch.Tensor, data: IntentSet, *, top: int = 10) -> Overl
         )
     labels = data.labels
     index = {label: i for i, label in enumerate(labels)}
-    y = torch.tensor([index[i] for i in data.intents])
+    y = np.array([index[i] for i in data.intents], dtype=np.int64)
+    emb = np.asarray(emb, dtype=np.float32)
     sims = emb @ emb.T
-    sims.fill_diagonal_(-2.0)
-    nearest = sims.argmax(dim=1)
+    np.fill_diagonal(sims, -2.0)
+    nearest = sims.argmax(axis=1)
     report = OverlapReport()
     # confusable pairs: share of each pair's examples whose nearest neighbour is in the other intent
-    counts = torch.bincount(y, minlength=len(labels)).float()
-    cross = torch.zeros(len(labels), len(labels))
-    cross.index_put_((y, y[nearest]), torch.ones(len(y)), accumulate=True)
-    cross.fill_diagonal_(0.0)
-    pair_share = (cross + cross.T) / (counts[:, None] + counts[None, :]).clamp(min=1)
+    counts = np.bincount(y, minlength=len(labels)).astype(np.float64)
+    cross = np.zeros((len(labels), len(labels)))
+    np.add.at(cross, (y, y[nearest]), 1.0)
+    np.fill_diagonal(cross, 0.0)
+    pair_share = (cross + cross.T) / np.maximum(counts[:, None] + counts[None, :], 1)
     pairs = [
         (float(pair_share[a, b]), a, b)
         for a in range(len(labels))
@@ -85,7 +86,7 @@ def find_overlaps(emb: torch.Tensor, data: IntentSet, *, top: int = 10) -> Overl
         report.confusable.append({"a": labels[a], "b": labels[b], "share": round(share, 3), "examples": examples})
     # near-duplicates across intents
     different = y[:, None] != y[None, :]
-    close = torch.nonzero(torch.triu((sims >= NEAR_DUPLICATE) & different, diagonal=1))
+    close = np.argwhere(np.triu((sims >= NEAR_DUPLICATE) & different, k=1))
     for i, j in close[:top].tolist():
         report.near_duplicates.append(
             {
@@ -97,12 +98,12 @@ def find_overlaps(emb: torch.Tensor, data: IntentSet, *, top: int = 10) -> Overl
             }
         )
     # weak intents
-    for label, k in enumerate(counts.long().tolist()):
+    for label, k in enumerate(counts.astype(int).tolist()):
         if k < FEW_EXAMPLES:
             report.weak.append({"intent": labels[label], "reason": f"only {k} example(s); add 5-10 varied ones"})
             continue
-        own = (y == label).nonzero().squeeze(1)
-        block = sims[own][:, own]
+        own = np.flatnonzero(y == label)
+        block = sims[np.ix_(own, own)]
         mean = float((block.sum() + 2.0 * len(own)) / (len(own) * (len(own) - 1)))  # undo the -2 diagonal
         if mean >= TOO_UNIFORM:
             report.weak.append(

@@ -1,8 +1,13 @@
-"""Model directory: safetensors tensors + JSON config + README model card, written atomically. Never pickle."""
+"""Model directory: safetensors tensors + JSON config + README model card, written atomically. Never pickle.
+
+The classifier's tensors are read and written as numpy arrays (``safetensors.numpy``): a model on an ONNX encoder
+loads, edits and saves without torch; only a torch encoder's LoRA weights go through torch.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import json
 import os
 import shutil
@@ -10,15 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.numpy import load_file, save_file
 
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
-from fewintent.encoder.encoder import Encoder, SentenceEncoder
-from fewintent.encoder.onnx import OnnxEncoder, export_encoder, read_spec
-from fewintent.errors import CorruptModelError, FewIntentError
-from fewintent.heads.linear import HeadType
+from fewintent.encoder.base import Encoder
+from fewintent.encoder.onnx_runtime import OnnxEncoder, read_spec
+from fewintent.errors import CorruptModelError, FewIntentError, training_parts
+from fewintent.heads.logistic import HeadType
 from fewintent.model.calibration import check_threshold
 from fewintent.model.config import ClassifierConfig
 from fewintent.model.storage import (
@@ -43,12 +48,12 @@ LORA = "lora.safetensors"
 CARD = "README.md"
 
 
-def _versions() -> dict[str, str]:
-    import transformers
-
+def _versions(encoder: Encoder) -> dict[str, str]:
+    """fewintent's version and the inference libraries' the encoder runs on (torch is never loaded for this)."""
     from fewintent import __version__
 
-    return {"fewintent": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    libraries = ("onnxruntime",) if isinstance(encoder, OnnxEncoder) else ("torch", "transformers")
+    return {"fewintent": __version__, **{name: importlib.import_module(name).__version__ for name in libraries}}
 
 
 def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] | None = None) -> Path:
@@ -59,14 +64,12 @@ def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] 
 
 
 def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -> Path:
-    from fewintent.encoder.lora import lora_state
-
     table = clf.table
     settings = clf.lora_settings
     config: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "versions": _versions(),
+        "versions": _versions(clf.encoder),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "classifier": clf.config.to_dict(),
         "base_model": clf.encoder.name,
@@ -89,8 +92,14 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         config["encoder"] = clf.encoder.spec
     with atomic_directory(path) as tmp:
         save_file(table.to_tensors(), str(tmp / TENSORS))
-        if settings is not None and isinstance(clf.encoder, SentenceEncoder):
-            save_file({k: v.contiguous() for k, v in lora_state(clf.encoder).items()}, str(tmp / LORA))
+        if settings is not None and not isinstance(clf.encoder, OnnxEncoder):  # a torch encoder's adapter
+            from safetensors.torch import save_file as save_torch
+
+            from fewintent.encoder.encoder import SentenceEncoder
+            from fewintent.encoder.lora import lora_state
+
+            assert isinstance(clf.encoder, SentenceEncoder)
+            save_torch({k: v.contiguous() for k, v in lora_state(clf.encoder).items()}, str(tmp / LORA))
         for name, source in onnx_files.items():  # the graph travels with the model (a hard link when it can)
             try:
                 os.link(source, tmp / name)
@@ -122,8 +131,6 @@ def load_model(path: Path, cls: type[IntentClassifier], *, device: str = "auto")
 
 
 def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentClassifier:
-    from fewintent.encoder.lora import LoraSettings, attach_lora, load_lora_state, merge_lora
-
     if not path.exists():
         raise CorruptModelError(f"{path}: no such model directory (create one with `fewintent adapt`)")
     if not path.is_dir():
@@ -159,6 +166,11 @@ def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentC
         if t["prototypes"].shape[1] != encoder.dim:
             raise CorruptModelError(f"{path}: prototypes and the ONNX encoder have different dimensions")
         return _restore(path, config, settings, t, labels, encoder, cls)
+    with training_parts(f"the model {path} (a torch encoder; `fewintent export` makes an ONNX copy that does not)"):
+        from safetensors.torch import load_file as load_torch
+
+        from fewintent.encoder.encoder import SentenceEncoder
+        from fewintent.encoder.lora import LoraSettings, attach_lora, load_lora_state, merge_lora
     encoder = SentenceEncoder(base, device=device, max_length=int(config.get("max_length", 128)))
     if t["prototypes"].shape[1] != encoder.dim:
         raise FewIntentError(
@@ -177,7 +189,7 @@ def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentC
         )
     if config.get("lora"):
         try:
-            lora = load_file(str(path / LORA))
+            lora = load_torch(str(path / LORA))
         except (FileNotFoundError, SafetensorError, OSError) as e:
             raise CorruptModelError(f"{path}: {LORA} is missing or corrupt ({e})") from e
         attach_lora(encoder, LoraSettings.from_dict(config["lora"]))
@@ -190,7 +202,7 @@ def _restore(
     path: Path,
     config: dict[str, Any],
     settings: ClassifierConfig,
-    t: dict[str, torch.Tensor],
+    t: dict[str, np.ndarray],
     labels: tuple[str, ...],
     encoder: Encoder,
     cls: type[IntentClassifier],
@@ -269,6 +281,9 @@ def export_model(
     output = check_model_path(output)
     if real_path(output) == real_path(model_dir):
         raise FewIntentError("export writes a new model directory: give an -o other than the model itself")
+    with training_parts("`fewintent export`"):
+        from fewintent.encoder.encoder import SentenceEncoder
+        from fewintent.encoder.onnx import export_encoder
     clf = load_model(model_dir, cls, device="cpu")
     if isinstance(clf.encoder, OnnxEncoder):
         raise FewIntentError(f"{model_dir} is already an ONNX model; export from the torch model directory")

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
+import numpy as np
 
-from fewintent.heads.linear import HeadType
+from fewintent.heads.logistic import HeadType
 from fewintent.model.oos import OosScore, OosScorer
 
-Rows = tuple[torch.Tensor, torch.Tensor]
-"""Embeddings and their label indices."""
+Rows = tuple[np.ndarray, np.ndarray]
+"""Embeddings (float32) and their label indices (int64)."""
 
 
 @dataclass
@@ -40,26 +40,26 @@ class Prediction:
 class ScoringTable:
     """Everything prediction reads, swapped as one object so concurrent readers never see half an update.
 
-    It owns its tensors: :meth:`to_tensors` is what a model directory stores, :meth:`from_tensors` reads it back
-    (checking shapes) and derives the out-of-scope scorer again.
+    It owns its arrays (numpy): :meth:`to_tensors` is what a model directory stores, :meth:`from_tensors` reads it
+    back (checking shapes) and derives the out-of-scope scorer again.
     """
 
     labels: tuple[str, ...]
     head: HeadType
-    prototypes: torch.Tensor  # (n_labels, dim), L2-normalised
-    support: torch.Tensor  # (n_examples, dim)
-    support_labels: torch.Tensor  # (n_examples,) int64 into labels
-    oos: torch.Tensor  # (n_oos, dim) out-of-scope examples, possibly empty
+    prototypes: np.ndarray  # (n_labels, dim), L2-normalised
+    support: np.ndarray  # (n_examples, dim)
+    support_labels: np.ndarray  # (n_examples,) int64 into labels
+    oos: np.ndarray  # (n_oos, dim) out-of-scope examples, possibly empty
     threshold: float
     scorer: OosScorer  # the out-of-scope score the threshold cuts
     oos_temperature: float  # how fast OOS confidence moves away from 0.5 around the threshold
-    head_weight: torch.Tensor | None = None  # (n_labels, dim) the linear head
-    head_bias: torch.Tensor | None = None  # (n_labels,)
+    head_weight: np.ndarray | None = None  # (n_labels, dim) the linear head
+    head_bias: np.ndarray | None = None  # (n_labels,)
     # the intents' names as one more example each (``intent_names``): (n_names, dim) and their label indices
-    name_support: torch.Tensor | None = None
-    name_labels: torch.Tensor | None = None
+    name_support: np.ndarray | None = None
+    name_labels: np.ndarray | None = None
     # (n_examples,) bool: the encoder was trained on this example (``tune``); None when it was not tuned
-    tuned: torch.Tensor | None = None
+    tuned: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -67,15 +67,15 @@ class ScoringTable:
         labels: tuple[str, ...],
         head: HeadType,
         oos_score: OosScore,
-        prototypes: torch.Tensor,
+        prototypes: np.ndarray,
         examples: Rows,
-        oos: torch.Tensor,
+        oos: np.ndarray,
         *,
         threshold: float,
         oos_temperature: float,
-        linear: tuple[torch.Tensor, torch.Tensor] | None = None,
+        linear: tuple[np.ndarray, np.ndarray] | None = None,
         names: Rows | None = None,
-        tuned: torch.Tensor | None = None,
+        tuned: np.ndarray | None = None,
     ) -> ScoringTable:
         """A table from its parts; the OOS scorer is derived from the examples (names included) and the head."""
         if tuned is not None and tuned.shape != examples[1].shape:
@@ -100,10 +100,10 @@ class ScoringTable:
             bias,
             name_support,
             name_labels,
-            None if tuned is None else tuned.bool(),
+            None if tuned is None else tuned.astype(bool),
         )
 
-    def to_tensors(self) -> dict[str, torch.Tensor]:
+    def to_tensors(self) -> dict[str, np.ndarray]:
         """The table's tensors by name, as a model directory's ``model.safetensors`` holds them."""
         out = {
             "prototypes": self.prototypes,
@@ -114,23 +114,24 @@ class ScoringTable:
             "head_bias": self.head_bias,
             "name_support": self.name_support,
             "name_labels": self.name_labels,
-            "support_tuned": None if self.tuned is None else self.tuned.to(torch.uint8),
+            "support_tuned": None if self.tuned is None else self.tuned.astype(np.uint8),
         }
-        return {k: v.contiguous() for k, v in out.items() if v is not None}
+        return {k: np.ascontiguousarray(v) for k, v in out.items() if v is not None}
 
     @classmethod
     def from_tensors(
         cls,
         labels: tuple[str, ...],
-        tensors: Mapping[str, torch.Tensor],
+        tensors: Mapping[str, Any],
         *,
         head: HeadType,
         oos_score: OosScore,
         threshold: float,
         oos_temperature: float,
     ) -> ScoringTable:
-        """The table :meth:`to_tensors` wrote; ``ValueError`` says what does not fit."""
-        t = dict(tensors)
+        """The table :meth:`to_tensors` wrote (numpy arrays, or anything ``np.asarray`` takes); ``ValueError`` says
+        what does not fit."""
+        t = {k: np.asarray(v) for k, v in tensors.items()}
         needed = {"prototypes", "support", "support_labels", "oos"}
         if not needed <= set(t):
             raise ValueError(f"lacks {', '.join(sorted(needed - set(t)))}")
@@ -138,10 +139,10 @@ class ScoringTable:
         if protos.ndim != 2 or protos.shape[0] != n:
             raise ValueError("does not match the labels (labels and prototypes differ)")
         for key in ("support", "oos", "name_support", "head_weight"):
-            if key in t and (t[key].ndim != 2 or (t[key].numel() and t[key].shape[1] != protos.shape[1])):
+            if key in t and (t[key].ndim != 2 or (t[key].size and t[key].shape[1] != protos.shape[1])):
                 raise ValueError(f"is corrupt ({key} has shape {tuple(t[key].shape)})")
         for key in ("support_labels", "name_labels"):
-            if key in t and t[key].numel() and not 0 <= int(t[key].min()) <= int(t[key].max()) < n:
+            if key in t and t[key].size and not 0 <= int(t[key].min()) <= int(t[key].max()) < n:
                 raise ValueError("does not match the labels (example labels out of range)")
         if len(t["support"]) != len(t["support_labels"]):
             raise ValueError("is corrupt (examples without their labels)")
@@ -154,16 +155,16 @@ class ScoringTable:
             w, b = t.get("head_weight"), t.get("head_bias")
             if w is None or b is None or w.shape != protos.shape or tuple(b.shape) != (n,):
                 raise ValueError("lacks the linear head's weights or they do not match the labels")
-            linear = (w, b)
-        names = (t["name_support"], t["name_labels"].long()) if "name_support" in t else None
-        tuned = t["support_tuned"].bool() if "support_tuned" in t else None
+            linear = (_floats(w), _floats(b))
+        names = (_floats(t["name_support"]), _ints(t["name_labels"])) if "name_support" in t else None
+        tuned = t["support_tuned"].astype(bool) if "support_tuned" in t else None
         return cls.build(
             labels,
             head,
             oos_score,
-            protos,
-            (t["support"], t["support_labels"].long()),
-            t["oos"],
+            _floats(protos),
+            (_floats(t["support"]), _ints(t["support_labels"])),
+            _floats(t["oos"]),
             threshold=threshold,
             oos_temperature=oos_temperature,
             linear=linear,
@@ -171,15 +172,15 @@ class ScoringTable:
             tuned=tuned,
         )
 
-    def oos_scores(self, emb: torch.Tensor, sims: torch.Tensor) -> torch.Tensor:
+    def oos_scores(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
         """How in-scope each embedding looks (higher = more); the threshold cuts this."""
         return self.scorer(emb, sims)
 
-    def similarities(self, emb: torch.Tensor) -> torch.Tensor:
+    def similarities(self, emb: np.ndarray) -> np.ndarray:
         """Cosine similarity of each embedding to each prototype: the out-of-scope score."""
         return emb @ self.prototypes.T
 
-    def logits(self, emb: torch.Tensor, sims: torch.Tensor, scale: float) -> torch.Tensor:
+    def logits(self, emb: np.ndarray, sims: np.ndarray, scale: float) -> np.ndarray:
         """The head's scores over intents (softmax gives confidences)."""
         if self.head is HeadType.LINEAR and self.head_weight is not None and self.head_bias is not None:
             return emb @ self.head_weight.T + self.head_bias
@@ -187,23 +188,31 @@ class ScoringTable:
 
     def counts(self) -> dict[str, int]:
         """Examples per intent, in label order."""
-        c = torch.bincount(self.support_labels, minlength=len(self.labels)).tolist()
+        c = np.bincount(self.support_labels, minlength=len(self.labels)).tolist()
         return dict(zip(self.labels, c))
 
     def tuned_intents(self) -> list[str]:
         """Labels with at least one example the encoder was trained on (none when it was not tuned)."""
         if self.tuned is None:
             return []
-        seen = torch.bincount(self.support_labels[self.tuned], minlength=len(self.labels)) > 0
+        seen = np.bincount(self.support_labels[self.tuned], minlength=len(self.labels)) > 0
         return [label for label, s in zip(self.labels, seen.tolist()) if s]
 
     def names(self) -> Rows:
         """The intents' name rows (possibly none)."""
         if self.name_support is None or self.name_labels is None:
-            return torch.empty(0, self.support.shape[1]), torch.empty(0, dtype=torch.long)
+            return np.empty((0, self.support.shape[1]), np.float32), np.empty(0, np.int64)
         return self.name_support, self.name_labels
 
 
 def plus(rows: Rows, extra: Rows | None) -> Rows:
     """``rows`` followed by ``extra`` (the intents' name rows after the examples)."""
-    return rows if extra is None else (torch.cat([rows[0], extra[0]]), torch.cat([rows[1], extra[1]]))
+    return rows if extra is None else (np.concatenate([rows[0], extra[0]]), np.concatenate([rows[1], extra[1]]))
+
+
+def _floats(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
+
+
+def _ints(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.int64)

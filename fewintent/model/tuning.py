@@ -27,8 +27,8 @@ from fewintent.data.intentset import IntentSet, name_example
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import LoraSettings, load_lora_state, lora_parameters, lora_state, merge_stack, stack_lora
 from fewintent.errors import FewIntentError
-from fewintent.heads.linear import PrototypeLinearHead, fit_logistic
-from fewintent.heads.proto import class_means
+from fewintent.heads.linear import PrototypeLinearHead
+from fewintent.heads.logistic import fit_logistic
 from fewintent.meta.inner import InnerLoopSettings, Updater, inner_loop
 
 
@@ -334,12 +334,10 @@ def _held_out_accuracy(
     training rows' embeddings as the encoder is now: what the stopping rule compares between epochs."""
     if not held_texts:
         return None
-    emb = encoder.encode(texts + held_texts)
+    emb = encoder.encode(texts + held_texts).numpy()
     train, held = emb[: len(texts)], emb[len(texts) :]
-    y_cpu = y.cpu()
-    protos = nn.functional.normalize(class_means(train, y_cpu, n_classes), dim=-1)
-    weight, bias = fit_logistic(train, y_cpu, n_classes, c=head_c, init=(protos * 20.0, torch.zeros(n_classes)))
-    return float(((held @ weight.T + bias).argmax(-1) == held_y.cpu()).float().mean())
+    weight, bias = fit_logistic(train, y.cpu().numpy(), n_classes, c=head_c)  # started from 20 x the prototypes
+    return float(((held @ weight.T + bias).argmax(-1) == held_y.cpu().numpy()).mean())
 
 
 def tune_encoder(

@@ -69,7 +69,7 @@ class ServeSettings:
     device: str = "auto"
     workers: int = 1
     threads: int | None = None
-    """torch threads per process; None = torch's default with one worker, an equal share of the CPUs with several."""
+    """Encoder threads per process; None = every CPU with one worker, an equal share of the CPUs with several."""
 
     def __post_init__(self) -> None:
         for name in ("max_texts", "max_chars", "max_batch_texts", "workers"):
@@ -404,13 +404,11 @@ def app_from_env() -> FastAPI:
 
 
 def _set_threads(settings: ServeSettings) -> None:
-    """N processes each running torch on every core would thrash; give each its share (or what was asked)."""
+    """N processes each encoding on every core would thrash; give each its share (or what was asked)."""
     if settings.threads is None and settings.workers <= 1:
         return
-    import torch
-
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(settings.threads or max(1, cpus // settings.workers))
+    IntentClassifier.set_threads(settings.threads or max(1, cpus // settings.workers))
 
 
 def run_server(
