@@ -45,14 +45,17 @@ def test_predict_json_contract(demo_model):
     assert lines[1]["is_oos"] and lines[1]["intent"]["name"] == "oos"
 
 
-def test_threads_option_sets_torch_threads(demo_model):
+def test_threads_option_sets_torch_and_numpy_threads(demo_model):
     import torch
+    from threadpoolctl import threadpool_info
 
     before = torch.get_num_threads()
     try:
         result = run("predict", demo_model, "is my bike ready yet", "--json", "--threads", "1")
         assert result.exit_code == 0, result.output
         assert torch.get_num_threads() == 1
+        # scoring and head fits run in numpy: its BLAS follows --threads too
+        assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {1}
         assert run("predict", demo_model, "hi", "--threads", "0").exit_code != 0  # typer's range check
     finally:
         torch.set_num_threads(before)

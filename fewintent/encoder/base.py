@@ -59,13 +59,18 @@ def encode_sorted(
 
 
 def set_num_threads(threads: int) -> None:
-    """CPU threads for encoding in this process: ONNX sessions created from now on, and torch (now, or when it is
-    first used by a torch encoder)."""
+    """CPU threads for this process: ONNX sessions created from now on, torch (now, or when it is first used by a
+    torch encoder) and numpy's BLAS (scoring and head fits), so ``--threads`` / a worker's share holds for all."""
     global _threads
     _threads = int(threads)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(_threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn brings it; without it numpy keeps its own count
+        return
+    threadpool_limits(limits=_threads, user_api="blas")
 
 
 def configured_threads() -> int | None:

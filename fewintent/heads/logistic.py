@@ -129,5 +129,5 @@ def lbfgs(
         if converged:
             break
         if float(y @ s) > 1e-12:  # keeps the estimate positive definite
-            steps = [*steps[-(history - 1) :], (s, y, 1.0 / float(y @ s))]
+            steps = [*steps, (s, y, 1.0 / float(y @ s))][-history:]
     return x

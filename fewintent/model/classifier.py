@@ -412,7 +412,8 @@ class IntentClassifier:
         top_p = np.take_along_axis(probs, top_i, axis=-1)
         score = table.oos_scores(emb, sims)
         # OOS confidence grows with the distance below the threshold; 0.5 exactly at it.
-        oos_conf = 1.0 / (1.0 + np.exp(-(table.threshold - score.astype(np.float64)) * table.oos_temperature))
+        with np.errstate(over="ignore"):  # far above the threshold exp overflows to inf: the confidence is 0
+            oos_conf = 1.0 / (1.0 + np.exp(-(table.threshold - score.astype(np.float64)) * table.oos_temperature))
         out = []
         for row, text in enumerate(texts):
             ranking = [IntentScore(table.labels[int(i)], float(p)) for p, i in zip(top_p[row], top_i[row])]
