@@ -77,6 +77,7 @@ def serve(
     """Serve MODEL_DIR over HTTP: POST /predict, GET/POST/DELETE /intents, GET /health; API docs at /docs."""
     try:
         from fewintent.serve.app import ServeSettings, run_server
+        from fewintent.serve.memory import return_freed_memory
     except ImportError as e:
         raise FewIntentError(
             f"`fewintent serve` needs the [serve] extra ({e.name} is missing): pip install 'fewintent[serve]'"
@@ -96,6 +97,7 @@ def serve(
         threads=threads,
     )
     classifier = None
+    return_freed_memory()  # before the model loads; --workers processes do it in app_from_env
     if workers == 1:
         from fewintent.model import IntentClassifier
 

@@ -5,7 +5,10 @@ command says in one line what to install."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import platform
 import re
 import subprocess
 import sys
@@ -149,6 +152,25 @@ def test_an_exported_model_runs_without_the_training_stack(int8_model, tmp_path)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["done"] == ["api", "cli", "http"]
     assert result["forbidden"] == [], f"imported on the serving path: {result['forbidden']}"
+
+
+def test_a_server_starts_without_the_libraries_only_some_commands_use():
+    """What `fewintent serve` imports before it loads a model: every module held costs each worker memory."""
+    code = (
+        "import json, sys; import fewintent.cli.main, fewintent.serve.app, uvicorn; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout))
+    assert not loaded & {*TRAINING_STACK, "yaml", "sklearn", "scipy", "pandas", "matplotlib", "onnx"}, loaded
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_a_server_process_hands_freed_memory_back_unless_malloc_was_configured():
+    code = "from fewintent.serve.memory import return_freed_memory; print(return_freed_memory())"
+    run = functools.partial(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    assert run(env=env).stdout.strip() == "True"
+    assert run(env={**env, "MALLOC_ARENA_MAX": "2"}).stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(

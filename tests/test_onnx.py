@@ -44,6 +44,27 @@ def test_fp32_export_predicts_like_torch_and_keeps_everything(torch_model, tmp_p
     assert config["encoder"]["format"] == "onnx" and config["encoder"]["quantize"] is None
 
 
+def test_long_batches_run_in_pieces_of_bounded_tokens_in_input_order(torch_model, tmp_path, monkeypatch):
+    import fewintent.encoder.onnx_runtime as onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "MAX_BATCH_TOKENS", 24)
+    encoder = IntentClassifier.export(torch_model, tmp_path / "onnx").encoder
+    shapes, run = [], encoder.session.run
+
+    class Recording:  # onnxruntime's session type cannot be patched: wrap it
+        def run(self, outputs, feeds):
+            shapes.append(feeds["input_ids"].shape)
+            return run(outputs, feeds)
+
+    texts = [" ".join(["alpha"] * (i % 7 + 1) + [f"number {i}"]) for i in range(20)] + ["beta " * 40]
+    encoder.session = Recording()
+    together = encoder.encode(texts)
+    assert len(shapes) > 1 and all(rows == 1 or rows * width <= 24 for rows, width in shapes), shapes
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    alone = np.concatenate([encoder.encode([t]) for t in texts])
+    assert np.allclose(together, alone, atol=1e-5)
+
+
 def test_int8_export_is_smaller_and_loads(torch_model, tmp_path):
     fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
     IntentClassifier.export(torch_model, fp32)

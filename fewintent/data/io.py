@@ -9,10 +9,9 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSet
 from fewintent.errors import FewIntentError, FewIntentWarning
@@ -317,16 +316,24 @@ def _csv_rows(
         notes.append(f"skipped {headers} repeated header row(s) (files joined together?)")
 
 
-class _StringLoader(yaml.SafeLoader):
-    """YAML without implicit typing: ``- intent: yes`` is the intent 'yes', not True; ``42`` is '42'."""
+@cache
+def _string_loader() -> Any:
+    """YAML without implicit typing: ``- intent: yes`` is the intent 'yes', not True; ``42`` is '42'. (PyYAML is
+    imported here, on the first YAML file: a server never reads one.)"""
+    import yaml
 
+    class StringLoader(yaml.SafeLoader):
+        pass
 
-_StringLoader.yaml_implicit_resolvers = {}
+    StringLoader.yaml_implicit_resolvers = {}
+    return StringLoader
 
 
 def _rasa_rows(content: str, p: Path) -> Iterator[tuple[str, str]]:
+    import yaml
+
     try:
-        doc = yaml.load(content, Loader=_StringLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(content, Loader=_string_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise FewIntentError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("nlu"), list):

@@ -32,6 +32,7 @@ from fewintent.errors import EditConflictError, FewIntentError, UnknownIntentErr
 from fewintent.model.classifier import IntentClassifier
 from fewintent.model.names import case_collision
 from fewintent.serve.batching import MicroBatcher
+from fewintent.serve.memory import return_freed_memory
 from fewintent.serve.schemas import (
     AddIntentRequest,
     ErrorResponse,
@@ -395,6 +396,7 @@ def app_from_env() -> FastAPI:
     if not text:
         raise RuntimeError(f"{SETTINGS_ENV} is not set; start the server with `fewintent serve`")
     settings = ServeSettings.from_json(text)
+    return_freed_memory()
     # worker processes start with fresh warning filters: keep library deprecation chatter out of the server log
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("transformers").setLevel(logging.ERROR)
