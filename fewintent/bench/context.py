@@ -26,9 +26,11 @@ from fewintent.encoder.registry import BASES, DEFAULT_BASE_NAME, BaseSpec
 
 @dataclass
 class Skip:
-    """A method that gives no row here, and why (printed and written to the report)."""
+    """A method that gives no row here, and why (printed and written to the report). ``no_adapter``: the adapter
+    it needs does not exist (the base ships none for this dataset), rather than one that must not be used."""
 
     reason: str
+    no_adapter: bool = False
 
 
 @dataclass
@@ -67,10 +69,15 @@ class BenchContext:
         template = adapter_template(cfg.adapters, protocol, spec.algorithm)
         path, asked = resolve_adapter_for(template, dataset, cfg.adapter_dirs, self.base)
         if path is None and "{leave_out}" in template and self.base.leave_out_adapter is None:
-            return Skip(f"the {self.base.name} base ships no leave-one-dataset-out adapters (its product is frozen)")
+            return Skip(
+                f"the {self.base.name} base ships no leave-one-dataset-out adapters (its product is frozen)",
+                no_adapter=True,
+            )
         if path is None:
             flag = f"{protocol}:{spec.algorithm}" if protocol == "episodic" else spec.algorithm
-            return Skip(f"adapter '{asked}' not found (pass --adapter {flag}=NAME_OR_PATH once it exists)")
+            return Skip(
+                f"adapter '{asked}' not found (pass --adapter {flag}=NAME_OR_PATH once it exists)", no_adapter=True
+            )
         config, _ = read_adapter(path)
         # speed measures time only: any adapter of the right layout times the same, so "saw the data" is no bar
         problem = adapter_problem(config, spec.algorithm, "" if protocol == "speed" else dataset, heldout)

@@ -24,6 +24,8 @@ from fewintent.bench.context import BenchContext, Skip
 from fewintent.bench.markdown import markdown_table
 from fewintent.bench.metrics import percentile_ms
 from fewintent.bench.progress import Tracker
+from fewintent.bench.results import DEFAULT_ROW_BASE
+from fewintent.bench.rows import method_rank, ok_rows
 from fewintent.model import IntentClassifier
 
 VARIANTS = {"torch-fp32": None, "onnx-fp32": "fp32", "onnx-int8": "int8"}
@@ -43,13 +45,14 @@ print(json.dumps({"worker_seconds": time.perf_counter() - start, "worker_peak_rs
 """
 
 
-def _build(ctx: BenchContext, dataset: str, split: str, work: Path) -> dict[str, Path] | Skip:
-    """Adapt on ``dataset``'s ``split`` as the product does on this base (its leave-one-out adapter, or the frozen
-    encoder for a base that ships none); export fp32 and int8 next to it."""
+def _build(ctx: BenchContext, dataset: str, split: str, work: Path) -> tuple[dict[str, Path], str] | Skip:
+    """Adapt on ``dataset``'s ``split`` as the product does on this base (its leave-one-out adapter; the frozen
+    encoder where the base ships none for ``dataset``, as ``--adapter auto`` does for it); export fp32 and int8
+    next to it. Also returns the adapter's name ("none": frozen)."""
     method = ctx.method("fewintent-linear", "fullway", dataset)
-    if isinstance(method, Skip) and ctx.base.leave_out_adapter is not None:
-        return method
-    adapter_dir = None if isinstance(method, Skip) else getattr(method, "adapter_dir", None)
+    adapter_dir = getattr(method, "adapter_dir", None)
+    if isinstance(method, Skip) and not method.no_adapter:
+        return method  # an adapter exists but must not be used here (it saw this dataset)
     support = ctx.corpora.support(dataset, split)
     dirs = {name: work / f"{dataset}-{name}" for name in VARIANTS}
     adapter = str(adapter_dir) if adapter_dir is not None else "none"
@@ -57,7 +60,7 @@ def _build(ctx: BenchContext, dataset: str, split: str, work: Path) -> dict[str,
     for name, quantize in VARIANTS.items():
         if quantize is not None:
             IntentClassifier.export(dirs["torch-fp32"], dirs[name], quantize=None if quantize == "fp32" else quantize)
-    return dirs
+    return dirs, Path(adapter).name
 
 
 def _load_all(dirs: dict[str, Path]) -> dict[str, IntentClassifier]:
@@ -98,11 +101,14 @@ def onnx(ctx: BenchContext) -> None:
     base = {"protocol": "onnx", "dataset": "banking77", "shots": 10}
     with Tracker("onnx", 4) as tracker, tempfile.TemporaryDirectory(prefix="fewintent-onnx-") as tmp:
         work = Path(tmp)
-        dirs = _build(ctx, "banking77", "train_10", work)
-        oos_dirs = _build(ctx, "clinc150", "train_10", work) if cfg.wants_oos("clinc150") else None
-        if isinstance(dirs, Skip):
-            ctx.store.add({**base, "method": "onnx-int8", "status": "skipped", "note": dirs.reason})
+        built = _build(ctx, "banking77", "train_10", work)
+        oos_built = _build(ctx, "clinc150", "train_10", work) if cfg.wants_oos("clinc150") else None
+        if isinstance(built, Skip):
+            ctx.store.add({**base, "method": "onnx-int8", "status": "skipped", "note": built.reason})
             return
+        dirs, adapter = built
+        base["adapter"] = adapter
+        recipe = json.loads((dirs["onnx-int8"] / "config.json").read_text())["encoder"].get("int8")
         tracker.advance()
         test = ctx.corpora.labelled("banking77", "test")
         models = _load_all(dirs)
@@ -113,7 +119,8 @@ def onnx(ctx: BenchContext) -> None:
                 "top1_agreement": round(float(np.mean([a == b for a, b in zip(pred[name], pred["torch-fp32"])])), 4),
                 "top1_accuracy": round(float(np.mean([a == g for a, g in zip(pred[name], test.intents)])), 4),
             }
-        if isinstance(oos_dirs, dict):
+        if isinstance(oos_built, tuple):
+            oos_dirs, base["oos_adapter"] = oos_built
             clinc = ctx.corpora.labelled("clinc150", "test", "oos_test")
             texts = clinc.texts + clinc.oos_texts
             oos_models = _load_all(oos_dirs)
@@ -148,6 +155,7 @@ def onnx(ctx: BenchContext) -> None:
                     "p50_speedup_vs_torch": round(ref["latency_p50_ms"] / t["latency_p50_ms"], 2),
                     "throughput_vs_torch": round(t["throughput_qps"] / ref["throughput_qps"], 2),
                     "disk_mb": round(size, 1),
+                    **({"int8_recipe": recipe} if name == "onnx-int8" and recipe else {}),
                     **worker,
                 }
                 ctx.store.add(row)
@@ -159,7 +167,7 @@ def onnx(ctx: BenchContext) -> None:
 
 
 def onnx_table(rows: list[dict[str, Any]]) -> list[str]:
-    ok = [r for r in rows if r.get("protocol") == "onnx" and r.get("status") != "skipped"]
+    ok = ok_rows(rows, "onnx")
     if not ok:
         return []
     head = [
@@ -178,7 +186,7 @@ def onnx_table(rows: list[dict[str, Any]]) -> list[str]:
         "worker start s",
     ]
     body = []
-    for r in sorted(ok, key=lambda r: (r["device"], list(VARIANTS).index(r["method"]))):
+    for r in sorted(ok, key=lambda r: (method_rank(r["method"])[0], r["device"], _variant_rank(r["method"]))):
         body.append(
             [
                 f"`{r['method']}`",
@@ -196,12 +204,29 @@ def onnx_table(rows: list[dict[str, Any]]) -> list[str]:
                 f"{r['worker_seconds']:.1f}",
             ]
         )
+    adapters = {(r.get("base") or DEFAULT_ROW_BASE, r.get("adapter", "minilm-meta-no-banking77")) for r in ok}
+    models = ", ".join(
+        f"{base}: `{adapter}`" if adapter != "none" else f"{base}: frozen" for base, adapter in sorted(adapters)
+    )
+    onnx_torch = {r.get("torch_imported") for r in ok if not r["method"].startswith("torch-")}
+    worker = (
+        "torch is imported either way"
+        if onnx_torch == {True}
+        else "the ONNX workers import no torch"
+        if onnx_torch == {False}
+        else "whether torch was imported: see each row"
+    )
     return [
-        "BANKING77 `train_10` model (`minilm-meta-no-banking77`, linear head), exported with `fewintent export`. "
+        f"BANKING77 `train_10` model (linear head; {models}), exported with `fewintent export`. "
         "Agreement: same top-1 intent as the torch model on BANKING77 `test`; OOS decision agreement on CLINC150 "
         "`test` + `oos_test` (its own `train_10` model). Latency: one message per call; throughput: one call over "
         "a batch. Worker: a fresh process importing the serving stack, loading the directory and answering one "
-        "message (peak resident memory, wall time; torch is imported either way).",
+        f"message (peak resident memory, wall time; {worker}).",
         "",
         *markdown_table(head, body),
     ]
+
+
+def _variant_rank(method: str) -> int:
+    name = method.partition("@")[0]
+    return list(VARIANTS).index(name) if name in VARIANTS else len(VARIANTS)

@@ -1,14 +1,13 @@
 """Exporting the sentence encoder as an ONNX graph (mean pooling and L2 normalisation inside), optionally
 int8-quantised: lean CPU inference for chatbot backends (the ``[onnx]`` extra).
 
-The graph is exported with PyTorch's exporter from the encoder with its LoRA merged, and quantised with
-onnxruntime's dynamic quantisation (per-channel int8 weights); the tokenizer is the model's own
+The graph is exported with PyTorch's exporter from the encoder with its LoRA merged, and quantised following the
+base's int8 recipe (:mod:`fewintent.encoder.quantize`); the tokenizer is the model's own
 ``tokenizer.json``. Running it needs no torch: :mod:`fewintent.encoder.onnx_runtime` (``OnnxEncoder``).
 """
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from fewintent.encoder.encoder import SentenceEncoder, pool
 from fewintent.encoder.onnx_runtime import GRAPH, INPUTS, TOKENIZER, OnnxEncoder, onnxruntime_module, read_spec
+from fewintent.encoder.quantize import INT8, quantize_int8
 from fewintent.encoder.sources import file_sha256
 from fewintent.errors import FewIntentError
 
@@ -53,6 +53,7 @@ def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str |
     _onnxruntime()
     if not getattr(encoder.tokenizer, "is_fast", False):
         raise FewIntentError(f"{encoder.name}: ONNX export needs a fast (tokenizer.json) tokenizer")
+    recipe = encoder.spec.int8 if encoder.spec is not None else INT8
     directory.mkdir(parents=True, exist_ok=True)
     encoder.tokenizer.backend_tokenizer.save(str(directory / TOKENIZER))
     sample = encoder.tokenize(["hello world", "where is my card, it has not arrived yet"])
@@ -65,18 +66,7 @@ def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str |
             warnings.simplefilter("ignore")
             _export(module, args, inputs, fp32)
         if quantize == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            # per-channel int8 weights: ~4x smaller; reduce_range keeps accuracy on CPUs without VNNI
-            root = logging.getLogger()
-            level = root.level
-            root.setLevel(logging.ERROR)  # its "consider pre-processing" advice goes to the root logger
-            try:
-                quantize_dynamic(
-                    str(fp32), str(directory / GRAPH), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
-                )
-            finally:
-                root.setLevel(level)
+            quantize_int8(fp32, directory / GRAPH, recipe)
         else:
             fp32.replace(directory / GRAPH)
     encoder.to(encoder.device)
@@ -89,6 +79,7 @@ def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str |
         "max_length": encoder.max_length,
         "pooling": encoder.pooling,
         "base_sha256": encoder.sha256,
+        **({"int8": recipe.to_dict()} if quantize == "int8" else {}),
         "exported_with": {"torch": torch.__version__, "onnxruntime": _onnxruntime().__version__},
     }
 

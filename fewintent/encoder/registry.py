@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from fewintent.encoder.quantize import INT8, Int8Recipe
 from fewintent.encoder.sources import PackageSource, PartsSource
 from fewintent.errors import FewIntentError
 
@@ -78,6 +79,8 @@ class BaseSpec:
     leave_out_adapter: str | None = None
     """Name template of the adapters meta-trained with one dataset left out (``{dataset}``), for the benchmark."""
     constants: BaseConstants = field(default_factory=BaseConstants)
+    int8: Int8Recipe = INT8
+    """How ``export --quantize int8`` quantises this base (chosen on ``valid``: scripts/valid_int8.py)."""
     licence: str = "Apache-2.0"
 
     @property
@@ -112,6 +115,7 @@ class BaseSpec:
             "pooling": self.pooling,
             "lora_targets": list(self.lora_targets),
             "constants": self.constants.to_dict(),
+            "int8": self.int8.to_dict(),
         }
 
 
@@ -141,6 +145,8 @@ MINILM = BaseSpec(
     default_adapter="minilm-meta",
     leave_out_adapter="minilm-meta-no-{dataset}",
     constants=BaseConstants(),
+    # MiniLM loses little to int8: keeping layer 0's feed-forward output fp32 is enough (+1.7 MB, no slower path)
+    int8=Int8Recipe(keep=(r"/layer\.0/output/dense/",)),
 )
 
 MPNET = BaseSpec(
