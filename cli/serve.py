@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from fewintent.cli._common import check_threads, err_console, guarded
+from fewintent.cli._common import check_threads, err_console, guarded, set_threads
 from fewintent.errors import FewIntentError
 from fewintent.model.persistence import is_model_dir
 
@@ -101,6 +101,7 @@ def serve(
     if workers == 1:
         from fewintent.model import IntentClassifier
 
+        set_threads(threads)  # before the load: an ONNX session fixes its thread count when it is created
         classifier = IntentClassifier.load(model_dir, device=device)  # a bad directory fails here, in one line
     elif not is_model_dir(model_dir):
         raise FewIntentError(f"{model_dir}: not a fewintent model directory (create one with `fewintent adapt`)")
