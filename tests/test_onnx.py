@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.cli.main import app
+from fewintent.errors import CorruptModelError
 
 pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,8 +70,30 @@ def test_int8_export_is_smaller_and_loads(torch_model, tmp_path):
     fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
     IntentClassifier.export(torch_model, fp32)
     clf = IntentClassifier.export(torch_model, int8, quantize="int8")
-    assert (int8 / "encoder.onnx").stat().st_size < (fp32 / "encoder.onnx").stat().st_size / 2
+
+    def size(d):
+        return sum((d / f).stat().st_size for f in ("encoder.onnx", "encoder.onnx.data"))
+
+    assert size(int8) < size(fp32) / 2
     assert len(clf.predict(TEXTS)) == 4 and IntentClassifier.load(int8).labels == ["alpha", "beta", "gamma"]
+
+
+def test_the_graph_weights_live_beside_it_are_copied_on_save_and_verified(torch_model, tmp_path):
+    out, copy = tmp_path / "int8", tmp_path / "copy"
+    clf = IntentClassifier.export(torch_model, out, quantize="int8")
+    # the weights are ONNX external data (a worker maps them instead of holding two copies while loading)
+    assert (out / "encoder.onnx.data").stat().st_size > (out / "encoder.onnx").stat().st_size
+    clf.add_intent("delta", ["delta one", "delta two"])
+    clf.save(copy)
+    again = IntentClassifier.load(copy)
+    assert [p.intent.name for p in again.predict(TEXTS)] == [p.intent.name for p in clf.predict(TEXTS)]
+    data = copy / "encoder.onnx.data"
+    data.write_bytes(data.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(CorruptModelError, match="encoder.onnx.data: sha256"):
+        IntentClassifier.load(copy)
+    data.unlink()
+    with pytest.raises(CorruptModelError, match="lacks encoder.onnx.data"):
+        IntentClassifier.load(copy)
 
 
 def test_edits_on_an_onnx_model_persist_with_its_graph(torch_model, tmp_path):

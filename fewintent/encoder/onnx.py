@@ -16,7 +16,15 @@ from typing import Any
 import torch
 
 from fewintent.encoder.encoder import SentenceEncoder, pool
-from fewintent.encoder.onnx_runtime import GRAPH, INPUTS, TOKENIZER, OnnxEncoder, onnxruntime_module, read_spec
+from fewintent.encoder.onnx_runtime import (
+    GRAPH,
+    INPUTS,
+    TOKENIZER,
+    WEIGHTS,
+    OnnxEncoder,
+    onnxruntime_module,
+    read_spec,
+)
 from fewintent.encoder.quantize import INT8, quantize_int8
 from fewintent.encoder.sources import file_sha256
 from fewintent.errors import FewIntentError
@@ -69,12 +77,15 @@ def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str |
             quantize_int8(fp32, directory / GRAPH, recipe)
         else:
             fp32.replace(directory / GRAPH)
+    _weights_beside(directory / GRAPH, directory / WEIGHTS)
     encoder.to(encoder.device)
     return {
         "format": "onnx",
         "file": GRAPH,
         "quantize": quantize,
         "sha256": file_sha256(directory / GRAPH),
+        "data": WEIGHTS,
+        "data_sha256": file_sha256(directory / WEIGHTS),
         "dim": encoder.dim,
         "max_length": encoder.max_length,
         "pooling": encoder.pooling,
@@ -82,6 +93,17 @@ def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str |
         **({"int8": recipe.to_dict()} if quantize == "int8" else {}),
         "exported_with": {"torch": torch.__version__, "onnxruntime": _onnxruntime().__version__},
     }
+
+
+def _weights_beside(graph: Path, weights: Path) -> None:
+    """Move the graph's weights into ``weights`` next to it (ONNX external data): onnxruntime then maps them
+    instead of holding the parsed graph and the session's copy at once, which lowers a worker's peak memory by
+    about the graph's size (int8 mpnet: 324 -> 232 MB VmHWM through a 64-long-message request)."""
+    import onnx
+
+    model = onnx.load(str(graph))  # weights in memory (from the graph, or an earlier external file)
+    weights.unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True, location=weights.name)
 
 
 def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], inputs: tuple[str, ...], path: Path) -> None:

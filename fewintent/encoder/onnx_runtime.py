@@ -19,6 +19,8 @@ from fewintent.encoder.sources import file_sha256
 from fewintent.errors import CorruptModelError, FewIntentError
 
 GRAPH = "encoder.onnx"
+WEIGHTS = "encoder.onnx.data"
+"""The graph's weights (ONNX external data), in exports since the lean-serving release; older ones embed them."""
 TOKENIZER = "tokenizer.json"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MAX_BATCH_TOKENS = 128
@@ -62,6 +64,12 @@ class OnnxEncoder:
             raise CorruptModelError(f"{self.directory}: the ONNX model directory lacks {graph.name} or {TOKENIZER}")
         if spec.get("sha256") and file_sha256(graph) != spec["sha256"]:
             raise CorruptModelError(f"{graph}: sha256 does not match config.json (truncated or replaced)")
+        if spec.get("data"):
+            weights = self.directory / str(spec["data"])
+            if not weights.is_file():
+                raise CorruptModelError(f"{self.directory}: the ONNX model directory lacks {weights.name}")
+            if spec.get("data_sha256") and file_sha256(weights) != spec["data_sha256"]:
+                raise CorruptModelError(f"{weights}: sha256 does not match config.json (truncated or replaced)")
         ort = onnxruntime_module()
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, num_threads())
@@ -85,10 +93,13 @@ class OnnxEncoder:
 
     def files(self) -> dict[str, Path]:
         """What a model directory must hold for this encoder (copied by ``save``)."""
-        return {
+        files = {
             str(self.spec.get("file", GRAPH)): self.directory / str(self.spec.get("file", GRAPH)),
             TOKENIZER: self.directory / TOKENIZER,
         }
+        if self.spec.get("data"):
+            files[str(self.spec["data"])] = self.directory / str(self.spec["data"])
+        return files
 
     def encode(
         self,
