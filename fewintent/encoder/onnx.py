@@ -32,8 +32,6 @@ from fewintent.errors import FewIntentError
 __all__ = ["GRAPH", "QUANTIZE", "TOKENIZER", "OnnxEncoder", "export_encoder", "read_spec"]
 
 QUANTIZE = ("int8",)
-_INPUTS = INPUTS
-_onnxruntime = onnxruntime_module
 
 
 class _Pooled(torch.nn.Module):
@@ -58,14 +56,14 @@ def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str |
         raise FewIntentError(f"unknown --quantize '{quantize}': use {', '.join(QUANTIZE)}")
     if encoder.merged_lora is None and any("lora_" in n for n, _ in encoder.model.named_parameters()):
         raise FewIntentError("merge the LoRA adapter before exporting (IntentClassifier.load does)")
-    _onnxruntime()
+    onnxruntime_module()
     if not getattr(encoder.tokenizer, "is_fast", False):
         raise FewIntentError(f"{encoder.name}: ONNX export needs a fast (tokenizer.json) tokenizer")
     recipe = encoder.spec.int8 if encoder.spec is not None else INT8
     directory.mkdir(parents=True, exist_ok=True)
     encoder.tokenizer.backend_tokenizer.save(str(directory / TOKENIZER))
     sample = encoder.tokenize(["hello world", "where is my card, it has not arrived yet"])
-    inputs = tuple(k for k in _INPUTS if k in sample and (k != "token_type_ids" or encoder.takes_token_type_ids))
+    inputs = tuple(k for k in INPUTS if k in sample and (k != "token_type_ids" or encoder.takes_token_type_ids))
     args = tuple(sample[k].cpu() for k in inputs)
     module = _Pooled(encoder.model.to("cpu"), inputs, encoder.pooling).eval()
     with tempfile.TemporaryDirectory() as scratch:
@@ -91,7 +89,7 @@ def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str |
         "pooling": encoder.pooling,
         "base_sha256": encoder.sha256,
         **({"int8": recipe.to_dict()} if quantize == "int8" else {}),
-        "exported_with": {"torch": torch.__version__, "onnxruntime": _onnxruntime().__version__},
+        "exported_with": {"torch": torch.__version__, "onnxruntime": onnxruntime_module().__version__},
     }
 
 
