@@ -426,3 +426,19 @@ def test_one_shot_episodes_fit_without_a_warning_each():
             support, {"q": ["x"]}
         )
     assert not [w for w in seen if issubclass(w.category, FewIntentWarning)]
+
+
+def test_setfit_time_ratios_say_faster_or_slower_in_words():
+    from fewintent.bench.tables import setfit_ratio_lines
+
+    cell = {"protocol": "fullway", "dataset": "hwu64", "shots": 5, "status": "ok"}
+    rows = [
+        {**cell, "method": "setfit", "adapt_seconds": 430.0, "accuracy": 0.74, "train_steps": 800},
+        {**cell, "method": "fewintent-linear", "adapt_seconds": 1.6, "accuracy": 0.79},
+        {**cell, "method": "fewintent-linear-tune", "adapt_seconds": 300.0, "accuracy": 0.80},
+        {**cell, "method": "frozen-linear", "adapt_seconds": 860.0, "accuracy": 0.79},
+    ]
+    (line,) = setfit_ratio_lines(rows)
+    assert "269x slower than `fewintent-linear`" in line
+    assert "1.4x slower than `fewintent-linear-tune`" in line
+    assert "2.0x faster than `frozen-linear`" in line

@@ -37,6 +37,13 @@ def fullway_tables(rows: list[dict[str, Any]], *, published: bool = True) -> lis
     return lines
 
 
+def _times(ratio: float) -> str:
+    """A time ratio in words: "330x slower than", "1.4x slower than", "2.1x faster than"."""
+    if ratio < 1:
+        return f"{1 / ratio:.1f}x faster than"
+    return f"{ratio:.0f}x slower than" if ratio >= 10 else f"{ratio:.1f}x slower than"
+
+
 def setfit_ratio_lines(ok: list[dict[str, Any]]) -> list[str]:
     """SetFit's adaptation time over each other method's, on the cells where SetFit ran."""
     out = []
@@ -52,7 +59,7 @@ def setfit_ratio_lines(ok: list[dict[str, Any]]) -> list[str]:
         for r in sorted(others, key=lambda r: method_rank(r["method"])):
             if r.get("adapt_seconds"):
                 parts.append(
-                    f"{s['adapt_seconds'] / r['adapt_seconds']:.0f}x slower than `{r['method']}` "
+                    f"{_times(s['adapt_seconds'] / r['adapt_seconds'])} `{r['method']}` "
                     f"({pct(s['accuracy'])} vs {pct(r['accuracy'])})"
                 )
         recipe = s.get("recipe", "default")
