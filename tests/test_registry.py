@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from fewintent import ClassifierConfig, FewIntentError, IntentClassifier
 from fewintent.cli.main import app
 from fewintent.encoder.encoder import SentenceEncoder, packaged_model_path, pool, read_pooling, resolve_base
-from fewintent.encoder.lora import attach_lora, resolve_adapter
+from fewintent.encoder.lora import SHIPPED_ADAPTERS_DIR, attach_lora, read_adapter, resolve_adapter, shipped_adapters
 from fewintent.encoder.registry import BASES, MINILM, constants_for, registered
 
 FIXTURE = ROOT / "tests" / "fixtures" / "model-format-1"
@@ -32,8 +32,22 @@ def test_bases_json_lists_every_registered_base():
     assert minilm["parameters"] == 22_713_216 and minilm["default_adapter"] == "minilm-meta"
     for row in rows:
         assert row["installed"] or row["install"].startswith("pip install")
+    assert {r["name"]: r["default_adapter"] for r in rows} == {"minilm": "minilm-meta", "mpnet": "mpnet-meta"}
     table = CliRunner().invoke(app, ["bases"])
     assert table.exit_code == 0 and "minilm" in table.output
+
+
+def test_every_shipped_adapter_was_trained_on_its_base_and_auto_finds_each_bases_default():
+    for spec in BASES.values():
+        assert spec.default_adapter is not None
+        assert resolve_adapter("auto", spec.name) == SHIPPED_ADAPTERS_DIR / spec.default_adapter
+    for name in shipped_adapters():
+        spec = registered(name.split("-meta")[0])
+        assert spec is not None, name
+        config, state = read_adapter(SHIPPED_ADAPTERS_DIR / name)
+        assert config["base_sha256"] == spec.weights_sha256, name
+        assert set(config["lora"]["target_modules"]) == set(spec.lora_targets), name
+        assert state and all(torch.isfinite(t).all() for t in state.values()), name
 
 
 def test_registered_names_aliases_and_byte_identical_copies_resolve_to_the_spec(tmp_path):
