@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fewintent import __version__
+from fewintent.version import __version__
 from fewintent.cli import (
     adapt,
     bases,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 # In a source checkout the CLI lives in the top-level cli/ folder (installed as fewintent.cli); make
 # `fewintent.cli` importable from the checkout too, e.g. when Python runs with the repo root on sys.path.
 import pathlib as _pathlib  # noqa: E402
+
+from fewintent.version import __version__
 
 _root = _pathlib.Path(__file__).resolve().parent.parent
 if (

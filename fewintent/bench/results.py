@@ -46,7 +46,7 @@ def run_metadata(seed: int, argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     import transformers
 
-    from fewintent import __version__
+    from fewintent.version import __version__
 
     versions = {"fewintent": __version__, "python": platform.python_version(), "torch": torch.__version__}
     versions["transformers"] = transformers.__version__

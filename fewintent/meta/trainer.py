@@ -450,7 +450,7 @@ class MetaTrainer:
             summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(self.dist.device) / 2**20, 1)
             summary["gpu"] = torch.cuda.get_device_name(self.dist.device)
         if self.dist.is_main:
-            from fewintent import __version__
+            from fewintent.version import __version__
 
             meta: dict[str, Any] = {
                 "format": ADAPTER_FORMAT,

@@ -50,7 +50,7 @@ CARD = "README.md"
 
 def _versions(encoder: Encoder) -> dict[str, str]:
     """fewintent's version and the inference libraries' the encoder runs on (torch is never loaded for this)."""
-    from fewintent import __version__
+    from fewintent.version import __version__
 
     libraries = ("onnxruntime",) if isinstance(encoder, OnnxEncoder) else ("torch", "transformers")
     return {"fewintent": __version__, **{name: importlib.import_module(name).__version__ for name in libraries}}

@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fewintent import __version__
+from fewintent.version import __version__
 from fewintent.errors import EditConflictError, FewIntentError, UnknownIntentError
 from fewintent.model.classifier import IntentClassifier
 from fewintent.model.names import case_collision
