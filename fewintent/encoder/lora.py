@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fewintent.encoder.base import Encoder
 from fewintent.encoder.registry import lora_targets, registered, spec_for_weights
-from fewintent.errors import FewIntentError, reject_unknown
+from fewintent.errors import CorruptModelError, FewIntentError, reject_unknown
 
 if TYPE_CHECKING:  # torch is imported where LoRA weights are touched: settings and names need none
     import torch
@@ -35,12 +36,25 @@ class LoraSettings:
     dropout: float = 0.1
     target_modules: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or not 1 <= self.r <= 1024:
+            raise FewIntentError(f"LoRA rank r must be a whole number from 1 to 1024, got {self.r!r:.30}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1e6:
+            raise FewIntentError(f"LoRA alpha must be a positive number, got {self.alpha!r:.30}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise FewIntentError(f"LoRA dropout must be in [0, 1), got {self.dropout!r:.30}")
+        targets = self.target_modules
+        if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) and t for t in targets):
+            raise FewIntentError(f"LoRA target_modules must be a list of module names, got {targets!r:.40}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoraSettings:
         """Settings from a mapping; unknown keys are refused, as every other settings class does."""
+        if not isinstance(d, dict):
+            raise FewIntentError(f"LoRA settings must be a mapping (r, alpha, dropout), got {d!r:.30}")
         reject_unknown(d, cls.__dataclass_fields__, "LoRA setting(s)")
         return cls(**d)
 
@@ -200,24 +214,54 @@ def save_adapter(
     from safetensors.torch import save_file
 
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.to(torch.float16).contiguous() for k, v in lora_state(encoder).items()}, str(d / ADAPTER_WEIGHTS))
     config = {"lora": settings.to_dict(), "base_model": encoder.name, "base_sha256": encoder.sha256, **meta}
-    (d / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    try:  # serialised before anything is written: a NaN metric must not leave weights without their config
+        text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError as e:
+        raise FewIntentError(f"{d}: the adapter's record holds a non-finite number ({e}); nothing was written") from e
+    state = {k: v.to(torch.float16).contiguous() for k, v in lora_state(encoder).items()}
+    if not all(bool(torch.isfinite(v).all()) for v in state.values()):
+        raise FewIntentError(f"{d}: the adapter's weights are not finite (training diverged); nothing was written")
+    d.mkdir(parents=True, exist_ok=True)
+    tmp_weights, tmp_config = d / f".{ADAPTER_WEIGHTS}.tmp", d / f".{ADAPTER_CONFIG}.tmp"
+    try:
+        save_file(state, str(tmp_weights))
+        tmp_config.write_text(text)
+        # The config goes in last and is what makes the folder an adapter (read_adapter needs both files), so a
+        # crash in between leaves no adapter rather than new weights under an old config.
+        (d / ADAPTER_CONFIG).unlink(missing_ok=True)
+        os.replace(tmp_weights, d / ADAPTER_WEIGHTS)
+        os.replace(tmp_config, d / ADAPTER_CONFIG)
+    finally:
+        tmp_weights.unlink(missing_ok=True)
+        tmp_config.unlink(missing_ok=True)
 
 
 def read_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     d = Path(directory)
     if not (d / ADAPTER_CONFIG).is_file() or not (d / ADAPTER_WEIGHTS).is_file():
         raise FewIntentError(f"{d}: not a fewintent adapter (expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
+    redo = "re-copy the adapter folder, or train it again with fewintent meta-train"
     try:
         config = json.loads((d / ADAPTER_CONFIG).read_text())
-        state = load_file(str(d / ADAPTER_WEIGHTS))
     except (OSError, ValueError) as e:
-        raise FewIntentError(f"{d}: adapter files are corrupt ({e})") from e
+        raise CorruptModelError(f"{d / ADAPTER_CONFIG}: unreadable ({_first_line(e)}); {redo}") from e
+    if not isinstance(config, dict):
+        raise CorruptModelError(f"{d / ADAPTER_CONFIG}: not a JSON object; {redo}")
+    try:
+        state = load_file(str(d / ADAPTER_WEIGHTS))
+    except (OSError, ValueError, SafetensorError) as e:  # truncated or garbled: SafetensorError is neither
+        raise CorruptModelError(
+            f"{d / ADAPTER_WEIGHTS}: not readable safetensors, truncated or damaged ({_first_line(e)}); {redo}"
+        ) from e
     return config, {k: v.float() for k, v in state.items()}
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:160]
 
 
 def load_adapter(encoder: SentenceEncoder, directory: str | Path) -> dict[str, Any]:

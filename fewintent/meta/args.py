@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
 
 from fewintent.data.corpus import parse_domain_list
+from fewintent.data.episodes import DatasetWeighting
 from fewintent.encoder.lora import LoraSettings
 from fewintent.errors import FewIntentError
 from fewintent.heads.proto import Distance
@@ -62,6 +65,7 @@ class MetaTrainingArguments:
     intent_names: bool = False
     """Each intent's name as one more support example in every episode, as ``adapt`` does at deployment."""
     weighting: str = "sqrt"
+    """How often each dataset is drawn: ``sqrt`` (of its number of intents), ``intents`` or ``uniform``."""
     meta_batch: int = 1
     """Tasks per outer update (per process)."""
     # outer optimisation
@@ -113,31 +117,14 @@ class MetaTrainingArguments:
     """Outer steps between metric lines."""
 
     def __post_init__(self) -> None:
-        self.algorithm = Algorithm(self.algorithm)
-        self.distance = Distance(self.distance)
-        self.inner_optimizer = InnerOptimizer(self.inner_optimizer)
-        if isinstance(self.lora, dict):
-            self.lora = LoraSettings.from_dict(self.lora)
-        for name in ("datasets", "exclude", "exclude_domains"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                setattr(self, name, [v.strip() for v in value.split(",") if v.strip()])
+        for f in fields(self):
+            check = _CHECKS.get(f.name)
+            value = getattr(self, f.name)
+            if check is not None and not (value is None and f.default is None):
+                setattr(self, f.name, check(value))
         parse_domain_list(self.exclude_domains)  # validates dataset:domain syntax early
-        for split in (self.train_split, self.valid_split):
-            if split.startswith("test"):
-                raise FewIntentError(f"split '{split}': meta-training and early stopping must never use test data")
-        if not 0.0 <= self.unknown_fraction < 1.0:
-            raise FewIntentError(f"unknown_fraction must be in [0, 1), got {self.unknown_fraction}")
         if self.unknown_fraction and self.algorithm is not Algorithm.PROTONET:
             raise FewIntentError("unknown_fraction (meta-learned rejection) is implemented for protonet only")
-        if self.max_time_s is not None and self.max_time_s <= 0:
-            raise FewIntentError(f"max_time_s must be positive, got {self.max_time_s}")
-        if self.ridge_lambda <= 0:
-            raise FewIntentError(f"ridge_lambda must be positive, got {self.ridge_lambda}")
-        if self.episodes < 1 or self.queries < 1 or self.meta_batch < 1:
-            raise FewIntentError("episodes, queries and meta_batch must be at least 1")
-        if self.algorithm is Algorithm.FOMAML and self.inner_steps < 0:
-            raise FewIntentError("inner_steps must be >= 0")
 
     # ------------------------------------------------------------------ derived views
     @property
@@ -190,3 +177,180 @@ class MetaTrainingArguments:
             raise FewIntentError(f"{p}: expected a mapping of argument names to values")
         doc.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(doc)
+
+
+# ---------------------------------------------------------------------------------------------- field checks
+# Each field's check turns a value from YAML, JSON or the CLI into the field's type, or refuses it in one line.
+# YAML 1.1 (PyYAML) reads ``1e-3`` as a string: a number written that way is accepted as the number it is.
+
+
+def _as_number(name: str, v: Any) -> float:
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            raise FewIntentError(f"{name} must be a number, got {v!r:.30}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise FewIntentError(f"{name} must be a number, got {v!r:.30}")
+    if not math.isfinite(v):
+        raise FewIntentError(f"{name} must be a finite number, got {v}")
+    return float(v)
+
+
+def _number(name: str, ok: Callable[[float], bool], what: str) -> Callable[[Any], float]:
+    def check(v: Any) -> float:
+        x = _as_number(name, v)
+        if not ok(x):
+            raise FewIntentError(f"{name} must be {what}, got {v!r:.30}")
+        return x
+
+    return check
+
+
+def _whole(name: str, low: int, high: int | None = None) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise FewIntentError(f"{name} must be a whole number {span}, got {v!r:.30}")
+        return v
+
+    return check
+
+
+def _whole_or_range(name: str) -> Callable[[Any], int | list[int]]:
+    one = _whole(name, 1)
+
+    def check(v: Any) -> int | list[int]:
+        if isinstance(v, (list, tuple)):
+            if len(v) not in (1, 2):
+                raise FewIntentError(f"{name} must be a number or a range [lo, hi], got {v!r:.30}")
+            lo, hi = one(v[0]), one(v[-1])
+            if hi < lo:
+                raise FewIntentError(f"{name}: the range [lo, hi] needs lo <= hi, got {list(v)}")
+            return lo if lo == hi else [lo, hi]
+        return one(v)
+
+    return check
+
+
+def _flag(name: str) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        if not isinstance(v, bool):
+            raise FewIntentError(f"{name} must be true or false, got {v!r:.30}")
+        return v
+
+    return check
+
+
+def _enum(kind: type[Enum], name: str) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        try:
+            return kind(v)
+        except ValueError:
+            raise FewIntentError(f"unknown {name} {v!r:.30}: use {', '.join(str(k.value) for k in kind)}") from None
+
+    return check
+
+
+def _text(name: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if not isinstance(v, str) or not v.strip():
+            raise FewIntentError(f"{name} must be a non-empty string, got {v!r:.30}")
+        return v.strip()
+
+    return check
+
+
+def _names(name: str) -> Callable[[Any], list[str]]:
+    def check(v: Any) -> list[str]:
+        if isinstance(v, str):
+            v = v.split(",")
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+            raise FewIntentError(f"{name} must be a list of names (or one comma-separated string), got {v!r:.40}")
+        return [x.strip() for x in v if x.strip()]
+
+    return check
+
+
+def _split(name: str) -> Callable[[Any], str]:
+    """A split is a name (``train``, ``valid``), the stem of ``<dataset>/<split>.jsonl``: a path or a file name
+    is reduced to that stem, so ``./test`` or ``test.jsonl`` cannot slip past the never-on-test guard."""
+    text = _text(name)
+
+    def check(v: Any) -> str:
+        split = PurePath(text(v).replace("\\", "/")).name
+        for ext in (".jsonl", ".csv", ".yml", ".yaml"):
+            split = split.removesuffix(ext)
+        if split.lower().startswith("test"):
+            raise FewIntentError(f"{name} '{v}': meta-training and early stopping must never use test data")
+        if not split or split in (".", ".."):
+            raise FewIntentError(f"{name} must name a split such as train or valid, got {v!r:.30}")
+        return split
+
+    return check
+
+
+def _lora(v: Any) -> LoraSettings:
+    if isinstance(v, LoraSettings):
+        return LoraSettings.from_dict(v.to_dict())  # checked like one read from a file
+    if not isinstance(v, dict):
+        raise FewIntentError(f"lora must be a mapping of LoRA settings (r, alpha, dropout), got {v!r:.30}")
+    return LoraSettings.from_dict(v)
+
+
+def _datasets(v: Any) -> list[str]:
+    names = _names("datasets")(v)
+    if not names:
+        raise FewIntentError("datasets must name at least one dataset")
+    return names
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "datasets": _datasets,
+    "data_dir": _text("data_dir"),
+    "exclude": _names("exclude"),
+    "exclude_domains": _names("exclude_domains"),
+    "train_split": _split("train_split"),
+    "valid_split": _split("valid_split"),
+    "algorithm": _enum(Algorithm, "algorithm"),
+    "episodes": _whole("episodes", 1),
+    "ways": _whole_or_range("ways"),
+    "shots": _whole_or_range("shots"),
+    "queries": _whole("queries", 1),
+    "domain_prob": _number("domain_prob", lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
+    "intent_names": _flag("intent_names"),
+    "weighting": lambda v: _enum(DatasetWeighting, "weighting")(v).value,
+    "meta_batch": _whole("meta_batch", 1),
+    "lr": _number("lr", lambda x: x > 0, "a positive number"),
+    "weight_decay": _number("weight_decay", lambda x: x >= 0, "0 or more"),
+    "max_grad_norm": _number("max_grad_norm", lambda x: x >= 0, "0 (no clipping) or more"),
+    "distance": _enum(Distance, "distance"),
+    "temperature": _number(
+        "temperature", lambda x: x > 0, "positive (it scales the similarities; 0 makes every answer equally likely)"
+    ),
+    "learn_temperature": _flag("learn_temperature"),
+    "temperature_lr": _number("temperature_lr", lambda x: x >= 0, "0 or more"),
+    "ridge_lambda": _number("ridge_lambda", lambda x: x > 0, "positive"),
+    "unknown_fraction": _number("unknown_fraction", lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
+    "dropout": _flag("dropout"),
+    "inner_steps": _whole("inner_steps", 0),
+    "inner_lr": _number("inner_lr", lambda x: x > 0, "a positive number"),
+    "inner_head_lr": _number("inner_head_lr", lambda x: x > 0, "a positive number"),
+    "inner_optimizer": _enum(InnerOptimizer, "inner_optimizer"),
+    "base": _text("base"),
+    "lora": _lora,
+    "max_length": _whole("max_length", 8, 512),
+    "seed": _whole("seed", 0, 2**63 - 1),
+    "device": _text("device"),
+    "bf16": _flag("bf16"),
+    "threads": _whole("threads", 1),
+    "max_time_s": _number("max_time_s", lambda x: x > 0, "a positive number of seconds"),
+    "eval_every": _whole("eval_every", 0),
+    "valid_episodes": _whole("valid_episodes", 1),
+    "valid_ways": _whole("valid_ways", 1),
+    "valid_shots": _whole("valid_shots", 1),
+    "valid_queries": _whole("valid_queries", 1),
+    "patience": _whole("patience", 0),
+    "checkpoint_every": _whole("checkpoint_every", 0),
+    "log_every": _whole("log_every", 1),
+}

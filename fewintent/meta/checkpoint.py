@@ -83,11 +83,24 @@ def has_checkpoint(directory: Path) -> bool:
 
 
 def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The checkpoint's tensors and state; a truncated or garbled one is refused in one line."""
+    from safetensors import SafetensorError
+
     final = _recover(directory)
     try:
-        return load_file(str(final / TENSORS)), json.loads((final / STATE).read_text())
-    except (OSError, ValueError) as e:
-        raise FewIntentError(f"{final}: checkpoint is unreadable ({e}); delete it to start over") from e
+        state = json.loads((final / STATE).read_text())
+        tensors = load_file(str(final / TENSORS))
+    except (OSError, ValueError, SafetensorError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise unreadable(final, reason) from e
+    if not isinstance(state, dict):
+        raise unreadable(final, f"{STATE} is not a JSON object")
+    return tensors, state
+
+
+def unreadable(final: Path, reason: str) -> FewIntentError:
+    """The one error for a checkpoint that cannot be resumed from."""
+    return FewIntentError(f"{final}: checkpoint is unreadable ({reason}); delete that folder to start the run over")
 
 
 def remove_checkpoint(directory: Path) -> None:

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -260,6 +261,13 @@ class MetaTrainer:
 
     def _restore(self) -> None:
         tensors, state = ckpt.load_checkpoint(self.output_dir)
+        try:
+            self._restore_from(tensors, state)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:  # parsed, but not what we wrote
+            what = f"missing {e}" if isinstance(e, KeyError) else str(e).splitlines()[0][:120]
+            raise ckpt.unreadable(self.output_dir / ckpt.CHECKPOINT_DIR, what) from e
+
+    def _restore_from(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         saved = dict(state["args"])
         now = self.args.to_dict()
         ignore = {
@@ -306,7 +314,13 @@ class MetaTrainer:
         path = self.output_dir / METRICS_FILE
         if not self.dist.is_main or not path.is_file():
             return
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["episode"] <= episodes]
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if line and json.loads(line)["episode"] <= episodes:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):  # a line cut off by the kill: written after the checkpoint
+                continue
         path.write_text("".join(line + "\n" for line in keep))
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -317,6 +331,17 @@ class MetaTrainer:
     # ------------------------------------------------------------------ training
     def train(self) -> dict[str, Any]:
         """Run (or resume) the meta-training and save the adapter; returns the summary written in its metadata."""
+        created = not self.output_dir.exists()
+        try:
+            return self._train()
+        except BaseException:
+            # A run that dies before its first checkpoint leaves nothing to resume: a folder this run created is
+            # removed, so no half-written output (metrics, weights without their config) is left behind.
+            if created and self.dist.is_main and not ckpt.has_checkpoint(self.output_dir):
+                shutil.rmtree(self.output_dir, ignore_errors=True)
+            raise
+
+    def _train(self) -> dict[str, Any]:
         args = self.args
         self.output_dir.mkdir(parents=True, exist_ok=True)
         # a bar with running loss/accuracy on a terminal; a plain line per log step otherwise
@@ -408,6 +433,11 @@ class MetaTrainer:
         self.dist.all_reduce_mean([*grads, stats.to(grads[0].device)] if grads else [stats])
         if args.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.params, args.max_grad_norm)
+        if not math.isfinite(float(stats[0])):
+            raise FewIntentError(
+                f"meta-training diverged at episode {(self.step + 1) * self.per_step}: the loss is {float(stats[0])}; "
+                f"lower lr (now {args.lr:g}) or max_grad_norm (now {args.max_grad_norm:g}, 0 = off)"
+            )
         self.optimizer.step()
         self.encoder.model.eval()
         self.step += 1
