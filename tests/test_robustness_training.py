@@ -164,3 +164,19 @@ def test_an_adapter_with_a_non_finite_record_is_not_half_written(tmp_path: Path)
     assert config["metrics"] == {"loss": 0.5} and sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(
         [ADAPTER_CONFIG, ADAPTER_WEIGHTS]
     )
+
+
+# ---------------------------------------------------------------------------------------------- report plots
+def test_every_plotted_series_has_its_own_colour_and_style() -> None:
+    from conftest import ROOT
+
+    from fewintent.bench.plots import styles
+
+    rows = json.loads((ROOT / "data" / "benchmarks" / "results.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    style = styles(rows)
+    assert len(style) >= 15  # the README's plots: every method of the full-way, OOS and episodic protocols
+    assert len({s.color for s in style.values()}) == len(style)
+    assert len({(s.color, s.marker, s.linestyle) for s in style.values()}) == len(style)
+    assert {s.linestyle for n, s in style.items() if "@" in n} == {"--"}
+    assert {s.linestyle for n, s in style.items() if "@" not in n} == {"-"}
