@@ -88,3 +88,6 @@ def calibrate(
         print(json.dumps(report.to_dict()))
     else:
         print_report(report, f"{model_dir} calibrated on {data.source} ({report.objective})")
+        console.print(
+            f"threshold set from {report.n_in_scope} in-scope and {report.n_oos} out-of-scope rows", highlight=False
+        )

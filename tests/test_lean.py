@@ -48,10 +48,11 @@ _SESSION = textwrap.dedent(
     assert clf.predict_proba(texts).shape == (4, 3)
     labelled = IntentSet.from_pairs(
         [(f"{w} number {i}", w) for w in ("alpha", "beta", "gamma") for i in range(6, 9)]
+        + [("gamma number 9", "gamma")]  # calibrate needs 10 in-scope rows (issue 34)
         + [(f"zeta thing {i}", "oos") for i in range(3)],
         for_training=False,
     )
-    assert evaluate(clf, labelled).n == 12
+    assert evaluate(clf, labelled).n == 13
     clf.calibrate(labelled)
     chatter = [f"{w} thing {i}" for w in ("zeta", "theta") for i in range(8)]
     clf.discover(chatter + texts, min_cluster_size=3, min_confidence=1.0)
@@ -79,7 +80,7 @@ _SESSION = textwrap.dedent(
     (work / "test.jsonl").write_text(
         "".join(json.dumps({"text": t, "intent": i}) + "\\n" for t, i in zip(labelled.texts, labelled.intents))
     )
-    assert json.loads(cli("evaluate", model, work / "test.jsonl", "--json"))["n"] == 9
+    assert json.loads(cli("evaluate", model, work / "test.jsonl", "--json"))["n"] == 10
     cli("calibrate", work / "copy1", work / "test.jsonl")
     (work / "chat.txt").write_text("\\n".join(chatter) + "\\n")
     assert "clusters" in json.loads(cli("discover", model, work / "chat.txt", "--json"))

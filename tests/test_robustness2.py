@@ -181,7 +181,8 @@ def _disk_full(*args, **kwargs):
 def test_full_disk_is_one_line_and_keeps_the_model(tmp_path, monkeypatch):
     model = _fit().save(tmp_path / "m")
     before = {p.name: p.read_bytes() for p in model.iterdir()}
-    held_out = _write(tmp_path / "valid.jsonl", [("where is my card", "card"), ("what is the weather", "oos")])
+    rows = [(f"where is my card {i}", "card") for i in range(10)] + [(f"weather {i}", "oos") for i in range(3)]
+    held_out = _write(tmp_path / "valid.jsonl", rows)  # calibrate needs 10 in-scope and 3 OOS rows (issue 34)
     monkeypatch.setattr(persistence, "save_file", _disk_full)
     with pytest.raises(storage.StorageError, match=r"No space left on device \(it needs about [0-9.]+ [KMG]iB"):
         _fit().save(model)

@@ -180,3 +180,47 @@ def test_every_plotted_series_has_its_own_colour_and_style() -> None:
     assert len({(s.color, s.marker, s.linestyle) for s in style.values()}) == len(style)
     assert {s.linestyle for n, s in style.items() if "@" in n} == {"--"}
     assert {s.linestyle for n, s in style.items() if "@" not in n} == {"-"}
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+def _calibration_model(tmp_path: Path) -> tuple[Path, list[tuple[str, str]]]:
+    from conftest import tiny_model_dir
+
+    from fewintent.model import IntentClassifier
+
+    words = ("alpha", "beta", "gamma")
+    train = {w: [f"{w} example {i}" for i in range(4)] for w in words}
+    clf = IntentClassifier.adapt(train, base=str(tiny_model_dir()), adapter="none", device="cpu")
+    held = [(f"{w} held out {i}", w) for w in words for i in range(4)] + [(f"zeta thing {i}", "oos") for i in range(4)]
+    return clf.save(tmp_path / "m"), held
+
+
+def _write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(json.dumps({"text": t, "intent": i}) + "\n" for t, i in rows))
+    return path
+
+
+def test_calibrate_refuses_a_file_too_small_and_keeps_the_threshold(tmp_path: Path) -> None:
+    from fewintent.cli.main import app
+    from fewintent.model import IntentClassifier
+
+    model, held = _calibration_model(tmp_path)
+    before = json.loads((model / "config.json").read_text())["threshold"]
+    runner = CliRunner()
+    two = _write_rows(tmp_path / "two.jsonl", [held[0], held[-1]])  # the case: one row of each
+    result = runner.invoke(app, ["calibrate", str(model), str(two)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "1 in-scope row(s) are too few to calibrate on (at least 10" in result.output
+    few_oos = _write_rows(tmp_path / "few_oos.jsonl", held[:12] + held[-1:])
+    result = runner.invoke(app, ["calibrate", str(model), str(few_oos)])
+    assert result.exit_code == 1 and "needs at least 3 rows labelled 'oos' (the file has 1)" in result.output
+    assert json.loads((model / "config.json").read_text())["threshold"] == before
+    with pytest.raises(FewIntentError, match="too few to calibrate on"):
+        IntentClassifier.load(model).calibrate(two)
+
+    result = runner.invoke(app, ["calibrate", str(model), str(few_oos), "--objective", "recall"])
+    assert result.exit_code == 0, result.output
+    assert "threshold set from 12 in-scope and 1 out-of-scope rows" in result.output
+    enough = _write_rows(tmp_path / "enough.jsonl", held)
+    result = runner.invoke(app, ["calibrate", str(model), str(enough)])
+    assert result.exit_code == 0 and "threshold set from 12 in-scope and 4 out-of-scope rows" in result.output
