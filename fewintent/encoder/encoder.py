@@ -21,7 +21,7 @@ from torch import nn
 from fewintent.encoder.base import configured_threads, encode_sorted
 from fewintent.encoder.registry import WEIGHTS_FILE, BaseSpec, registered, spec_for_weights
 from fewintent.encoder.sources import check_hub_reachable, file_sha256, hub_offline, hub_snapshot
-from fewintent.errors import FewIntentError
+from fewintent.errors import FewIntentError, FewIntentWarning
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def position_limit(model: nn.Module) -> int | None:
+    """The most tokens ``model`` can take (its position table, less the offset RoBERTa-style models start at), or
+    None when it has no fixed table; a longer input would index past the table and crash."""
+    config: Any = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
+        return None
+    table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    padding = getattr(table, "padding_idx", None)  # RoBERTa and MPNet number positions from padding_idx + 1
+    return max(1, positions - (int(padding) + 1 if padding is not None else 0))
+
+
+def private_weights(model: nn.Module) -> None:
+    """Give every parameter and buffer memory of its own: loaded from safetensors, they map the weights file, and
+    a file truncated in place under a running process (a shared base cache, a re-install) kills it with SIGBUS."""
+    with torch.no_grad():
+        for module in model.modules():
+            for store in (module._parameters, module._buffers):
+                for tensor in store.values():
+                    if tensor is not None and tensor.device.type == "cpu":
+                        tensor.data = tensor.data.clone()
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """One vector per sentence from token states: the mean over real tokens, the first ([CLS]) token, or the max."""
     if mode == "cls":
@@ -217,6 +240,15 @@ class SentenceEncoder(nn.Module):
             self.sha256 = weights_sha256(base.location)
             self.tokenizer_sha256 = tokenizer_sha256(base.location)
             self.pooling = read_pooling(base.location, base.spec.pooling if base.spec else "mean")
+        limit = position_limit(self.model)
+        if limit is not None and self.max_length > limit:
+            warnings.warn(
+                f"{self.name} has {limit} token positions: texts are cut at {limit} tokens "
+                f"(max_length {self.max_length} was asked for)",
+                FewIntentWarning,
+                stacklevel=2,
+            )
+            self.max_length = limit
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
@@ -291,5 +323,6 @@ def _load_hf(location: Path) -> tuple[nn.Module, Any]:
             model = AutoModel.from_pretrained(str(location), local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
         raise FewIntentError(f"could not load encoder '{location}': {str(e).splitlines()[0]}") from e
+    private_weights(model)
     check_tokenizer(model, tokenizer, str(location))
     return model, tokenizer

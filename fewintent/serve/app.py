@@ -27,7 +27,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fewintent.version import __version__
 from fewintent.errors import EditConflictError, FewIntentError, UnknownIntentError
 from fewintent.model.classifier import IntentClassifier
 from fewintent.model.names import case_collision
@@ -40,10 +39,13 @@ from fewintent.serve.schemas import (
     IntentChange,
     IntentInfo,
     IntentsResponse,
+    ParseRequest,
+    ParseResponse,
     PredictRequest,
     PredictResponse,
 )
 from fewintent.serve.store import ModelStore, PersistError
+from fewintent.version import __version__
 
 logger = logging.getLogger("fewintent.serve")
 
@@ -158,7 +160,9 @@ def _install_error_handlers(app: FastAPI) -> None:
                     f"(Content-Type was {got})",
                     details=details,
                 )
-            like = '{"name": "...", "examples": ["..."]}' if request.url.path == "/intents" else '{"texts": ["..."]}'
+            like = {"/intents": '{"name": "...", "examples": ["..."]}', "/model/parse": '{"text": "..."}'}.get(
+                request.url.path, '{"texts": ["..."]}'
+            )
             message = f"malformed request: the body must be a JSON object, like {like}"
         return error_response(422, message, details=details)
 
@@ -295,12 +299,14 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
         """Liveness and what is being served."""
         clf = await store.current()
         return HealthResponse(
-            status="ok",
+            status="degraded" if store.reload_error else "ok",
             model=clf.encoder.name,
+            model_dir=str(store.model_dir),
             intents=len(clf.labels),
             oos_label=clf.oos_label,
             version=__version__,
             batching=batcher.stats.to_dict(),
+            reload_error=store.reload_error,
         )
 
     @app.post("/predict", response_model=PredictResponse, responses=_ERRORS, tags=["predict"])
@@ -310,6 +316,19 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
         await store.current()  # reload first if another worker saved an edit
         predictions = await batcher.predict(body.texts, top_k=body.top_k or DEFAULT_TOP_K)
         return JSONResponse({"predictions": [p.to_dict() for p in predictions]})
+
+    @app.post("/model/parse", response_model=ParseResponse, responses=_ERRORS, tags=["predict"])
+    async def parse(body: ParseRequest) -> Any:
+        """Rasa-compatible: classify one message and answer as Rasa's `POST /model/parse` does (a bot built on
+        Rasa's HTTP API can point at this server)."""
+        _check_limits([body.text], "text", settings)
+        await store.current()
+        prediction = (await batcher.predict([body.text], top_k=DEFAULT_TOP_K))[0]
+        ranking = [{"name": s.name, "confidence": s.confidence} for s in prediction.intent_ranking]
+        intent = {"name": prediction.intent.name, "confidence": prediction.intent.confidence}
+        if prediction.is_oos:  # as Rasa's FallbackClassifier: the fallback intent heads the ranking
+            ranking = [intent, *ranking]
+        return JSONResponse({"text": body.text, "intent": intent, "entities": [], "intent_ranking": ranking})
 
     @app.get("/intents", response_model=IntentsResponse, tags=["intents"])
     async def list_intents() -> IntentsResponse:

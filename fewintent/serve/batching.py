@@ -172,20 +172,29 @@ class MicroBatcher:
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         texts = [t for p in batch for t in p.texts]
         k = max(p.top_k for p in batch)
+        # Read once the batch is taken, so every request in it was queued before this read: a request that arrives
+        # after the server swapped in an edited model is never answered by the model it replaced.
         try:
-            # Read once the batch is taken, so every request in it was queued before this read: a request that
-            # arrives after the server swapped in an edited model is never answered by the model it replaced.
             clf = self._source()
-            predictions = await loop.run_in_executor(self._executor, functools.partial(clf.predict, texts, top_k=k))
         except Exception as e:  # every caller in the batch gets the error, the worker lives on
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(e)
             return
-        self.stats.batches += 1
-        self.stats.requests += len(batch)
-        self.stats.texts += len(texts)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(texts))
+        try:
+            predictions = await loop.run_in_executor(self._executor, functools.partial(clf.predict, texts, top_k=k))
+        except Exception as e:
+            if len(batch) == 1:  # the worker lives on; the caller gets the error
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(e)
+                return
+            # One bad message must not fail the requests it shared a pass with: each is tried again on its own
+            # (with the same classifier), and only those that fail alone get an error.
+            logger.warning("a batch of %d requests failed (%s); answering each on its own", len(batch), e)
+            for p in batch:
+                await self._run_alone(loop, clf, p)
+            return
+        self._count(batch, len(texts))
         start = 0
         for p in batch:
             mine = predictions[start : start + len(p.texts)]
@@ -195,3 +204,22 @@ class MicroBatcher:
                     pred.intent_ranking = pred.intent_ranking[: p.top_k]
             if not p.future.done():
                 p.future.set_result(mine)
+
+    async def _run_alone(self, loop: asyncio.AbstractEventLoop, clf: IntentClassifier, p: _Pending) -> None:
+        if p.future.done():
+            return
+        try:
+            mine = await loop.run_in_executor(self._executor, functools.partial(clf.predict, p.texts, top_k=p.top_k))
+        except Exception as e:
+            if not p.future.done():
+                p.future.set_exception(e)
+            return
+        self._count([p], len(p.texts))
+        if not p.future.done():
+            p.future.set_result(mine)
+
+    def _count(self, batch: list[_Pending], texts: int) -> None:
+        self.stats.batches += 1
+        self.stats.requests += len(batch)
+        self.stats.texts += texts
+        self.stats.largest_batch = max(self.stats.largest_batch, texts)

@@ -80,13 +80,38 @@ class IntentChange(BaseModel):
     )
 
 
+class ParseRequest(BaseModel):
+    """Rasa's ``POST /model/parse`` body."""
+
+    text: str = Field(..., description="The message to classify.")
+    message_id: str | None = Field(default=None, description="Accepted for Rasa compatibility; not used.")
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [{"text": "where is my order?"}]}}
+
+
+class ParseResponse(BaseModel):
+    """Rasa's ``/model/parse`` answer: out of scope, ``intent`` is the model's OOS label (as Rasa's
+    ``nlu_fallback``) and heads ``intent_ranking``, followed by the in-scope intents."""
+
+    text: str
+    intent: IntentScoreOut
+    entities: list[dict[str, Any]] = Field(default_factory=list, description="Always empty: no entity extraction.")
+    intent_ranking: list[IntentScoreOut]
+
+
 class HealthResponse(BaseModel):
-    status: str
+    status: str = Field(..., description='"ok", or "degraded" while a reload failed and the previous model serves.')
     model: str
+    model_dir: str = Field(..., description="The model directory this server answers from.")
     intents: int
     oos_label: str
     version: str
     batching: dict[str, Any]
+    reload_error: str | None = Field(
+        default=None,
+        description="Why the model directory's current contents could not be loaded; the previous model is still "
+        "served. Null when the model served is the directory's.",
+    )
 
 
 class ErrorBody(BaseModel):

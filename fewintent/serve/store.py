@@ -62,6 +62,9 @@ class ModelStore:
             self._stamp = self._read_stamp()  # before loading: a save racing the load triggers a second load
             self.classifier = classifier or IntentClassifier.load(self.model_dir, device=device)
         self.reloads = 0
+        self.reload_error: str | None = None
+        """Why the directory's current contents could not be loaded (the previous model is still served); None
+        once a reload succeeds."""
 
     def _read_stamp(self) -> Stamp | None:
         try:
@@ -84,19 +87,24 @@ class ModelStore:
         with self._lock, model_dir_lock(self.model_dir, exclusive=False):
             self._reload_locked()
 
-    def _reload_locked(self) -> None:
+    def _reload_locked(self, *, retry: bool = False) -> None:
+        """Load the directory again if it was saved since (or, with ``retry``, if the last reload failed)."""
         stamp = self._read_stamp()
-        if stamp is None or stamp == self._stamp:
+        if stamp is None or (stamp == self._stamp and not (retry and self.reload_error)):
             return
         device = str(self.classifier.encoder.device) if self.device == "auto" else self.device
         try:
             clf = IntentClassifier.load(self.model_dir, device=device)
-        except FewIntentError as e:
+        except Exception as e:  # a broken directory must never take down the model being served
             # Keep answering with the model we have; a later save changes the stamp and is tried again.
-            logger.error("reload of %s failed, still serving the previous model: %s", self.model_dir, e)
-            self._stamp = stamp
+            message = str(e) if isinstance(e, FewIntentError) else f"{type(e).__name__}: {e}"
+            if isinstance(e, FewIntentError):
+                logger.error("reload of %s failed, still serving the previous model: %s", self.model_dir, message)
+            else:
+                logger.exception("reload of %s failed, still serving the previous model", self.model_dir)
+            self._stamp, self.reload_error = stamp, message
             return
-        self.classifier, self._stamp = clf, stamp
+        self.classifier, self._stamp, self.reload_error = clf, stamp, None
         self.reloads += 1
         logger.info("reloaded %s (%d intents): it was saved by another process", self.model_dir, len(clf.labels))
 
@@ -119,7 +127,13 @@ class ModelStore:
 
     def _edit(self, change: Callable[[IntentClassifier], None]) -> IntentClassifier:
         with self._lock, model_dir_lock(self.model_dir, exclusive=True):
-            self._reload_locked()  # edit on top of what another process saved, never over it
+            self._reload_locked(retry=True)  # edit on top of what another process saved, never over it
+            if self.reload_error is not None:  # saving the previous model would overwrite what is there now
+                raise PersistError(
+                    f"the model directory holds a model that cannot be loaded ({self.reload_error}); the previous "
+                    "model is still served, and edits are refused until the directory is fixed",
+                    status=503,
+                )
             # A shallow copy shares the encoder (and its lock); the change swaps in a new table on the copy only,
             # so requests keep the old model until the new one is on disk.
             staged = copy.copy(self.classifier)
@@ -137,6 +151,6 @@ class ModelStore:
             except Exception as e:
                 logger.exception("saving %s failed; the previous model is kept", self.model_dir)
                 raise PersistError(f"could not save the model ({type(e).__name__}: {e}); nothing was changed") from e
-            self.classifier, self._stamp = staged, self._read_stamp()
+            self.classifier, self._stamp, self.reload_error = staged, self._read_stamp(), None
         logger.info("saved %s (%d intents)", self.model_dir, len(staged.labels))
         return staged
