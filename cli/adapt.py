@@ -20,9 +20,9 @@ from fewintent.cli._common import (
 )
 from fewintent.cli.calibrate import print_report
 from fewintent.data import read_intent_file
-from fewintent.heads.logistic import HeadType
+from fewintent.heads.registry import DEFAULT_HEAD, HEADS
 from fewintent.model import AdaptArguments, IntentClassifier
-from fewintent.model.oos import OosScore
+from fewintent.model.oos import DEFAULT_OOS_SCORE, OOS_SCORES
 from fewintent.model.persistence import check_model_path
 
 LARGE_SUPPORT = 20_000
@@ -45,9 +45,10 @@ def adapt(
         help="Meta-learned LoRA adapter: shipped name, directory, 'auto' (the base's shipped default, if any) or "
         "'none' (the frozen encoder).",
     ),
-    head: HeadType = typer.Option(
-        HeadType.LINEAR.value,
+    head: str = typer.Option(
+        DEFAULT_HEAD,
         "--head",
+        metavar="[" + "|".join(HEADS) + "]",
         help="Decision head: 'linear' (logistic regression on the embeddings; the default, best on valid) or "
         "'prototype' (cosine to each intent's mean example).",
     ),
@@ -57,11 +58,13 @@ def adapt(
         min=1e-6,
         help="Inverse regularisation of the linear head (like scikit-learn's C). Default: the base's tuned value.",
     ),
-    oos_score: OosScore = typer.Option(
-        OosScore.PROTOTYPE.value,
+    oos_score: str = typer.Option(
+        DEFAULT_OOS_SCORE,
         "--oos-score",
+        metavar="[" + "|".join(OOS_SCORES) + "]",
         help="What the out-of-scope threshold cuts: 'prototype' (best cosine to an intent's mean example; the "
-        "default, best on valid), 'nearest' (best cosine to one example), 'mahalanobis' or 'energy' (linear head).",
+        "default, best on valid), 'nearest' (best cosine to one example), 'mahalanobis' or 'energy' (log-sum-exp of "
+        "the head's scores).",
     ),
     intent_names: bool = typer.Option(
         True,
@@ -167,7 +170,7 @@ def adapt(
         plain(
             f"adapted {len(clf.labels)} intents from {len(data.texts)} examples"
             f"{f' + {len(data.oos_texts)} out-of-scope' if data.oos_texts else ''} in {seconds:.2f}s "
-            f"(adapter: {adapter_name}, head: {clf.head.value}, {_training(clf.meta, steps)}, "
+            f"(adapter: {adapter_name}, head: {clf.config.head}, {_training(clf.meta, steps)}, "
             f"OOS threshold {clf.threshold:.3f}) -> {output}"
         ),
         highlight=False,

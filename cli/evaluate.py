@@ -21,14 +21,14 @@ from fewintent.cli._common import (
 )
 from fewintent.data import read_intent_file
 from fewintent.errors import FewIntentError
-from fewintent.heads.logistic import HeadType
+from fewintent.heads.registry import DEFAULT_HEAD, HEADS
 from fewintent.model import IntentClassifier
 from fewintent.model import evaluate as run_evaluation
 from fewintent.model.crossval import cross_validate
 
 
 def _cross_validate(
-    train_file: Path, cv: str, base: str | None, adapter: str, head: HeadType, device: str, as_json: bool
+    train_file: Path, cv: str, base: str | None, adapter: str, head: str, device: str, as_json: bool
 ) -> None:
     data = read_intent_file(train_file)
     print_warnings(data.warnings)
@@ -80,7 +80,9 @@ def evaluate(
     ),
     base: str = typer.Option(None, "--base", help="With --cv: the encoder to evaluate (as for adapt)."),
     adapter: str = typer.Option("auto", "--adapter", help="With --cv: the adapter to evaluate (as for adapt)."),
-    head: HeadType = typer.Option(HeadType.LINEAR.value, "--head", help="With --cv: the decision head."),
+    head: str = typer.Option(
+        DEFAULT_HEAD, "--head", metavar="[" + "|".join(HEADS) + "]", help="With --cv: the decision head."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every metric."),
     show_sweep: bool = typer.Option(
         False, "--sweep", help="Also show what other OOS thresholds would do (needs 'oos' rows in the files)."

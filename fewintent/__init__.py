@@ -27,6 +27,8 @@ from fewintent.model import (  # noqa: E402
     IntentClassifier,
     IntentScore,
     Prediction,
+    Trainer,
+    TrainingArguments,
     evaluate,
 )
 
@@ -46,6 +48,8 @@ __all__ = [
     "Prediction",
     "PrototypicalHead",
     "SentenceEncoder",
+    "Trainer",
+    "TrainingArguments",
     "__version__",
     "evaluate",
     "load_hf_intents",

@@ -35,7 +35,7 @@ def measure(corpora: Corpora, base: str, adapter: str, dataset: str) -> None:
         clf.fit_embeddings(labels, torch.stack([emb[t] for t in support.texts]), y)
         table = clf.table
         sims = table.similarities(queries)
-        pred = table.logits(queries, sims, clf.scale).argmax(-1)[:n_in]
+        pred = table.logits(queries, sims).argmax(-1)[:n_in]
         gold = np.array([labels.index(i) for i in valid.intents])
         row = {"base": base, "adapter": adapter, "dataset": dataset, "shots": k}
         row["valid_top1"] = round(100 * float((pred == gold).mean()), 2)

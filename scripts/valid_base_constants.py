@@ -38,7 +38,7 @@ from fewintent.bench.data import FULLWAY_DATASETS, SHOTS, Corpora
 from fewintent.data import IntentSet
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.errors import FewIntentWarning
-from fewintent.heads.logistic import HeadType, log_softmax
+from fewintent.heads.logistic import log_softmax
 from fewintent.model import IntentClassifier
 from fewintent.model.evaluation import score_predictions
 
@@ -107,9 +107,9 @@ def head_c(clf: IntentClassifier, emb: Embeddings, data: dict[str, Any]) -> dict
         for k in SHOTS:
             row = cells.setdefault(f"{corpus}/{k}", {})
             for c in C_GRID:
-                _fit(clf, emb, corpus, data[corpus][f"train_{k}"], head=HeadType.LINEAR, head_c=c, intent_names=True)
+                _fit(clf, emb, corpus, data[corpus][f"train_{k}"], head="linear", head_c=c, intent_names=True)
                 table = clf.table
-                pred = table.logits(q, table.similarities(q), clf.scale).argmax(-1)
+                pred = table.logits(q, table.similarities(q)).argmax(-1)
                 row[str(c)] = round(100 * float((pred == _gold(clf, valid.intents)).mean()), 2)
     mean = {str(c): round(float(np.mean([cells[k][str(c)] for k in cells])), 3) for c in C_GRID}
     best = max(mean.values())
@@ -127,7 +127,7 @@ def fallback_threshold(clf: IntentClassifier, emb: Embeddings, data: dict[str, A
                 first.setdefault(intent, text)
             one_shot = IntentSet.from_pairs([(t, i) for i, t in first.items()])
             # the prototype OOS score does not depend on the head: the prototype head spares 1-shot L-BFGS fits
-            _fit(clf, emb, corpus, one_shot, head=HeadType.PROTOTYPE, intent_names=names)
+            _fit(clf, emb, corpus, one_shot, head="prototype", intent_names=names)
             q = emb(corpus, data[corpus]["valid"].texts)
             scores = clf.table.oos_scores(q, clf.table.similarities(q))
             per[corpus] = round(float(np.quantile(scores, FALLBACK_QUANTILE)), 4)
@@ -149,7 +149,7 @@ def in_scope_recall(clf: IntentClassifier, emb: Embeddings, data: dict[str, Any]
     rows: dict[str, dict[str, float]] = {}
     for target in RECALL_GRID + RECALL_BEYOND:
         support = data["clinc150"]["train_10"]
-        _fit(clf, emb, "clinc150", support, head=HeadType.LINEAR, head_c=c, intent_names=True, in_scope_recall=target)
+        _fit(clf, emb, "clinc150", support, head="linear", head_c=c, intent_names=True, in_scope_recall=target)
         predictions = clf.decide(texts, clf.table, q, top_k=1)
         pred = [p.intent.name for p in predictions]
         r = score_predictions(gold, pred, DEFAULT_OOS_LABEL)
@@ -187,13 +187,13 @@ def scale(clf: IntentClassifier, emb: Embeddings, data: dict[str, Any]) -> dict[
     nll: dict[str, dict[str, float]] = {}
     fine_nll = np.zeros(len(fine))
     for corpus in FULLWAY_DATASETS:
-        _fit(clf, emb, corpus, data[corpus]["train_10"], head=HeadType.PROTOTYPE, intent_names=True)
+        _fit(clf, emb, corpus, data[corpus]["train_10"], head="prototype", intent_names=True)
         valid = data[corpus]["valid"]
         q = emb(corpus, valid.texts)
         table, gold = clf.table, _gold(clf, valid.intents)
         sims = table.similarities(q)
-        nll[corpus] = {str(s): round(_nll(table.logits(q, sims, s), gold), 4) for s in SCALE_GRID}
-        fine_nll += np.array([_nll(table.logits(q, sims, s), gold) for s in fine]) / len(FULLWAY_DATASETS)
+        nll[corpus] = {str(s): round(_nll(sims * s, gold), 4) for s in SCALE_GRID}
+        fine_nll += np.array([_nll(sims * s, gold) for s in fine]) / len(FULLWAY_DATASETS)
     mean = {str(s): round(float(np.mean([nll[k][str(s)] for k in nll])), 4) for s in SCALE_GRID}
     chosen = min(SCALE_GRID, key=lambda s: mean[str(s)])
     return {

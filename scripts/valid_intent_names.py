@@ -44,7 +44,7 @@ def top1(corpora: Corpora, dataset: str) -> None:
                 _fit(clf, support, names)
                 table = clf.table
                 gold = np.array([table.labels.index(i) for i in valid.intents])
-                pred = table.logits(emb, table.similarities(emb), clf.scale).argmax(-1)
+                pred = table.logits(emb, table.similarities(emb)).argmax(-1)
                 acc = float((pred == gold).mean())
                 row = {"dataset": dataset, "shots": k, "adapter": adapter, "intent_names": names}
                 print(json.dumps({**row, "valid_top1": round(100 * acc, 2)}), flush=True)
@@ -58,7 +58,7 @@ def out_of_scope(corpora: Corpora, name: str, adapter: str, support: IntentSet, 
         _fit(clf, support, names)
         table = clf.table
         sims = table.similarities(emb)
-        pred = table.logits(emb, sims, clf.scale).argmax(-1)
+        pred = table.logits(emb, sims).argmax(-1)
         scores = table.oos_scores(emb, sims)
         rejected = scores < table.threshold
         gold = np.array([table.labels.index(i) for i in valid.intents])

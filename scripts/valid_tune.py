@@ -69,7 +69,7 @@ def _score(
     sims = table.similarities(emb)
     n_in = len(valid.texts)
     gold = np.array([index[i] for i in valid.intents])
-    pred = table.logits(emb, sims, clf.scale).argmax(-1)
+    pred = table.logits(emb, sims).argmax(-1)
     out: dict[str, Any] = {"valid_top1": round(100 * float((pred[:n_in] == gold).mean()), 2)}
     if valid.oos_texts:
         scores = table.oos_scores(emb, sims)

@@ -77,11 +77,11 @@ def make_tiny_encoder(seed: int = 0, hidden: int = 32, layers: int = 2):
 
 def format_1(config: dict) -> dict:
     """A model config.json as the release before ClassifierConfig wrote it: the settings at the top level."""
-    config = {**config, **config.pop("classifier"), "format_version": 1}
-    adapter = config.pop("adapter")
+    config = {**config, **config.pop("classifier"), **(config.pop("training") or {}), "format_version": 1}
+    adapter = config.pop("adapter", "none")
     config["meta"] = {**config.get("meta", {}), "adapter": {"source": adapter} if adapter != "none" else None}
-    for key in ("base", "steps", "seed", "inner_lr", "fallback_threshold"):
-        config.pop(key)
+    for key in ("base", "steps", "seed", "inner_lr", "fallback_threshold", "device"):
+        config.pop(key, None)
     return config
 
 

@@ -10,7 +10,7 @@ import torch
 from conftest import format_1
 
 from fewintent import FewIntentError, IntentClassifier, IntentSet
-from fewintent.heads import PrototypeLinearHead, fit_logistic, l2_normalize
+from fewintent.heads import LinearHead, PrototypeHead, PrototypeLinearHead, fit_logistic, l2_normalize
 from fewintent.model import AdaptArguments
 
 DATA = IntentSet.from_pairs(
@@ -52,12 +52,12 @@ def test_fit_logistic_optimum_does_not_depend_on_the_start():
 
 def test_classifier_linear_head_ranks_and_refits_on_edits(tiny_encoder):
     clf = IntentClassifier(tiny_encoder).fit(DATA)
-    assert clf.head.value == "linear"
+    assert clf.config.head == "linear"
     t = clf.table
-    assert t.head_weight is not None and t.head_weight.shape == t.prototypes.shape
+    assert isinstance(t.head, LinearHead) and t.head.weight.shape == t.prototypes.shape
     # the ranking and confidences come from the head: softmax of its logits
     emb = clf.encoder.encode(["alpha number 9"]).numpy()
-    logits = emb @ t.head_weight.T + t.head_bias
+    logits = emb @ t.head.weight.T + t.head.bias
     expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     assert np.allclose(clf.predict_proba(["alpha number 9"]), expected, atol=1e-6)
     p = clf.predict(["alpha number 9"])[0]
@@ -65,9 +65,9 @@ def test_classifier_linear_head_ranks_and_refits_on_edits(tiny_encoder):
     # on its own training examples a C=10 logistic head is right (the tiny encoder is random; prototypes are not)
     assert [q.intent_ranking[0].name for q in clf.predict(DATA.texts)] == DATA.intents
     clf.add_intent("delta", ["delta one", "delta two"])
-    assert clf.table.head_weight is not None and clf.table.head_weight.shape[0] == 4
+    assert isinstance(clf.table.head, LinearHead) and clf.table.head.weight.shape[0] == 4
     clf.remove_intent("beta")
-    assert clf.labels == ["alpha", "gamma", "delta"] and clf.table.head_weight.shape[0] == 3
+    assert clf.labels == ["alpha", "gamma", "delta"] and clf.table.head.weight.shape[0] == 3
 
 
 def test_prototype_head_still_available_and_saved_heads_round_trip(tiny_encoder, tmp_path):
@@ -77,13 +77,13 @@ def test_prototype_head_still_available_and_saved_heads_round_trip(tiny_encoder,
         before = [p.to_dict() for p in clf.predict(texts)]
         clf.save(tmp_path / head)
         config = json.loads((tmp_path / head / "config.json").read_text())
-        assert config["classifier"]["head"] == head and config["classifier"]["head_c"] == clf.head_c
+        assert config["classifier"]["head"] == head and config["classifier"]["head_c"] == clf.config.head_c
         assert f"head: {head}" in (tmp_path / head / "README.md").read_text()
         again = IntentClassifier.load(tmp_path / head)
-        assert again.head.value == head
+        assert again.config.head == head
         assert [p.to_dict() for p in again.predict(texts)] == before
     proto = IntentClassifier(tiny_encoder, head="prototype").fit(DATA)
-    assert proto.table.head_weight is None
+    assert isinstance(proto.table.head, PrototypeHead) and proto.table.head.to_tensors() == {}
 
 
 def test_old_model_directory_without_a_head_loads_as_prototypes(tiny_encoder, tmp_path):
@@ -92,7 +92,7 @@ def test_old_model_directory_without_a_head_loads_as_prototypes(tiny_encoder, tm
     config = format_1(json.loads((tmp_path / "m" / "config.json").read_text()))
     del config["head"], config["head_c"]
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
-    assert IntentClassifier.load(tmp_path / "m").head.value == "prototype"
+    assert IntentClassifier.load(tmp_path / "m").config.head == "prototype"
     config["head"] = "linear"  # says linear but has no head tensors: corrupt, not silently prototypes
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(FewIntentError, match="linear head"):
@@ -104,7 +104,7 @@ def test_old_model_directory_without_a_head_loads_as_prototypes(tiny_encoder, tm
 
 
 def test_adapt_arguments_validate_the_head():
-    assert AdaptArguments.from_dict({"head": "prototype"}).head.value == "prototype"
+    assert AdaptArguments.from_dict({"head": "prototype"}).head == "prototype"
     with pytest.raises(FewIntentError, match="unknown head"):
         AdaptArguments(head="forest")
     with pytest.raises(FewIntentError, match="head_c"):

@@ -150,7 +150,7 @@ def test_failed_swap_puts_the_old_model_back(clf, tmp_path, monkeypatch):
 
 
 def test_mapping_values_must_be_lists(tiny_encoder):
-    from fewintent.model.classifier import _as_intentset
+    from fewintent.model.adapting import as_intentset as _as_intentset
 
     with pytest.raises(FewIntentError, match="must be a list of texts"):
         _as_intentset({"greet": "hello", "bye": ["bye", "ciao"]}, "oos")
@@ -252,13 +252,13 @@ def test_intent_names_are_one_more_example_through_edits_and_save(tiny_encoder, 
 
     clf.save(tmp_path / "m")
     again = IntentClassifier.load(tmp_path / "m", device="cpu")
-    assert again.intent_names and np.array_equal(again.table.name_labels, clf.table.name_labels)
+    assert again.config.intent_names and np.array_equal(again.table.name_labels, clf.table.name_labels)
     texts = ["hello", "lost card", "weather"]
     assert [p.to_dict() for p in again.predict(texts)] == [p.to_dict() for p in clf.predict(texts)]
     off.save(tmp_path / "off")
-    assert not IntentClassifier.load(tmp_path / "off", device="cpu").intent_names
+    assert not IntentClassifier.load(tmp_path / "off", device="cpu").config.intent_names
     # a model saved before intent names existed loads as it was: examples only
     config = format_1(json.loads((tmp_path / "off" / "config.json").read_text()))
     del config["intent_names"]
     (tmp_path / "off" / "config.json").write_text(json.dumps(config))
-    assert not IntentClassifier.load(tmp_path / "off", device="cpu").intent_names
+    assert not IntentClassifier.load(tmp_path / "off", device="cpu").config.intent_names

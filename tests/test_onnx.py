@@ -36,7 +36,7 @@ def test_fp32_export_predicts_like_torch_and_keeps_everything(torch_model, tmp_p
     assert {p.name for p in out.iterdir()} >= {"encoder.onnx", "tokenizer.json", "model.safetensors", "config.json"}
     before, after = IntentClassifier.load(torch_model), IntentClassifier.load(out)
     assert type(after.encoder).__name__ == "OnnxEncoder"
-    assert after.labels == before.labels and after.threshold == before.threshold and after.head == before.head
+    assert after.labels == before.labels and after.threshold == before.threshold and after.config == before.config
     assert np.allclose(after.predict_proba(TEXTS), before.predict_proba(TEXTS), atol=1e-4)
     a, b = before.predict(TEXTS), after.predict(TEXTS)
     assert [p.intent.name for p in a] == [p.intent.name for p in b]

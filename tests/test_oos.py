@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.cli.main import app
-from fewintent.heads import l2_normalize
+from fewintent.heads import HEADS, HeadParams, LinearHead, PrototypeHead, class_means, l2_normalize
 from fewintent.model import evaluate
 from fewintent.model.calibration import best_f1_threshold, oos_counts, recall_threshold
-from fewintent.model.oos import OosScore, OosScorer, held_out_scores
+from fewintent.model.oos import OOS_SCORES, EnergyScore, MahalanobisScore, NearestScore
 
 runner = CliRunner()
 WORDS = ("alpha", "beta", "gamma", "delta")
@@ -33,7 +33,7 @@ def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_nearest_held_out_scores_are_leave_one_out():
     x, y = _blobs()
-    got = held_out_scores(OosScore.NEAREST, x, y, 4, 30.0)
+    got = NearestScore.held_out(x, y, 4, _fit_linear)
     sims = x @ x.T
     expected = [max(float(sims[i, j]) for j in range(len(x)) if j != i) for i in range(len(x))]
     assert np.allclose(got, expected, atol=1e-6)
@@ -41,12 +41,28 @@ def test_nearest_held_out_scores_are_leave_one_out():
 
 def test_mahalanobis_scores_the_nearest_mean_highest():
     x, y = _blobs(1)
-    scorer = OosScorer.fit(OosScore.MAHALANOBIS, x, y, 4)
+    protos = l2_normalize(class_means(x, y, 4))
+    scorer = MahalanobisScore.fit(x, y, 4, protos, _fit_linear(x, y, 4))
     means = np.stack([x[y == c].mean(0) for c in range(4)])
     far = -means.mean(0, keepdims=True)  # away from every intent
     assert float(scorer(means).min()) > float(scorer(far)[0])
-    with pytest.raises(FewIntentError, match="linear head"):
-        OosScorer.fit(OosScore.ENERGY, x, y, 4)
+
+
+def test_energy_is_the_log_sum_exp_of_whichever_head_ranks():
+    x, y = _blobs(2)
+    protos = l2_normalize(class_means(x, y, 4))
+    for head in (PrototypeHead.fit(x, y, 4, protos, PARAMS), _fit_linear(x, y, 4)):
+        logits = head.logits(x, x @ protos.T)
+        expected = np.log(np.exp(logits.astype(np.float64)).sum(axis=1))
+        assert np.allclose(EnergyScore.fit(x, y, 4, protos, head)(x), expected, atol=1e-4)
+
+
+def test_registries_name_every_head_and_score_once():
+    assert set(HEADS) == {"linear", "prototype"} and all(cls.name == name for name, cls in HEADS.items())
+    assert set(OOS_SCORES) == {"prototype", "nearest", "mahalanobis", "energy"}
+    assert all(cls.name == name and cls.description for name, cls in OOS_SCORES.items())
+    with pytest.raises(FewIntentError, match="unknown head 'cosine': use linear, prototype"):
+        IntentClassifier.unfitted(head="cosine")
 
 
 def test_best_f1_threshold_separates_and_counts_are_right():
@@ -68,7 +84,14 @@ def test_recall_threshold_keeps_at_least_the_target_share():
         assert (ins >= t).mean() >= recall and (ins >= t + 0.011).mean() < recall
 
 
-@pytest.mark.parametrize("kind", [k.value for k in OosScore])
+PARAMS = HeadParams(scale=20.0, c=30.0)
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray, n: int) -> LinearHead:
+    return LinearHead.fit(x, y, n, l2_normalize(class_means(x, y, n)), PARAMS)
+
+
+@pytest.mark.parametrize("kind", list(OOS_SCORES))
 def test_each_score_survives_save_load_and_edits(tiny_encoder, tmp_path, kind):
     clf = IntentClassifier(tiny_encoder, oos_score=kind).fit(SUPPORT)
     texts = ["alpha case 9", "zeta thing 9", "beta"]
@@ -77,12 +100,12 @@ def test_each_score_survives_save_load_and_edits(tiny_encoder, tmp_path, kind):
     assert [p["is_oos"] for p in before] == [p["oos_score"] < clf.threshold for p in before]
     clf.save(tmp_path / "m")
     again = IntentClassifier.load(tmp_path / "m")
-    assert again.oos_score.value == kind and again.threshold == clf.threshold
+    assert again.config.oos_score == kind and again.threshold == clf.threshold
     assert [p.to_dict() for p in again.predict(texts)] == before
     again.threshold = clf.threshold  # set by hand: survives edits
     again.add_intent("epsilon", ["epsilon one", "epsilon two"])
     again.remove_intent("beta")
-    assert again.threshold == clf.threshold and again.oos_score.value == kind
+    assert again.threshold == clf.threshold and again.config.oos_score == kind
     assert all(isinstance(p.oos_score, float) for p in again.predict(texts))
 
 
@@ -92,8 +115,7 @@ def test_unbounded_scores_take_unbounded_thresholds(tiny_encoder):
     assert clf.threshold == 5.0
     with pytest.raises(FewIntentError, match="finite"):
         clf.threshold = float("nan")
-    with pytest.raises(FewIntentError, match="needs the linear head"):
-        IntentClassifier(tiny_encoder, head="prototype", oos_score="energy")
+    assert IntentClassifier(tiny_encoder, head="prototype", oos_score="energy").fit(SUPPORT).threshold < 30.0
     one_each = IntentSet.from_pairs([(w, w) for w in WORDS])
     with pytest.raises(FewIntentError, match="at least 2 examples per intent"):
         IntentClassifier(tiny_encoder, oos_score="mahalanobis").fit(one_each)  # names are no held-out messages

@@ -28,6 +28,7 @@ from fewintent.encoder.lora import (
 from fewintent.model import tuning
 from fewintent.model.calibration import calibrate_threshold, leave_one_out_scores
 from fewintent.model.config import AdaptArguments
+from fewintent.model.persistence import lora_settings
 from fewintent.model.tuning import (
     DEFAULT_RECIPE,
     Objective,
@@ -77,7 +78,7 @@ def test_tune_records_how_it_tuned_and_which_intents_it_saw():
     assert len(tune["held_out_accuracy"]) == tune["epochs_run"] + 1  # epoch 0 = before training
     assert tune["held_out_examples"] == 4 and tune["trained_examples"] == len(_data()) - 4  # one per intent
     assert clf.tuned_intents == list(INTENTS)
-    assert clf.lora_settings is not None and clf.lora_settings.r == DEFAULT_RECIPE.rank
+    assert lora_settings(clf) is not None and lora_settings(clf).r == DEFAULT_RECIPE.rank
     ends = [s for s in statuses if s.epoch_end]
     assert [s.epoch for s in ends] == list(range(1, DEFAULT_RECIPE.epochs + 1))
     assert statuses[-1].step == statuses[-1].total and "held-out acc" in ends[-1].info()
@@ -92,7 +93,7 @@ def test_tuned_model_saves_and_loads_with_identical_predictions(tmp_path):
     assert np.array_equal(loaded.table.tuned, clf.table.tuned)
     assert loaded.threshold == clf.threshold
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["classifier"]["tune"] is True and config["tuned_intents"] == list(INTENTS)
+    assert config["training"]["tune"] is True and config["tuned_intents"] == list(INTENTS)
     card = (tmp_path / "m" / "README.md").read_text()
     assert "tuning:" in card and "Intents seen in tuning: 4 of 4." in card
 
@@ -107,7 +108,7 @@ def _same_predictions(a: IntentClassifier, b: IntentClassifier) -> bool:
 
 def test_tuned_on_top_of_an_adapter_saves_both_as_one_and_loads_the_same(tmp_path):
     clf = _tuned(adapter=str(_tiny_adapter(tmp_path)))
-    assert clf.lora_settings is not None and clf.lora_settings.r == 8 + DEFAULT_RECIPE.rank
+    assert lora_settings(clf) is not None and lora_settings(clf).r == 8 + DEFAULT_RECIPE.rank
     clf.save(tmp_path / "m")
     loaded = IntentClassifier.load(tmp_path / "m", device="cpu")
     assert _same_predictions(loaded, clf)
@@ -145,7 +146,7 @@ def test_threshold_comes_from_the_held_out_examples_only():
     names = t.names()
     held = leave_one_out_scores(t.support, t.support_labels, len(t.labels), names, rows=~t.tuned)
     assert held.size == 4
-    assert clf.threshold == pytest.approx(calibrate_threshold(held, None, in_scope_recall=clf.in_scope_recall))
+    assert clf.threshold == pytest.approx(calibrate_threshold(held, None, in_scope_recall=clf.config.in_scope_recall))
     in_sample = leave_one_out_scores(t.support, t.support_labels, len(t.labels), names)
     assert in_sample.size == len(_data())  # what an untuned model calibrates on, here refused
 
@@ -267,7 +268,7 @@ def test_cli_adapt_tune_writes_a_tuned_model(tmp_path):
     assert result.exit_code == 0, result.output
     assert "tuned 4 epochs" in result.output and "held-out accuracy" in result.output
     config = json.loads((out / "config.json").read_text())
-    assert config["classifier"]["tune_time"] == 600 and config["meta"]["tune"]["kept_epoch"] >= 0
+    assert config["training"]["tune_time"] == 600 and config["meta"]["tune"]["kept_epoch"] >= 0
     bad = CliRunner().invoke(app, [*args, "--tune", "--steps", "2"])
     assert bad.exit_code == 1 and "choose one" in bad.output
 

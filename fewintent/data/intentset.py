@@ -6,7 +6,7 @@ import re
 import unicodedata
 import warnings as _warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fewintent.errors import FewIntentError, FewIntentWarning
@@ -241,3 +241,27 @@ def name_example(label: str) -> str | None:
     if not any(len(w) >= 3 and w.isalpha() and w not in _GENERIC_WORDS for w in words):
         return None
     return " ".join(words)
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """Messages as a list of strings, each cut to :data:`MAX_TEXT_CHARS` and made encodable; one line for a
+    bare string (not split into characters), a mapping, bytes or a non-string item."""
+    if isinstance(texts, str):
+        raise FewIntentError("pass a list of texts, not a single string")
+    if texts is None or not hasattr(texts, "__iter__") or isinstance(texts, (Mapping, bytes)):
+        raise FewIntentError(f"pass a list of texts, got {type(texts).__name__}")
+    out = []
+    for t in texts:
+        if not isinstance(t, str):
+            raise FewIntentError(f"texts must be strings, got {type(t).__name__}")
+        out.append(_valid_unicode(t[:MAX_TEXT_CHARS]))
+    return out
+
+
+def _valid_unicode(text: str) -> str:
+    """Lone surrogates (undecodable bytes from a terminal, ``"\\ud800"`` in JSON) cannot be tokenized: '?'."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text

@@ -1,4 +1,4 @@
-"""Heads: decision rules over sentence embeddings (prototypes, a fitted linear head).
+"""Heads: decision rules over sentence embeddings (prototypes, a fitted linear head), registered by name.
 
 The classifier's heads are numpy (:mod:`~fewintent.heads.prototypes`, :mod:`~fewintent.heads.logistic`); the torch
 modules meta-training differentiates through (``PrototypicalHead``, ``PrototypeLinearHead``, ``Distance``) are
@@ -9,20 +9,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fewintent.heads.logistic import HeadType, fit_logistic
-from fewintent.heads.prototypes import class_means, l2_normalize, pooled_covariance
+from fewintent.heads.decision import DecisionHead, HeadParams
+from fewintent.heads.logistic import LinearHead, fit_logistic
+from fewintent.heads.prototypes import PrototypeHead, class_means, l2_normalize, pooled_covariance
+from fewintent.heads.registry import HEADS, head_class
 
 if TYPE_CHECKING:
     from fewintent.heads.linear import PrototypeLinearHead
     from fewintent.heads.proto import Distance, PrototypicalHead
 
 __all__ = [
+    "HEADS",
+    "DecisionHead",
     "Distance",
-    "HeadType",
+    "HeadParams",
+    "LinearHead",
+    "PrototypeHead",
     "PrototypeLinearHead",
     "PrototypicalHead",
     "class_means",
     "fit_logistic",
+    "head_class",
     "l2_normalize",
     "pooled_covariance",
 ]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fewintent.heads.proto import Distance, class_means
+from fewintent.heads.proto import Distance
+from fewintent.heads.prototypes import class_means
 
 
 class PrototypeLinearHead(nn.Module):

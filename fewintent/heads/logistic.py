@@ -4,11 +4,11 @@ fitted by L-BFGS in numpy (no torch, no scipy: a serving worker refits it on eve
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from enum import Enum
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from fewintent.heads.decision import DecisionHead, HeadParams
 from fewintent.heads.prototypes import class_means, l2_normalize
 
 
@@ -23,14 +23,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(logits))
 
 
-class HeadType(str, Enum):
-    """The decision head an :class:`~fewintent.IntentClassifier` names intents with."""
-
-    LINEAR = "linear"
+class LinearHead(DecisionHead):
     """Multinomial logistic regression on the normalised embeddings (:func:`fit_logistic`), started from the
-    prototypes; refitted from the stored embeddings on every intent edit. The default: it won on ``valid``."""
-    PROTOTYPE = "prototype"
-    """Cosine similarity to each intent's mean embedding, times ``scale`` (no fitting at all)."""
+    prototype head; refitted from the stored rows on every intent edit. The default: it won on ``valid``."""
+
+    name = "linear"
+    description = "logistic regression on the embeddings, started from the prototypes (the default)"
+
+    def __init__(self, params: HeadParams, weight: np.ndarray, bias: np.ndarray) -> None:
+        super().__init__(params)
+        self.weight, self.bias = weight, bias
+
+    @classmethod
+    def fit(
+        cls, x: np.ndarray, y: np.ndarray, n_labels: int, prototypes: np.ndarray, params: HeadParams
+    ) -> LinearHead:
+        # Started from the prototype head (same scores at iteration 0); the optimum does not depend on it.
+        init = (prototypes * params.scale, np.zeros(n_labels))
+        return cls(params, *fit_logistic(x, y, n_labels, c=params.c, init=init))
+
+    def logits(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        return emb @ self.weight.T + self.bias
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        return {"head_weight": self.weight, "head_bias": self.bias}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, np.ndarray], prototypes: np.ndarray, params: HeadParams) -> LinearHead:
+        w, b = tensors.get("head_weight"), tensors.get("head_bias")
+        if w is None or b is None or w.shape != prototypes.shape or tuple(b.shape) != (len(prototypes),):
+            raise ValueError("lacks the linear head's weights or they do not match the labels")
+        return cls(params, np.asarray(w, np.float32), np.asarray(b, np.float32))
 
 
 def fit_logistic(

@@ -7,6 +7,8 @@ from enum import Enum
 import torch
 from torch import nn
 
+from fewintent.heads.prototypes import class_means
+
 
 class Distance(str, Enum):
     """How a query is compared with a prototype."""
@@ -15,15 +17,6 @@ class Distance(str, Enum):
     """Cosine similarity of L2-normalised vectors, times a temperature (scale); the default for sentence encoders."""
     EUCLIDEAN = "euclidean"
     """Negative squared Euclidean distance (Snell et al. 2017), times the temperature."""
-
-
-def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Mean embedding per class; ``labels`` are integers in ``[0, n_classes)``. Differentiable: meta-training's
-    (a classifier's tables use the numpy :func:`fewintent.heads.prototypes.class_means`)."""
-    sums = torch.zeros(n_classes, embeddings.shape[-1], dtype=embeddings.dtype, device=embeddings.device)
-    sums.index_add_(0, labels, embeddings)
-    counts = torch.bincount(labels, minlength=n_classes).clamp(min=1).to(embeddings.dtype)
-    return sums / counts.unsqueeze(-1)
 
 
 class PrototypicalHead(nn.Module):

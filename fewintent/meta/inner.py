@@ -19,7 +19,8 @@ from torch import nn
 
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.heads.linear import PrototypeLinearHead
-from fewintent.heads.proto import Distance, class_means
+from fewintent.heads.proto import Distance
+from fewintent.heads.prototypes import class_means
 
 Autocast = Callable[[], AbstractContextManager[Any]]
 

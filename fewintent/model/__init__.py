@@ -1,7 +1,9 @@
-"""Model layer: IntentClassifier (adapt, calibrate, predict, edit, save/load) and evaluation metrics."""
+"""Model layer: IntentClassifier (decide, calibrate, predict, edit, save/load), the trainer beside it (Trainer: base,
+adapter, --steps, --tune -> a fitted classifier) and evaluation metrics."""
 
+from fewintent.model.adapting import LoadedEncoder, Trainer
 from fewintent.model.classifier import IntentClassifier, IntentScore, Prediction
-from fewintent.model.config import AdaptArguments, ClassifierConfig
+from fewintent.model.config import AdaptArguments, ClassifierConfig, TrainingArguments
 from fewintent.model.discovery import DiscoveryResult, discover
 from fewintent.model.evaluation import EvaluationResult, evaluate
 
@@ -12,7 +14,10 @@ __all__ = [
     "EvaluationResult",
     "IntentClassifier",
     "IntentScore",
+    "LoadedEncoder",
     "Prediction",
+    "Trainer",
+    "TrainingArguments",
     "discover",
     "evaluate",
 ]

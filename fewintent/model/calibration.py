@@ -221,11 +221,11 @@ def calibrate_classifier(
             weight = oos_share / (1.0 - oos_share) * ins.size / oos.size
         threshold = best_f1_threshold(ins, oos, weight)
     else:
-        recall = clf.in_scope_recall if in_scope_recall is None else in_scope_recall
+        recall = float(clf.config.in_scope_recall or 0.0) if in_scope_recall is None else in_scope_recall
         if not 0.5 <= recall <= 1.0:
             raise FewIntentError(f"in-scope recall must be between 0.5 and 1, got {recall}")
         threshold = recall_threshold(ins, recall)
-    if clf.oos_score.is_cosine:
+    if clf.table.scorer.cosine:
         threshold = float(np.clip(threshold, -1.0, 1.0))
     before = clf.threshold
     clf.threshold = threshold

@@ -11,36 +11,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fewintent.data.intentset import MAX_TEXT_CHARS, IntentSet, check_intent_name, known_spelling, name_example
+from fewintent.data.intentset import IntentSet, check_intent_name, check_texts, known_spelling, name_example
 from fewintent.data.io import read_intent_file
 from fewintent.encoder.base import Encoder, set_num_threads
-from fewintent.encoder.lora import LoraSettings, has_lora
 from fewintent.encoder.registry import constants_for
-from fewintent.errors import (
-    EditConflictError,
-    FewIntentError,
-    FewIntentWarning,
-    UnknownIntentError,
-    reject_unknown,
-    training_parts,
-)
-from fewintent.heads.logistic import HeadType, fit_logistic, softmax
+from fewintent.errors import EditConflictError, FewIntentError, FewIntentWarning, UnknownIntentError, reject_unknown
+from fewintent.heads.decision import HeadParams
+from fewintent.heads.logistic import softmax
 from fewintent.heads.prototypes import class_means, l2_normalize
-from fewintent.model.calibration import (
-    CalibrationReport,
-    calibrate_classifier,
-    calibrate_threshold,
-    check_threshold,
-)
-from fewintent.model.config import AdaptArguments, ClassifierConfig
+from fewintent.heads.registry import head_class
+from fewintent.model.calibration import CalibrationReport, calibrate_classifier, calibrate_threshold, check_threshold
+from fewintent.model.config import AdaptArguments, ClassifierConfig, TrainingArguments
 from fewintent.model.discovery import DiscoveryResult, discover
-from fewintent.model.oos import OosScore, held_out_scores
+from fewintent.model.oos import oos_score_class
 from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
 from fewintent.model.table import IntentScore, Prediction, Rows, ScoringTable, plus
 
 if TYPE_CHECKING:
-    from fewintent.encoder.encoder import SentenceEncoder
     from fewintent.model.tuning import TrainingProgress
 
 __all__ = ["AdaptArguments", "ClassifierConfig", "IntentClassifier", "IntentScore", "Prediction"]
@@ -69,14 +57,17 @@ class IntentClassifier:
         config: ClassifierConfig | None = None,
         *,
         meta: dict[str, Any] | None = None,
+        training: TrainingArguments | None = None,
         **settings: Any,
     ) -> None:
         """A classifier with no intents yet over ``encoder``; ``settings`` override fields of ``config``
-        (e.g. ``head="prototype"``). Numbers left None take the values tuned on the encoder's base."""
+        (e.g. ``head="prototype"``). Numbers left None take the values tuned on the encoder's base. ``training``
+        and ``meta`` record how it was built (provenance, saved with it; the trainer fills them in)."""
         reject_unknown(settings, ClassifierConfig.__dataclass_fields__, "classifier setting(s)")
         config = replace(config or ClassifierConfig(), **settings).settings()
         self.encoder = encoder
         self.config = config.resolved(constants_for(encoder.name, encoder.sha256))
+        self.training = training
         self._name_cache: dict[str, np.ndarray] = {}  # name example -> its embedding (cross-validation refits)
         self.threshold_manual = False
         self.meta: dict[str, Any] = dict(meta or {})
@@ -84,34 +75,13 @@ class IntentClassifier:
         self._encode_lock = threading.Lock()
         self._table: ScoringTable | None = None
 
-    # The settings most code reads, by name (``config`` holds them all; the numbers are resolved, never None).
     @property
     def oos_label(self) -> str:
+        """The answer for out-of-scope messages (``config.oos_label``)."""
         return self.config.oos_label
 
-    @property
-    def head(self) -> HeadType:
-        return self.config.head
-
-    @property
-    def oos_score(self) -> OosScore:
-        return self.config.oos_score
-
-    @property
-    def intent_names(self) -> bool:
-        return self.config.intent_names
-
-    @property
-    def scale(self) -> float:
-        return float(self.config.scale or 0.0)
-
-    @property
-    def in_scope_recall(self) -> float:
-        return float(self.config.in_scope_recall or 0.0)
-
-    @property
-    def head_c(self) -> float:
-        return float(self.config.head_c or 0.0)
+    def _head_params(self) -> HeadParams:
+        return HeadParams(scale=float(self.config.scale or 0.0), c=float(self.config.head_c or 0.0))
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -124,7 +94,8 @@ class IntentClassifier:
         training: TrainingProgress | None = None,
         **overrides: Any,
     ) -> IntentClassifier:
-        """Build a classifier from example utterances (an IntentSet, ``{intent: [texts]}`` or a file path).
+        """Build a classifier from example utterances (an IntentSet, ``{intent: [texts]}`` or a file path): the
+        trainer's work (:class:`fewintent.model.adapting.Trainer`), here so the one object users hold builds too.
 
         Keyword overrides set fields of :class:`AdaptArguments`, e.g. ``adapter="none"``, ``steps=5``,
         ``tune=True``. ``progress`` is told how many examples were encoded; ``training`` follows ``steps`` or
@@ -133,58 +104,17 @@ class IntentClassifier:
         Example:
             >>> clf = IntentClassifier.adapt("train.jsonl", tune=True, tune_time=300)  # doctest: +SKIP
         """
-        args = _arguments(args, overrides)
-        data = _as_intentset(examples, args.oos_label)
-        encoder, meta, adapter_dir = _encoder_for(args)
-        from fewintent.encoder.lora import merge_lora
+        from fewintent.model.adapting import adapt
 
-        tuned: list[bool] | None = None
-        if args.steps > 0:
-            if adapter_dir is None:
-                from fewintent.encoder.lora import attach_lora
-
-                attach_lora(encoder)
-            from fewintent.model.tuning import adapt_on_support
-
-            lr = args.inner_lr if args.inner_lr is not None else float((meta["adapter"] or {}).get("inner_lr", 1e-3))
-            adapt_on_support(encoder, data, steps=args.steps, lr=lr, seed=args.seed, progress=training)
-            meta["steps"], meta["inner_lr"] = args.steps, lr
-        elif args.tune:
-            from fewintent.model.tuning import tune_encoder
-
-            below = LoraSettings.from_dict(meta["adapter"].get("lora", {})) if meta["adapter"] else None
-            head_c = args.head_c if args.head_c is not None else constants_for(encoder.name, encoder.sha256).head_c
-            result = tune_encoder(
-                encoder,
-                data,
-                names=args.intent_names,
-                seed=args.seed,
-                below=below,
-                head_c=head_c,
-                time_budget=args.tune_time,
-                progress=training,
-            )
-            meta["tune"] = result.to_dict()
-            tuned = [not h for h in result.held_out]
-        merge_lora(encoder)  # the LoRA weights are final from here on: fold them in, inference at raw-encoder cost
-        clf = cls(encoder, args, meta=meta)
-        clf.fit(data, progress=progress, tuned=tuned)
-        return clf
+        return adapt(examples, args, progress=progress, training=training, **overrides)
 
     @classmethod
     def unfitted(cls, args: AdaptArguments | None = None, **overrides: Any) -> IntentClassifier:
-        """The encoder (and adapter) ``adapt`` would use, with no intents yet: ``fit`` / ``fit_embeddings`` next.
+        """The encoder (and adapter) ``adapt`` would use, with no intents yet: ``fit`` / ``fit_embeddings`` next
+        (:meth:`fewintent.model.adapting.Trainer.unfitted`)."""
+        from fewintent.model.adapting import unfitted
 
-        For work that encodes once and fits many heads (cross-validation); ``steps`` must be 0 and ``tune`` off.
-        """
-        args = _arguments(args, overrides)
-        if args.steps or args.tune:
-            raise FewIntentError("steps > 0 and tune adapt the encoder to one training set; use adapt() for that")
-        encoder, meta, _ = _encoder_for(args)
-        from fewintent.encoder.lora import merge_lora
-
-        merge_lora(encoder)
-        return cls(encoder, args, meta=meta)
+        return unfitted(args, **overrides)
 
     def fit(
         self, data: IntentSet, *, progress: Progress | None = None, tuned: Sequence[bool] | None = None
@@ -198,7 +128,7 @@ class IntentClassifier:
             raise FewIntentError("at least 2 intents are needed to build a classifier")
         labels = tuple(data.labels)
         index = {label: i for i, label in enumerate(labels)}
-        emb = self._encode(data.texts + data.oos_texts, progress)
+        emb = self.encode(data.texts + data.oos_texts, progress)
         support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
         y = np.array([index[i] for i in data.intents], dtype=np.int64)
         mask = None
@@ -238,7 +168,7 @@ class IntentClassifier:
         kept = [(i, text) for i, text in texts if text is not None]
         missing = list(dict.fromkeys(text for _, text in kept if text not in self._name_cache))
         if missing:
-            self._name_cache.update(zip(missing, self._encode(missing)))
+            self._name_cache.update(zip(missing, self.encode(missing)))
         if not kept:
             return None
         return np.stack([self._name_cache[text] for _, text in kept]), np.array([i for i, _ in kept], dtype=np.int64)
@@ -255,43 +185,32 @@ class IntentClassifier:
         """Prototypes, head, OOS scorer and threshold from the examples; the name rows count as examples, except
         that the threshold is calibrated on the user's examples alone (held out, against prototypes with names),
         and on a tuned encoder only on the examples it was not trained on (``tuned`` False)."""
-        cfg, n = self.config, len(labels)
+        cfg, n, params = self.config, len(labels), self._head_params()
+        head_cls, score = head_class(cfg.head), oos_score_class(cfg.oos_score)
         everything = plus((support, y), names)
         protos = l2_normalize(class_means(*everything, n))
-        linear = None
-        if cfg.head is HeadType.LINEAR:
-            # Started from the prototype head (same scores at iteration 0); the optimum does not depend on it.
-            linear = fit_logistic(*everything, n, c=self.head_c, init=(protos * self.scale, np.zeros(n)))
+        head = head_cls.fit(*everything, n, protos, params)
 
         def table(threshold: float, temperature: float) -> ScoringTable:
             return ScoringTable.build(
-                labels,
-                cfg.head,
-                cfg.oos_score,
-                protos,
-                (support, y),
-                oos,
-                threshold=threshold,
-                oos_temperature=temperature,
-                linear=linear,
-                names=names,
-                tuned=tuned,
-            )
+                labels, head, score, protos, (support, y), oos, threshold=threshold, oos_temperature=temperature,
+                names=names, tuned=tuned,
+            )  # fmt: skip
 
         if self.threshold_manual and self._table is not None:  # set by hand: it survives edits
             return table(self._table.threshold, self._table.oos_temperature)
-        kind = cfg.oos_score
         # how the user's own examples score held out from the model as deployed (names included, never scored:
         # a name is no message); after tuning, only the examples the encoder never saw (in-sample scores of the
         # trained ones sit far higher than a new message's)
         unseen = None if tuned is None else ~tuned
-        in_scores = held_out_scores(kind, support, y, n, self.head_c, names, rows=unseen)
-        if in_scores.size == 0 and not kind.is_cosine:
+        fit_head = lambda x, y_, k: head_cls.fit(x, y_, k, l2_normalize(class_means(x, y_, k)), params)  # noqa: E731
+        in_scores = score.held_out(support, y, n, fit_head, names, unseen)
+        if in_scores.size == 0 and not score.cosine:
             raise FewIntentError(
-                f"the '{kind.value}' out-of-scope score needs at least 2 examples per intent; "
+                f"the '{score.name}' out-of-scope score needs at least 2 examples per intent; "
                 "add examples or use --oos-score prototype"
             )
-        draft = table(0.0, self.scale)
+        draft = table(0.0, params.scale)
         oos_scores = draft.scorer(oos) if len(oos) else None
         if in_scores.size == 0:
             why = (
@@ -308,9 +227,10 @@ class IntentClassifier:
             )
             threshold = float(cfg.fallback_threshold or 0.0)  # resolved: never None here
         else:
-            threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=self.in_scope_recall)
+            recall = float(cfg.in_scope_recall or 0.0)
+            threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=recall)
         # unbounded scores: confidence moves by their spread, as cosines do by 1/scale
-        temperature = self.scale if kind.is_cosine else 2.0 / max(float(np.std(in_scores)), 1e-6)
+        temperature = params.scale if score.cosine else 2.0 / max(float(np.std(in_scores)), 1e-6)
         return replace(draft, threshold=float(threshold), oos_temperature=float(temperature))
 
     def restore(
@@ -327,17 +247,18 @@ class IntentClassifier:
         table = ScoringTable.from_tensors(
             tuple(labels),
             tensors,
-            head=self.config.head,
-            oos_score=self.config.oos_score,
+            head=head_class(self.config.head),
+            params=self._head_params(),
+            oos_score=oos_score_class(self.config.oos_score),
             threshold=threshold,
-            oos_temperature=self.scale if oos_temperature is None else float(oos_temperature),
+            oos_temperature=float(self.config.scale or 0.0) if oos_temperature is None else float(oos_temperature),
         )
         with self._write_lock:
             self._table = table
             self.threshold_manual = threshold_manual
         return self
 
-    def _encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         """Embeddings as a float32 numpy array, whichever encoder (torch or ONNX) made them."""
         # The encoder holds no per-call state, but LoRA dropout/train flags are process-wide: one at a time.
         with self._encode_lock:
@@ -367,7 +288,7 @@ class IntentClassifier:
     def threshold(self, value: float) -> None:
         """Set the out-of-scope threshold by hand (a cosine similarity in [-1, 1] for the cosine scores); it then
         survives edits."""
-        value = check_threshold(value, cosine=self.oos_score.is_cosine)
+        value = check_threshold(value, cosine=oos_score_class(self.config.oos_score).cosine)
         with self._write_lock:
             self._table = replace(self.table, threshold=value)
             self.threshold_manual = True
@@ -384,20 +305,20 @@ class IntentClassifier:
 
     def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> tuple[ScoringTable, np.ndarray]:
         """Embeddings of ``texts`` with the table to score them against (one consistent snapshot)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         table = self.table
-        return table, self._encode(texts, progress)
+        return table, self.encode(texts, progress)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """The head's softmax over intents (no OOS column), shape ``(len(texts), len(labels))``, labels order."""
         table, emb = self.embed(texts)
-        return softmax(table.logits(emb, table.similarities(emb), self.scale))
+        return softmax(table.logits(emb, table.similarities(emb)))
 
     def predict(self, texts: Sequence[str], *, top_k: int = 10, progress: Progress | None = None) -> list[Prediction]:
         """Classify texts; an intent whose best similarity is below the threshold becomes the OOS label."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise FewIntentError(f"top_k must be a whole number of at least 1, got {top_k!r:.20}")
-        texts = _check_texts(texts)  # once: a generator must not be consumed twice
+        texts = check_texts(texts)  # once: a generator must not be consumed twice
         table, emb = self.embed(texts, progress=progress)
         return self.decide(texts, table, emb, top_k)
 
@@ -406,7 +327,7 @@ class IntentClassifier:
         prototype) against the threshold decides out of scope."""
         emb = np.asarray(emb, dtype=np.float32)
         sims = table.similarities(emb)
-        probs = softmax(table.logits(emb, sims, self.scale))
+        probs = softmax(table.logits(emb, sims))
         k = min(top_k, len(table.labels))
         top_i = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
         top_p = np.take_along_axis(probs, top_i, axis=-1)
@@ -445,7 +366,7 @@ class IntentClassifier:
     def overlaps(self, data: IntentSet, *, progress: Progress | None = None) -> OverlapReport:
         """Confusable intents, near-duplicate examples under different intents and weak intents in ``data``,
         seen through this classifier's encoder (no head needed)."""
-        return find_overlaps(self._encode(data.texts, progress), data)
+        return find_overlaps(self.encode(data.texts, progress), data)
 
     def discover(self, texts: Sequence[str], **options: Any) -> DiscoveryResult:
         """Candidate new intents among the out-of-scope ``texts`` and the in-scope ones worth labelling next
@@ -460,26 +381,14 @@ class IntentClassifier:
         name = check_intent_name(name.strip(), known=[x for x in self.labels if x != name.strip()])
         if name.casefold() == self.oos_label.casefold():
             raise FewIntentError(f"'{name}' is the out-of-scope label and cannot be an intent")
-        examples = _check_texts(examples)  # a bare string is refused, not split into characters
+        examples = check_texts(examples)  # a bare string is refused, not split into characters
         clean = list(dict.fromkeys(" ".join(t.split()) for t in examples if t.strip()))
         if not clean:
             raise FewIntentError(f"intent '{name}' needs at least one non-empty example")
-        emb = self._encode(clean)
+        emb = self.encode(clean)
         name_row = self._name_rows([name])  # encoded outside the lock, numbered inside
         with self._write_lock:
-            t = self.table
-            gone = t.labels.index(name) if name in t.labels else None
-            old_labels = [label for label in t.labels if label != name]
-            support, y = _without_label((t.support, t.support_labels), gone)
-            support = np.concatenate([support, emb])
-            y = np.concatenate([y, np.full(len(clean), len(old_labels), dtype=np.int64)])
-            tuned = _tuned_without(t, gone)
-            if tuned is not None:  # the new examples were never trained on
-                tuned = np.concatenate([tuned, np.zeros(len(clean), dtype=bool)])
-            if name_row is not None:
-                name_row = name_row[0], np.full_like(name_row[1], len(old_labels))
-            names = _join(_without_label(t.names(), gone), name_row)
-            self._table = self._build_table((*old_labels, name), support, y, t.oos, names, tuned)
+            self._table = self._build_table(*self.table.rows_with(name, emb, name_row))
 
     def remove_intent(self, name: str) -> None:
         if not isinstance(name, str):
@@ -491,11 +400,7 @@ class IntentClassifier:
                 raise UnknownIntentError(f"unknown intent '{name}' (known: {', '.join(t.labels)})")
             if len(t.labels) <= 2:
                 raise EditConflictError(f"cannot remove '{name}': a classifier needs at least 2 intents")
-            gone = t.labels.index(name)
-            support, y = _without_label((t.support, t.support_labels), gone)
-            names = _without_label(t.names(), gone)
-            labels = tuple(x for x in t.labels if x != name)
-            self._table = self._build_table(labels, support, y, t.oos, _join(names, None), _tuned_without(t, gone))
+            self._table = self._build_table(*t.rows_without(name))
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path, *, card_extra: dict[str, Any] | None = None) -> Path:
@@ -528,109 +433,7 @@ class IntentClassifier:
     from_pretrained = load
 
     @property
-    def lora_settings(self) -> LoraSettings | None:
-        """The adapter the encoder carries: the tuned one (the base's adapter and the tuned layers as one) after
-        ``tune``, else the base's."""
-        if not has_lora(self.encoder):
-            return None
-        tuned = (self.meta.get("tune") or {}).get("lora")
-        if tuned:
-            return LoraSettings.from_dict(tuned)
-        adapter = self.meta.get("adapter") or {}
-        return LoraSettings.from_dict(adapter.get("lora", {}))
-
-    @property
     def tuned_intents(self) -> list[str]:
         """The intents whose examples the encoder was trained on (``adapt(tune=True)``), in label order; intents
         added or replaced later were not (their head rows are refitted on the tuned encoder, not re-tuned)."""
         return self.table.tuned_intents()
-
-
-def _without_label(rows: Rows, gone: int | None) -> Rows:
-    """The rows of every label but ``gone``, renumbered to close the gap (all of them when ``gone`` is None)."""
-    emb, y = rows
-    if gone is None:
-        return emb, y
-    keep = y != gone
-    return emb[keep], y[keep] - (y[keep] > gone).astype(np.int64)
-
-
-def _tuned_without(t: ScoringTable, gone: int | None) -> np.ndarray | None:
-    """The table's trained-on flags without the rows of label ``gone`` (None: the encoder was not tuned)."""
-    if t.tuned is None or gone is None:
-        return t.tuned
-    return t.tuned[t.support_labels != gone]
-
-
-def _join(a: Rows, b: Rows | None) -> Rows | None:
-    """``a`` and ``b`` together, or None when that is no row at all."""
-    rows = plus(a, b)
-    return rows if len(rows[1]) else None
-
-
-def _arguments(args: AdaptArguments | None, overrides: Mapping[str, Any]) -> AdaptArguments:
-    reject_unknown(overrides, AdaptArguments.__dataclass_fields__, "adapt argument(s)")
-    args = args if isinstance(args, AdaptArguments) else AdaptArguments(**(args.to_dict() if args else {}))
-    return replace(args, **overrides)
-
-
-def _encoder_for(args: AdaptArguments) -> tuple[SentenceEncoder, dict[str, Any], Path | None]:
-    """The base encoder with the adapter ``args`` names loaded (LoRA still live), and what to record of it;
-    torch is imported here (and seeded), not before."""
-    with training_parts("adapting a classifier (a torch encoder)"):
-        import torch
-
-        from fewintent.encoder.encoder import SentenceEncoder
-    from fewintent.encoder.lora import SHIPPED_ADAPTERS_DIR, load_adapter, resolve_adapter
-
-    torch.manual_seed(args.seed)
-    encoder = SentenceEncoder(args.base, device=args.device, max_length=args.max_length)
-    meta: dict[str, Any] = {"adapter": None, "steps": 0, "seed": args.seed}
-    adapter_dir = resolve_adapter(args.adapter, encoder.name, encoder.sha256)
-    if adapter_dir is not None:
-        adapter_config = load_adapter(encoder, adapter_dir)
-        shipped = adapter_dir.parent == SHIPPED_ADAPTERS_DIR
-        meta["adapter"] = {**adapter_config, "source": adapter_dir.name if shipped else str(adapter_dir)}
-    return encoder, meta, adapter_dir
-
-
-def _as_intentset(examples: IntentSet | Mapping[str, Sequence[str]] | str | Path, oos_label: str) -> IntentSet:
-    if isinstance(examples, IntentSet):
-        return examples
-    if isinstance(examples, (str, Path)):
-        return read_intent_file(examples, oos_label=oos_label)
-    if not isinstance(examples, Mapping):
-        raise FewIntentError(
-            "examples must be an IntentSet, a file path or a {intent: [texts]} mapping, "
-            f"got {type(examples).__name__}"
-        )
-    pairs = []
-    for intent, texts in examples.items():
-        if not isinstance(intent, str):
-            raise FewIntentError(f"intent names must be strings, got {intent!r:.40}")
-        if isinstance(texts, str):
-            raise FewIntentError(f"examples for '{intent}' must be a list of texts, not one string")
-        pairs += [(text, intent) for text in _check_texts(texts)]
-    return IntentSet.from_pairs(pairs, oos_label=oos_label)
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise FewIntentError("pass a list of texts, not a single string")
-    if texts is None or not hasattr(texts, "__iter__") or isinstance(texts, (Mapping, bytes)):
-        raise FewIntentError(f"pass a list of texts, got {type(texts).__name__}")
-    out = []
-    for t in texts:
-        if not isinstance(t, str):
-            raise FewIntentError(f"texts must be strings, got {type(t).__name__}")
-        out.append(_valid_unicode(t[:MAX_TEXT_CHARS]))
-    return out
-
-
-def _valid_unicode(text: str) -> str:
-    """Lone surrogates (undecodable bytes from a terminal, ``"\\ud800"`` in JSON) cannot be tokenized: '?'."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text

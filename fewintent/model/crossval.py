@@ -95,7 +95,7 @@ def cross_validate(
             f"{len(singles)} intent(s) have one example ({shown}): held out, no example of them is left to train "
             "on, so they always count as errors"
         )
-    emb = clf._encode(data.texts + data.oos_texts, progress)  # once, for every fold
+    emb = clf.encode(data.texts + data.oos_texts, progress)  # once, for every fold
     support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
     fold = fold_of(y, k)
     top1 = np.empty(len(y), dtype=np.int64)

@@ -1,19 +1,23 @@
 """Out-of-scope scores: how in-scope a message looks (higher = more in scope), and their support-only calibration.
 
+Each score is one class that fits itself on the support rows, scores embeddings, and says what its held-out
+support scores are (what in-scope messages will score: the threshold is calibrated on them). They are picked by
+name from :data:`OOS_SCORES`; nothing else branches on which score it is. Their state is derived from the support
+set, so a model directory stores none of it: loading fits them again from the saved rows.
+
 The default, ``prototype`` (best cosine to an intent's mean example), won on the ``valid`` splits against the
-others kept here as options (see README, "Out-of-scope scores"); each is calibrated without test data: the scores
-the support examples get when they are held out (leave-one-out where exact and cheap, else k-fold).
+others kept here as options (see README, "Out-of-scope scores").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 
 from fewintent.errors import FewIntentError
-from fewintent.heads.logistic import fit_logistic
+from fewintent.heads.decision import DecisionHead
 from fewintent.heads.prototypes import class_means, l2_normalize, pooled_covariance
 from fewintent.model.calibration import leave_one_out_scores
 from fewintent.model.crossval import fold_of
@@ -22,78 +26,126 @@ MAHALANOBIS_SHRINKAGE = 0.6
 """Share of the shared covariance replaced by its average variance (chosen on ``valid``: 0.1 / 0.3 / 0.6)."""
 _FOLDS = 5
 
-
-class OosScore(str, Enum):
-    """Which score the out-of-scope threshold cuts."""
-
-    PROTOTYPE = "prototype"
-    """Best cosine similarity to an intent's prototype (mean example). The default: best AUROC on ``valid``."""
-    NEAREST = "nearest"
-    """Best cosine similarity to any single example."""
-    MAHALANOBIS = "mahalanobis"
-    """Minus the smallest Mahalanobis distance to an intent mean (shared covariance, shrunk)."""
-    ENERGY = "energy"
-    """Log-sum-exp of the linear head's logits (needs ``head='linear'``)."""
-
-    @property
-    def is_cosine(self) -> bool:
-        """Scores in [-1, 1]: thresholds are checked against that range and confidences use the cosine scale."""
-        return self in (OosScore.PROTOTYPE, OosScore.NEAREST)
+Rows = tuple[np.ndarray, np.ndarray]
+HeadFitter = Callable[[np.ndarray, np.ndarray, int], DecisionHead]
+"""Fits the classifier's head on rows (embeddings, label indices, number of labels): what fitted scores need."""
 
 
-@dataclass(frozen=True)
 class OosScorer:
-    """Everything one score kind needs, derived from the support set (never saved: rebuilt on load)."""
+    """One out-of-scope score, fitted on the support rows (names included). Subclasses set ``name``,
+    ``description`` and ``cosine``, and register in :data:`OOS_SCORES`."""
 
-    kind: OosScore
-    prototypes: np.ndarray
-    support: np.ndarray
-    means: np.ndarray | None = None
-    precision: np.ndarray | None = None  # inverse shrunk covariance
-    weight: np.ndarray | None = None
-    bias: np.ndarray | None = None
+    name: ClassVar[str]
+    description: ClassVar[str]
+    cosine: ClassVar[bool] = False
+    """Scores are cosines in [-1, 1]: thresholds are checked against that range and confidences use the cosine
+    scale; other scores are unbounded (confidence moves by their spread)."""
+
+    def __init__(self, prototypes: np.ndarray) -> None:
+        self.prototypes = prototypes
 
     @classmethod
-    def fit(
-        cls,
-        kind: OosScore,
-        support: np.ndarray,
-        y: np.ndarray,
-        n_classes: int,
-        *,
-        prototypes: np.ndarray | None = None,
-        head: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> OosScorer:
-        if prototypes is None:
-            prototypes = l2_normalize(class_means(support, y, n_classes))
-        if kind is OosScore.MAHALANOBIS:
-            means = class_means(support, y, n_classes)
-            cov = pooled_covariance(support, y, means)
-            dim = support.shape[1]
-            a = MAHALANOBIS_SHRINKAGE
-            # (+ a tiny ridge: one example per intent leaves no spread at all, and the inverse must exist)
-            shrunk = (1 - a) * cov + (a * np.trace(cov) / dim + 1e-6) * np.eye(dim, dtype=cov.dtype)
-            return cls(kind, prototypes, support, means=means, precision=np.linalg.inv(shrunk))
-        if kind is OosScore.ENERGY:
-            if head is None:
-                raise FewIntentError("the 'energy' out-of-scope score needs the linear head (--head linear)")
-            return cls(kind, prototypes, support, weight=head[0], bias=head[1])
-        return cls(kind, prototypes, support)
+    def fit(cls, support: np.ndarray, y: np.ndarray, n_classes: int, prototypes: np.ndarray, head: DecisionHead):  # type: ignore[no-untyped-def]
+        """The score for these rows; ``head`` is the classifier's fitted head (``prototypes`` are L2-normalised)."""
+        return cls(prototypes)
 
     def __call__(self, emb: np.ndarray, sims: np.ndarray | None = None) -> np.ndarray:
         """Scores of embedded messages; ``sims`` (cosine to the prototypes) saves a matmul when given."""
         if len(emb) == 0:
             return np.empty(0, dtype=np.float32)
-        if self.kind is OosScore.PROTOTYPE:
-            return (sims if sims is not None else emb @ self.prototypes.T).max(axis=1)
-        if self.kind is OosScore.NEAREST:
-            return (emb @ self.support.T).max(axis=1)
-        if self.kind is OosScore.ENERGY:
-            assert self.weight is not None and self.bias is not None
-            logits = emb @ self.weight.T + self.bias
-            top = logits.max(axis=1)
-            return top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-        assert self.means is not None and self.precision is not None
+        return self.score(emb, sims if sims is not None else emb @ self.prototypes.T)
+
+    def score(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @classmethod
+    def held_out(
+        cls,
+        support: np.ndarray,
+        y: np.ndarray,
+        n_classes: int,
+        fit_head: HeadFitter,
+        fixed: Rows | None = None,
+        rows: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The score each support example gets when it is not part of the support set: what in-scope messages
+        will score. ``k``-fold (k <= 5) refits here; exact leave-one-out where a subclass can. Empty when no intent
+        has two examples. ``fixed`` rows (the intents' names) are in every fitted set and never scored, as in the
+        deployed scorer; ``rows`` (a mask) scores only those examples (the others still count in the fitted sets)."""
+        counts = np.bincount(y, minlength=n_classes)
+        folds = int(min(_FOLDS, int(counts[counts > 0].min()))) if len(y) else 0
+        if folds < 2:
+            return np.empty(0)
+        fold = fold_of(y, folds)
+        out = np.empty(len(y), dtype=np.float32)
+        for f in range(folds):
+            train, held = fold != f, fold == f
+            s, s_y = support[train], y[train]
+            if fixed is not None:
+                s, s_y = np.concatenate([s, fixed[0]]), np.concatenate([s_y, fixed[1]])
+            protos = l2_normalize(class_means(s, s_y, n_classes))
+            out[held] = cls.fit(s, s_y, n_classes, protos, fit_head(s, s_y, n_classes))(support[held])
+        return out if rows is None else out[rows]
+
+
+class PrototypeScore(OosScorer):
+    name = "prototype"
+    description = "best cosine similarity to an intent's prototype (mean example); the default, best AUROC on valid"
+    cosine = True
+
+    def score(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        return sims.max(axis=1)
+
+    @classmethod
+    def held_out(cls, support, y, n_classes, fit_head, fixed=None, rows=None):  # type: ignore[no-untyped-def]
+        return leave_one_out_scores(support, y, n_classes, fixed, rows=rows)  # exact and cheap
+
+
+class NearestScore(OosScorer):
+    name = "nearest"
+    description = "best cosine similarity to any single example"
+    cosine = True
+
+    def __init__(self, prototypes: np.ndarray, support: np.ndarray) -> None:
+        super().__init__(prototypes)
+        self.support = support
+
+    @classmethod
+    def fit(cls, support, y, n_classes, prototypes, head):  # type: ignore[no-untyped-def]
+        return cls(prototypes, support)
+
+    def score(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        return (emb @ self.support.T).max(axis=1)
+
+    @classmethod
+    def held_out(cls, support, y, n_classes, fit_head, fixed=None, rows=None):  # type: ignore[no-untyped-def]
+        others = support if fixed is None else np.concatenate([support, fixed[0]])
+        sims = support @ others.T
+        np.fill_diagonal(sims[:, : len(support)], -np.inf)
+        keep = np.bincount(y, minlength=n_classes)[y] >= 2
+        if rows is not None:
+            keep &= rows
+        return sims.max(axis=1)[keep] if len(support) else np.empty(0)
+
+
+class MahalanobisScore(OosScorer):
+    name = "mahalanobis"
+    description = "minus the smallest Mahalanobis distance to an intent mean (shared covariance, shrunk)"
+
+    def __init__(self, prototypes: np.ndarray, means: np.ndarray, precision: np.ndarray) -> None:
+        super().__init__(prototypes)
+        self.means, self.precision = means, precision
+
+    @classmethod
+    def fit(cls, support, y, n_classes, prototypes, head):  # type: ignore[no-untyped-def]
+        means = class_means(support, y, n_classes)
+        cov = pooled_covariance(support, y, means)
+        dim, a = support.shape[1], MAHALANOBIS_SHRINKAGE
+        # (+ a tiny ridge: one example per intent leaves no spread at all, and the inverse must exist)
+        shrunk = (1 - a) * cov + (a * np.trace(cov) / dim + 1e-6) * np.eye(dim, dtype=cov.dtype)
+        return cls(prototypes, means, np.linalg.inv(shrunk))
+
+    def score(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
         best = np.full(len(emb), np.inf, dtype=emb.dtype)
         for start in range(0, len(self.means), 64):  # (messages, intents, dim) in chunks: bounded memory
             diff = emb[:, None, :] - self.means[None, start : start + 64]
@@ -102,44 +154,33 @@ class OosScorer:
         return -best
 
 
-def held_out_scores(
-    kind: OosScore,
-    support: np.ndarray,
-    y: np.ndarray,
-    n_classes: int,
-    c: float,
-    fixed: tuple[np.ndarray, np.ndarray] | None = None,
-    rows: np.ndarray | None = None,
-) -> np.ndarray:
-    """The score each support example gets when it is not part of the support set: what in-scope messages will
-    score. Exact leave-one-out for the cosine scores; ``k``-fold (k <= 5) for the fitted ones. Empty when no intent
-    has two examples. ``fixed`` rows (embeddings, labels: the intents' names) are in every fitted set and never
-    scored, as in the deployed scorer. ``rows`` (a mask) scores only those examples; the others still count in the
-    fitted sets."""
-    if kind is OosScore.PROTOTYPE:
-        return leave_one_out_scores(support, y, n_classes, fixed, rows=rows)
-    if kind is OosScore.NEAREST:
-        others = support if fixed is None else np.concatenate([support, fixed[0]])
-        sims = support @ others.T
-        np.fill_diagonal(sims[:, : len(support)], -np.inf)
-        keep = np.bincount(y, minlength=n_classes)[y] >= 2
-        if rows is not None:
-            keep &= rows
-        return sims.max(axis=1)[keep] if len(support) else np.empty(0)
-    counts = np.bincount(y, minlength=n_classes)
-    folds = int(min(_FOLDS, int(counts[counts > 0].min())))
-    if folds < 2:
-        return np.empty(0)
-    fold = fold_of(y, folds)
-    out = np.empty(len(y), dtype=np.float32)
-    for f in range(folds):
-        train, held = fold != f, fold == f
-        s, s_y = support[train], y[train]
-        if fixed is not None:
-            s, s_y = np.concatenate([s, fixed[0]]), np.concatenate([s_y, fixed[1]])
-        head = None
-        if kind is OosScore.ENERGY:
-            head = fit_logistic(s, s_y, n_classes, c=c)
-        scorer = OosScorer.fit(kind, s, s_y, n_classes, head=head)
-        out[held] = scorer(support[held])
-    return out if rows is None else out[rows]
+class EnergyScore(OosScorer):
+    name = "energy"
+    description = "log-sum-exp of the head's logits"
+
+    def __init__(self, prototypes: np.ndarray, head: DecisionHead) -> None:
+        super().__init__(prototypes)
+        self.head = head
+
+    @classmethod
+    def fit(cls, support, y, n_classes, prototypes, head):  # type: ignore[no-untyped-def]
+        return cls(prototypes, head)
+
+    def score(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        logits = self.head.logits(emb, sims)
+        top = logits.max(axis=1)
+        return top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+
+
+OOS_SCORES: dict[str, type[OosScorer]] = {
+    score.name: score for score in (PrototypeScore, NearestScore, MahalanobisScore, EnergyScore)
+}
+DEFAULT_OOS_SCORE = PrototypeScore.name
+
+
+def oos_score_class(name: str) -> type[OosScorer]:
+    """The score registered as ``name``; one line naming the registered ones otherwise."""
+    try:
+        return OOS_SCORES[name]
+    except (KeyError, TypeError):
+        raise FewIntentError(f"unknown OOS score '{name}': use {', '.join(OOS_SCORES)}") from None

@@ -21,11 +21,12 @@ from safetensors.numpy import load_file, save_file
 
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.encoder.base import Encoder
+from fewintent.encoder.lora import LoraSettings, has_lora
 from fewintent.encoder.onnx_runtime import OnnxEncoder, read_spec
 from fewintent.errors import CorruptModelError, FewIntentError, training_parts
-from fewintent.heads.logistic import HeadType
 from fewintent.model.calibration import check_threshold
-from fewintent.model.config import ClassifierConfig
+from fewintent.model.config import TRAINING_FIELDS, ClassifierConfig, TrainingArguments
+from fewintent.model.oos import oos_score_class
 from fewintent.model.storage import (
     _SAVE_LOCK,
     CONFIG,
@@ -42,7 +43,9 @@ if TYPE_CHECKING:
     from fewintent.model.classifier import IntentClassifier
 
 FORMAT_VERSION = 2
-"""2: the classifier's settings are one ``classifier`` object (:class:`ClassifierConfig`); 1 had them at the top."""
+"""2: the classifier's settings are one ``classifier`` object (:class:`ClassifierConfig`); 1 had them at the top.
+How it was trained is the ``training`` object (:class:`TrainingArguments`, provenance); releases before it kept
+those fields inside ``classifier``, and they are read from there."""
 TENSORS = "model.safetensors"
 LORA = "lora.safetensors"
 CARD = "README.md"
@@ -65,13 +68,14 @@ def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] 
 
 def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -> Path:
     table = clf.table
-    settings = clf.lora_settings
+    settings = lora_settings(clf)
     config: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "versions": _versions(clf.encoder),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "classifier": clf.config.to_dict(),
+        "training": clf.training.to_dict() if clf.training is not None else None,
         "base_model": clf.encoder.name,
         "base_sha256": clf.encoder.sha256,
         "tokenizer_sha256": clf.encoder.tokenizer_sha256,
@@ -108,6 +112,17 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
         (tmp / CONFIG).write_text(strict_json(config) + "\n")
         (tmp / CARD).write_text(model_card(config, card_extra))
     return path
+
+
+def lora_settings(clf: IntentClassifier) -> LoraSettings | None:
+    """The adapter the encoder carries: the tuned one (the base's adapter and the tuned layers as one) after
+    ``tune``, else the base's; None without LoRA."""
+    if not has_lora(clf.encoder):
+        return None
+    tuned = (clf.meta.get("tune") or {}).get("lora")
+    if tuned:
+        return LoraSettings.from_dict(tuned)
+    return LoraSettings.from_dict((clf.meta.get("adapter") or {}).get("lora", {}))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -151,7 +166,7 @@ def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentC
     if version > FORMAT_VERSION:
         raise CorruptModelError(f"{path}: written by a newer fewintent (format {version}); upgrade")
     _check_config_types(path, config)
-    settings = _read_settings(path, config, version)
+    settings, training = _read_settings(path, config, version)
     try:
         t = load_file(str(path / TENSORS))
         labels = tuple(config["labels"])
@@ -165,7 +180,7 @@ def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentC
         encoder: Encoder = OnnxEncoder(path, onnx_spec, name=str(base))
         if t["prototypes"].shape[1] != encoder.dim:
             raise CorruptModelError(f"{path}: prototypes and the ONNX encoder have different dimensions")
-        return _restore(path, config, settings, t, labels, encoder, cls)
+        return _restore(path, config, (settings, training), t, labels, encoder, cls)
     with training_parts(f"the model {path} (a torch encoder; `fewintent export` makes an ONNX copy that does not)"):
         from safetensors.torch import load_file as load_torch
 
@@ -195,21 +210,22 @@ def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentC
         attach_lora(encoder, LoraSettings.from_dict(config["lora"]))
         load_lora_state(encoder, lora)
         merge_lora(encoder)
-    return _restore(path, config, settings, t, labels, encoder, cls)
+    return _restore(path, config, (settings, training), t, labels, encoder, cls)
 
 
 def _restore(
     path: Path,
     config: dict[str, Any],
-    settings: ClassifierConfig,
+    read: tuple[ClassifierConfig, TrainingArguments | None],
     t: dict[str, np.ndarray],
     labels: tuple[str, ...],
     encoder: Encoder,
     cls: type[IntentClassifier],
 ) -> IntentClassifier:
+    settings, training = read
     try:
-        threshold = check_threshold(config["threshold"], cosine=settings.oos_score.is_cosine)
-        clf = cls(encoder, settings, meta=config.get("meta") or {})
+        threshold = check_threshold(config["threshold"], cosine=oos_score_class(settings.oos_score).cosine)
+        clf = cls(encoder, settings, meta=config.get("meta") or {}, training=training)
     except (KeyError, ValueError, TypeError, FewIntentError) as e:
         raise CorruptModelError(f"{path}: {CONFIG} is corrupt ({e})") from e
     temperature = config.get("oos_temperature")
@@ -225,12 +241,23 @@ def _restore(
         raise CorruptModelError(f"{path}: {TENSORS} {e}") from e
 
 
-def _read_settings(path: Path, config: dict[str, Any], version: int) -> ClassifierConfig:
-    """The classifier's settings: format 2 stores them as one object; format 1 had them at the top level."""
+def _read_settings(
+    path: Path, config: dict[str, Any], version: int
+) -> tuple[ClassifierConfig, TrainingArguments | None]:
+    """The classifier's settings and how it was trained: format 2 stores the settings as one object (and, before
+    the ``training`` object, the training arguments inside it); format 1 had them at the top level."""
     try:
-        if version >= 2:
-            return ClassifierConfig.from_dict(config.get("classifier") or {})
-        return ClassifierConfig.from_dict(_format_1_settings(config))
+        raw = dict(config.get("classifier") or {}) if version >= 2 else _format_1_settings(config)
+        if not isinstance(raw, dict):
+            raise FewIntentError("classifier must be an object")
+        older = {k: raw.pop(k) for k in list(raw) if k in TRAINING_FIELDS}
+        recorded = config.get("training")
+        training = (
+            TrainingArguments.from_dict(recorded if isinstance(recorded, dict) else older)
+            if (recorded or older)
+            else None
+        )
+        return ClassifierConfig.from_dict(raw), training
     except (ValueError, TypeError, FewIntentError) as e:
         raise CorruptModelError(f"{path}: {CONFIG} has invalid settings ({e})") from e
 
@@ -248,7 +275,7 @@ def _format_1_settings(config: dict[str, Any]) -> dict[str, Any]:
         "oos_label": config.get("oos_label", DEFAULT_OOS_LABEL),
         "in_scope_recall": config.get("in_scope_recall", 0.95),
         "scale": config.get("scale", 20.0),
-        "head": config.get("head", HeadType.PROTOTYPE.value),
+        "head": config.get("head", "prototype"),
         "head_c": config.get("head_c", 30.0),
         "oos_score": config.get("oos_score", "prototype"),
         "intent_names": config.get("intent_names", False),
@@ -346,6 +373,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         "oos_threshold": round(config["threshold"], 4),
         "adapter": adapter.get("source"),
         "settings": settings,
+        "training": config.get("training"),
         **_tuning_front(config),
         **extra,
     }

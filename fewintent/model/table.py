@@ -8,11 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from fewintent.heads.logistic import HeadType
-from fewintent.model.oos import OosScore, OosScorer
+from fewintent.heads.decision import DecisionHead, HeadParams
+from fewintent.model.oos import OosScorer
 
 Rows = tuple[np.ndarray, np.ndarray]
 """Embeddings (float32) and their label indices (int64)."""
+TableRows = tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, "Rows | None", "np.ndarray | None"]
+"""What a table is fitted from: labels, example embeddings, their label indices, out-of-scope examples, the
+intents' name rows and the trained-on flags (what ``IntentClassifier._build_table`` takes)."""
 
 
 @dataclass
@@ -40,12 +43,13 @@ class Prediction:
 class ScoringTable:
     """Everything prediction reads, swapped as one object so concurrent readers never see half an update.
 
-    It owns its arrays (numpy): :meth:`to_tensors` is what a model directory stores, :meth:`from_tensors` reads it
-    back (checking shapes) and derives the out-of-scope scorer again.
+    It owns its arrays (numpy) and holds the head and the out-of-scope score as objects, whichever they are:
+    :meth:`to_tensors` is what a model directory stores (the head adds its own), :meth:`from_tensors` reads it
+    back (checking shapes), the head reads its own tensors and the OOS score is fitted again.
     """
 
     labels: tuple[str, ...]
-    head: HeadType
+    head: DecisionHead
     prototypes: np.ndarray  # (n_labels, dim), L2-normalised
     support: np.ndarray  # (n_examples, dim)
     support_labels: np.ndarray  # (n_examples,) int64 into labels
@@ -53,8 +57,6 @@ class ScoringTable:
     threshold: float
     scorer: OosScorer  # the out-of-scope score the threshold cuts
     oos_temperature: float  # how fast OOS confidence moves away from 0.5 around the threshold
-    head_weight: np.ndarray | None = None  # (n_labels, dim) the linear head
-    head_bias: np.ndarray | None = None  # (n_labels,)
     # the intents' names as one more example each (``intent_names``): (n_names, dim) and their label indices
     name_support: np.ndarray | None = None
     name_labels: np.ndarray | None = None
@@ -65,26 +67,21 @@ class ScoringTable:
     def build(
         cls,
         labels: tuple[str, ...],
-        head: HeadType,
-        oos_score: OosScore,
+        head: DecisionHead,
+        oos_score: type[OosScorer],
         prototypes: np.ndarray,
         examples: Rows,
         oos: np.ndarray,
         *,
         threshold: float,
         oos_temperature: float,
-        linear: tuple[np.ndarray, np.ndarray] | None = None,
         names: Rows | None = None,
         tuned: np.ndarray | None = None,
     ) -> ScoringTable:
-        """A table from its parts; the OOS scorer is derived from the examples (names included) and the head."""
+        """A table from its parts; the OOS score is fitted on the examples (names included) and the head."""
         if tuned is not None and tuned.shape != examples[1].shape:
             raise ValueError("is corrupt (trained-on flags do not match the examples)")
-        if (head is HeadType.LINEAR) != (linear is not None):
-            raise ValueError(f"the {head.value} head {'needs' if linear is None else 'takes no'} linear weights")
-        support, y = plus(examples, names)
-        scorer = OosScorer.fit(oos_score, support, y, len(labels), prototypes=prototypes, head=linear)
-        weight, bias = linear or (None, None)
+        scorer = oos_score.fit(*plus(examples, names), len(labels), prototypes, head)
         name_support, name_labels = names or (None, None)
         return cls(
             labels,
@@ -96,8 +93,6 @@ class ScoringTable:
             float(threshold),
             scorer,
             float(oos_temperature),
-            weight,
-            bias,
             name_support,
             name_labels,
             None if tuned is None else tuned.astype(bool),
@@ -110,8 +105,7 @@ class ScoringTable:
             "support": self.support,
             "support_labels": self.support_labels,
             "oos": self.oos,
-            "head_weight": self.head_weight,
-            "head_bias": self.head_bias,
+            **self.head.to_tensors(),
             "name_support": self.name_support,
             "name_labels": self.name_labels,
             "support_tuned": None if self.tuned is None else self.tuned.astype(np.uint8),
@@ -124,8 +118,9 @@ class ScoringTable:
         labels: tuple[str, ...],
         tensors: Mapping[str, Any],
         *,
-        head: HeadType,
-        oos_score: OosScore,
+        head: type[DecisionHead],
+        params: HeadParams,
+        oos_score: type[OosScorer],
         threshold: float,
         oos_temperature: float,
     ) -> ScoringTable:
@@ -138,7 +133,7 @@ class ScoringTable:
         protos, n = t["prototypes"], len(labels)
         if protos.ndim != 2 or protos.shape[0] != n:
             raise ValueError("does not match the labels (labels and prototypes differ)")
-        for key in ("support", "oos", "name_support", "head_weight"):
+        for key in ("support", "oos", "name_support"):
             if key in t and (t[key].ndim != 2 or (t[key].size and t[key].shape[1] != protos.shape[1])):
                 raise ValueError(f"is corrupt ({key} has shape {tuple(t[key].shape)})")
         for key in ("support_labels", "name_labels"):
@@ -150,24 +145,17 @@ class ScoringTable:
             "name_support" in t and len(t["name_support"]) != len(t["name_labels"])
         ):
             raise ValueError("is corrupt (intent-name examples without their labels)")
-        linear = None
-        if head is HeadType.LINEAR:
-            w, b = t.get("head_weight"), t.get("head_bias")
-            if w is None or b is None or w.shape != protos.shape or tuple(b.shape) != (n,):
-                raise ValueError("lacks the linear head's weights or they do not match the labels")
-            linear = (_floats(w), _floats(b))
         names = (_floats(t["name_support"]), _ints(t["name_labels"])) if "name_support" in t else None
         tuned = t["support_tuned"].astype(bool) if "support_tuned" in t else None
         return cls.build(
             labels,
-            head,
+            head.from_tensors(t, _floats(protos), params),
             oos_score,
             _floats(protos),
             (_floats(t["support"]), _ints(t["support_labels"])),
             _floats(t["oos"]),
             threshold=threshold,
             oos_temperature=oos_temperature,
-            linear=linear,
             names=names,
             tuned=tuned,
         )
@@ -180,11 +168,9 @@ class ScoringTable:
         """Cosine similarity of each embedding to each prototype: the out-of-scope score."""
         return emb @ self.prototypes.T
 
-    def logits(self, emb: np.ndarray, sims: np.ndarray, scale: float) -> np.ndarray:
+    def logits(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
         """The head's scores over intents (softmax gives confidences)."""
-        if self.head is HeadType.LINEAR and self.head_weight is not None and self.head_bias is not None:
-            return emb @ self.head_weight.T + self.head_bias
-        return sims * scale
+        return self.head.logits(emb, sims)
 
     def counts(self) -> dict[str, int]:
         """Examples per intent, in label order."""
@@ -198,6 +184,33 @@ class ScoringTable:
         seen = np.bincount(self.support_labels[self.tuned], minlength=len(self.labels)) > 0
         return [label for label, s in zip(self.labels, seen.tolist()) if s]
 
+    def rows_without(self, name: str) -> TableRows:
+        """The rows of every intent but ``name``, renumbered to close the gap."""
+        gone = self.labels.index(name)
+        support, y = _without_label((self.support, self.support_labels), gone)
+        labels = tuple(x for x in self.labels if x != name)
+        return labels, support, y, self.oos, _join(_without_label(self.names(), gone), None), self._tuned_without(gone)
+
+    def rows_with(self, name: str, emb: np.ndarray, name_row: Rows | None) -> TableRows:
+        """The rows with intent ``name`` added last (its old rows, if any, replaced) with examples ``emb`` and its
+        name row; the new examples were never trained on."""
+        gone = self.labels.index(name) if name in self.labels else None
+        old = [label for label in self.labels if label != name]
+        support, y = _without_label((self.support, self.support_labels), gone)
+        support = np.concatenate([support, emb])
+        y = np.concatenate([y, np.full(len(emb), len(old), dtype=np.int64)])
+        tuned = self._tuned_without(gone)
+        if tuned is not None:
+            tuned = np.concatenate([tuned, np.zeros(len(emb), dtype=bool)])
+        if name_row is not None:
+            name_row = name_row[0], np.full_like(name_row[1], len(old))
+        return (*old, name), support, y, self.oos, _join(_without_label(self.names(), gone), name_row), tuned
+
+    def _tuned_without(self, gone: int | None) -> np.ndarray | None:
+        if self.tuned is None or gone is None:
+            return self.tuned
+        return self.tuned[self.support_labels != gone]
+
     def names(self) -> Rows:
         """The intents' name rows (possibly none)."""
         if self.name_support is None or self.name_labels is None:
@@ -208,6 +221,21 @@ class ScoringTable:
 def plus(rows: Rows, extra: Rows | None) -> Rows:
     """``rows`` followed by ``extra`` (the intents' name rows after the examples)."""
     return rows if extra is None else (np.concatenate([rows[0], extra[0]]), np.concatenate([rows[1], extra[1]]))
+
+
+def _without_label(rows: Rows, gone: int | None) -> Rows:
+    """The rows of every label but ``gone``, renumbered to close the gap (all of them when ``gone`` is None)."""
+    emb, y = rows
+    if gone is None:
+        return emb, y
+    keep = y != gone
+    return emb[keep], y[keep] - (y[keep] > gone).astype(np.int64)
+
+
+def _join(a: Rows, b: Rows | None) -> Rows | None:
+    """``a`` and ``b`` together, or None when that is no row at all."""
+    rows = plus(a, b)
+    return rows if len(rows[1]) else None
 
 
 def _floats(x: Any) -> np.ndarray:
