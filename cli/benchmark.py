@@ -18,7 +18,12 @@ def _csv(value: str | None) -> tuple[str, ...]:
 
 @guarded
 def benchmark(
-    data_dir: Path = typer.Option(None, "--data-dir", help="Datasets folder (default: ../shared/datasets)."),
+    data_dir: Path = typer.Option(
+        None,
+        "--data-dir",
+        help="Datasets folder, searched first; then $FEWINTENT_DATASETS, the downloaded corpora (`fewintent datasets "
+        "download`), ../shared/datasets.",
+    ),
     protocols: str = typer.Option(
         "fullway,episodic,oos,speed",
         "--protocols",

@@ -33,9 +33,17 @@ def _csv(value: str | None) -> list[str] | None:
 def meta_train(
     output: Path = typer.Option(..., "--output", "-o", help="Adapter directory to write (usable as --adapter)."),
     config: Path = typer.Option(None, "--config", help="YAML file of MetaTrainingArguments; options below win."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Folder with <dataset>/<split>.jsonl (default: the hub)."),
+    data_dir: str = typer.Option(
+        None,
+        "--data-dir",
+        help="Folder with <dataset>/<split>.jsonl, searched first; then $FEWINTENT_DATASETS, the downloaded corpora "
+        "(`fewintent datasets download`), ../shared/datasets.",
+    ),
     datasets: str = typer.Option(
-        None, "--datasets", help="Comma-separated: banking77,clinc150,hwu64,snips, folders or intent files."
+        None,
+        "--datasets",
+        help="Comma-separated: banking77,clinc150,hwu64,snips,sgd (`fewintent datasets list`), intent files, or a "
+        "hub id such as PolyAI/banking77.",
     ),
     exclude: str = typer.Option(None, "--exclude", help="Datasets left out entirely (comma-separated)."),
     exclude_domains: str = typer.Option(

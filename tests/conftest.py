@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fewintent.data.locations import find_corpus
+
 # Tests must never reach a hub: everything they load is on disk.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -17,7 +19,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = Path(os.environ.get("FEWINTENT_DATASETS", ROOT.parent / "shared" / "datasets"))
+# The product's search order (fewintent.data.locations): $FEWINTENT_DATASETS, the downloaded corpora, ../shared.
+_FOUND = find_corpus("snips")
+DATASETS = _FOUND.parent if _FOUND else Path(os.environ.get("FEWINTENT_DATASETS", ROOT.parent / "shared" / "datasets"))
 
 
 # CI sets this so a missing corpus folder fails the run instead of skipping the tests that need it.
@@ -29,8 +33,8 @@ def datasets_dir() -> Path:
     """The benchmark corpora; tests that need them skip on a fresh clone (no ../shared) unless CI requires them."""
     if not (DATASETS / "snips").is_dir():
         message = (
-            f"the benchmark corpora are not at {DATASETS}: put the shared datasets folder beside the "
-            "repository as ../shared/datasets, or set FEWINTENT_DATASETS to it"
+            f"the benchmark corpora are not at {DATASETS}: `fewintent datasets download --all`, or put the shared "
+            "datasets folder beside the repository as ../shared/datasets, or set FEWINTENT_DATASETS to it"
         )
         if REQUIRE_DATASETS:
             pytest.fail(message)

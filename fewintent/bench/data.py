@@ -1,17 +1,19 @@
-"""The benchmark corpora on disk: splits, domains, and which dataset each leave-one-out adapter must not have seen.
-
-Files are read from the user's data directory (``../shared/datasets`` by default) and never copied.
+"""The benchmark's view of the corpora: splits as product ``IntentSet``s, and which dataset each leave-one-out
+adapter must not have seen. Finding and reading the files is ``fewintent.data.corpus``'s (one search order:
+``--data-dir``, ``$FEWINTENT_DATASETS``, the downloaded corpora, ``../shared/datasets``); nothing is copied.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
+from fewintent.data.corpus import Row, read_rows
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, IntentSet
-from fewintent.data.io import jsonl_records
+from fewintent.data.locations import DOWNLOAD_COMMAND, find_corpus, first_root, not_found
 from fewintent.errors import FewIntentError
+
+__all__ = ["Corpora", "Row", "default_data_dir", "source_dataset"]
 
 FULLWAY_DATASETS = ("banking77", "clinc150", "hwu64")
 SHOTS = (5, 10)
@@ -31,36 +33,30 @@ def source_dataset(dataset: str) -> str:
     return SOURCE_DATASET.get(dataset.split(":")[0], dataset.split(":")[0])
 
 
-@dataclass(frozen=True)
-class Row:
-    text: str
-    intent: str
-    domain: str
+BENCHMARK_CORPORA = ("banking77", "clinc150", "hwu64", "banking77_oos")
 
 
 def default_data_dir() -> Path:
-    """``../shared/datasets`` next to the working directory's project root, as the datasets README says."""
-    here = Path.cwd()
-    for base in (here, *here.parents):
-        candidate = base.parent / "shared" / "datasets"
-        if (base / "pyproject.toml").is_file() and candidate.is_dir():
-            return candidate
-    return here.parent / "shared" / "datasets"
+    """The first folder of the corpus search path that exists (the download folder when none does)."""
+    return first_root()
 
 
 class Corpora:
-    """Reads ``DIR/<dataset>/<split>.jsonl`` once each, with the ``domain`` field kept."""
+    """Reads each ``<dataset>/<split>.jsonl`` once, with the ``domain`` field kept; ``data_dir`` is searched first,
+    then the rest of the search path."""
 
-    def __init__(self, data_dir: str | Path) -> None:
-        self.dir = Path(data_dir).expanduser()
+    def __init__(self, data_dir: str | Path | None = None) -> None:
+        self.dir = Path(data_dir).expanduser() if data_dir is not None else first_root()
         if not self.dir.is_dir():
             raise FewIntentError(
-                f"{self.dir}: no such data directory; pass --data-dir pointing at the shared datasets"
+                f"{self.dir}: no such data directory; get the corpora with "
+                f"`{DOWNLOAD_COMMAND} {' '.join(BENCHMARK_CORPORA)}`, or pass --data-dir"
             )
         self._cache: dict[tuple[str, str], list[Row]] = {}
 
     def path(self, dataset: str, split: str) -> Path:
-        return self.dir / dataset / f"{split}.jsonl"
+        folder = find_corpus(dataset, self.dir)
+        return (folder or self.dir / dataset) / f"{split}.jsonl"
 
     def has(self, dataset: str, split: str) -> bool:
         return self.path(dataset, split).is_file()
@@ -68,16 +64,9 @@ class Corpora:
     def rows(self, dataset: str, split: str) -> list[Row]:
         key = (dataset, split)
         if key not in self._cache:
-            p = self.path(dataset, split)
-            if not p.is_file():
-                raise FewIntentError(f"{p}: missing; the benchmark needs {dataset}/{split}.jsonl in --data-dir")
-            out = []
-            for lineno, r in jsonl_records(p):
-                try:
-                    out.append(Row(str(r["text"]), str(r["intent"]), str(r.get("domain", dataset))))
-                except KeyError as e:
-                    raise FewIntentError(f"{p}:{lineno}: expected {{'text', 'intent'}} ({e})") from e
-            self._cache[key] = out
+            if find_corpus(dataset, self.dir) is None:
+                raise not_found(dataset, self.dir)
+            self._cache[key] = read_rows(self.path(dataset, split), dataset)
         return self._cache[key]
 
     def support(self, dataset: str, split: str) -> IntentSet:

@@ -1,8 +1,10 @@
-"""The corpus registry: the public intent datasets by name, with their domains, from a data directory or the hub.
+"""The one corpus reader: the public intent datasets by name, found in one order (``locations.py``: ``--data-dir``,
+``$FEWINTENT_DATASETS``, the downloaded ones, ``../shared/datasets``), with their domains.
 
 A *corpus* here is one split of one dataset with a domain per intent (a CLINC150 domain, an HWU64 scenario, or
 the whole dataset for single-domain ones). Meta-training samples episodes from corpora; it never reads a ``test``
-split.
+split. The benchmark reads its splits as ``Row``s through ``read_rows``. A Hugging Face hub copy is read only when
+its hub id is asked for (``PolyAI/banking77``); a registered name never goes to the hub.
 """
 
 from __future__ import annotations
@@ -13,15 +15,47 @@ from pathlib import Path
 from typing import Any
 
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
-from fewintent.data.io import load_hf_intents, read_intent_file_with_records
+from fewintent.data.io import jsonl_records, load_hf_intents, read_intent_file_with_records
+from fewintent.data.locations import DOWNLOAD_COMMAND, find_corpus, not_found, search_path
+from fewintent.data.sources import CORPORA as DOWNLOADABLE
 from fewintent.errors import FewIntentError
 
 SPLITS_FOR_TRAINING = ("train", "train_5", "train_10", "valid")
 
 
 @dataclass(frozen=True)
+class Row:
+    """One line of a corpus split: ``{"text", "intent", "domain"}`` (the domain defaults to the dataset's name)."""
+
+    text: str
+    intent: str
+    domain: str
+
+
+def split_path(name: str, split: str, data_dir: str | Path | None = None) -> Path:
+    """``<folder of name>/<split>.jsonl`` on the search path; a missing corpus names the download command."""
+    folder = find_corpus(name, data_dir)
+    if folder is None:
+        raise not_found(name, data_dir)
+    return folder / f"{split}.jsonl"
+
+
+def read_rows(path: Path, dataset: str) -> list[Row]:
+    """Every row of one corpus split file, in file order (nothing dropped: the benchmark scores every line)."""
+    if not path.is_file():
+        raise FewIntentError(f"{path}: missing; expected {dataset}/{path.name} (`{DOWNLOAD_COMMAND} {dataset}`)")
+    out = []
+    for lineno, r in jsonl_records(path):
+        try:
+            out.append(Row(str(r["text"]), str(r["intent"]), str(r.get("domain", dataset))))
+        except KeyError as e:
+            raise FewIntentError(f"{path}:{lineno}: expected {{'text', 'intent'}} ({e})") from e
+    return out
+
+
+@dataclass(frozen=True)
 class CorpusSpec:
-    """Where a public corpus lives: its folder under ``--data-dir`` and its Hugging Face hub dataset.
+    """A public corpus's Hugging Face hub dataset, read only when its hub id is asked for explicitly.
 
     The hub copies carry no domain column (``domain_column`` None): read from the hub, the whole dataset is one
     domain. The ``--data-dir`` JSONL files carry ``domain`` on every line.
@@ -151,7 +185,7 @@ def load_corpus(
     oos_label: str = DEFAULT_OOS_LABEL,
     allow_test: bool = False,
 ) -> Corpus:
-    """Load one split of a registered corpus (from ``data_dir``, else from the hub) or a user's intent file.
+    """Load one split of a corpus (a folder found on the search path, a hub id, or a user's intent file).
 
     A user's file is one corpus named after its stem; JSONL rows may carry a ``domain`` field, otherwise the
     whole file is one domain. ``test`` splits are refused unless ``allow_test`` (benchmarks only): meta-training
@@ -164,22 +198,23 @@ def load_corpus(
         by_intent, domain_of = _read_with_domains(p, p.stem, oos_label)
         return Corpus(p.stem, split, by_intent, domain_of)
     name = str(name_or_path)
-    if data_dir is not None:
-        d = Path(data_dir).expanduser()
-        if not d.is_dir():
-            raise FewIntentError(f"data directory {d} does not exist (pass --data-dir with the dataset folders)")
-        if (d / name).is_dir():
-            f = _file_for(d, name, split)
-            if f is None:
-                raise FewIntentError(f"{d / name}: no '{split}' split (expected {split}.jsonl)")
-            by_intent, domain_of = _read_with_domains(f, name, oos_label)
-            return Corpus(name, split, by_intent, domain_of)
-        if name not in CORPORA:
-            raise FewIntentError(f"no dataset '{name}' in {d} (folders there: {_folders(d)})")
-    if name not in CORPORA:
-        known = ", ".join(CORPORA)
-        raise FewIntentError(f"unknown dataset '{name}': give an intent file, a folder under --data-dir, or {known}")
-    return _load_from_hub(CORPORA[name], split, oos_label)
+    folder = find_corpus(name, data_dir)
+    if folder is not None:
+        f = _file_for(folder.parent, name, split)
+        if f is None:
+            raise FewIntentError(f"{folder}: no '{split}' split (expected {split}.jsonl)")
+        by_intent, domain_of = _read_with_domains(f, name, oos_label)
+        return Corpus(name, split, by_intent, domain_of)
+    hub = next((spec for spec in CORPORA.values() if spec.hf_id == name), None)
+    if hub is not None:
+        return _load_from_hub(hub, split, oos_label)
+    if name in DOWNLOADABLE:
+        raise not_found(name, data_dir)
+    folders = "; ".join(f"{d}: {_folders(d)}" for d in search_path(data_dir) if d.is_dir()) or "none found"
+    raise FewIntentError(
+        f"no dataset '{name}': give an intent file, a corpus folder (folders: {folders}), a hub id such as "
+        f"{CORPORA['banking77'].hf_id}, or one of {', '.join(DOWNLOADABLE)} (`{DOWNLOAD_COMMAND} NAME`)"
+    )
 
 
 def _folders(d: Path) -> str:
