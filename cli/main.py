@@ -11,6 +11,7 @@ from fewintent.cli import (
     benchmark,
     calibrate,
     data,
+    datasets,
     discover,
     evaluate,
     export,
@@ -37,6 +38,7 @@ app.command("meta-train")(meta_train.meta_train)
 app.command("serve")(serve.serve)
 app.command("benchmark")(benchmark.benchmark)
 app.add_typer(data.app, name="data")
+app.add_typer(datasets.app, name="datasets")
 
 
 def _version(value: bool) -> None:
