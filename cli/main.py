@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from fewintent.version import __version__
 from fewintent.cli import (
     adapt,
     bases,
@@ -19,6 +18,7 @@ from fewintent.cli import (
     predict,
     serve,
 )
+from fewintent.version import __version__
 
 app = typer.Typer(
     name="fewintent",
@@ -28,7 +28,7 @@ app = typer.Typer(
     help="Few-shot intent classification for chatbots: 5-10 examples per intent, out-of-scope fallback, in seconds.",
 )
 app.command("adapt")(adapt.adapt)
-app.command("bases")(bases.bases)
+app.add_typer(bases.app, name="bases")
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("calibrate")(calibrate.calibrate)

