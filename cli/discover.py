@@ -21,14 +21,24 @@ from fewintent.cli._common import (
 from fewintent.data.io import read_messages
 from fewintent.errors import FewIntentError
 from fewintent.model.discovery import discover as run_discovery
+from fewintent.model.storage import is_model_dir, real_path
 
 
-def check_output(output: Path, messages_file: Path) -> None:
-    """Refuse an ``-o`` that cannot be written, before minutes of encoding; never overwrite the messages read."""
+def check_output(output: Path, messages_file: Path, *, force: bool = False) -> None:
+    """Refuse an ``-o`` that cannot be written, before minutes of encoding; never overwrite the messages read, an
+    existing file without ``--force``, or anything inside a model directory."""
     if output.is_dir():
         raise FewIntentError(f"{output}: is a directory; -o names the JSONL file to write")
     if str(messages_file) != "-" and output.exists() and output.resolve() == messages_file.resolve():
         raise FewIntentError(f"{output}: -o would overwrite the messages file being read; write elsewhere")
+    inside = next((d for d in real_path(output).parents if is_model_dir(d)), None)
+    if inside is not None:
+        raise FewIntentError(
+            f"{output}: inside the model directory {inside}, which is replaced whole on its next save (and whose "
+            "files must not change); write the file elsewhere"
+        )
+    if output.exists() and not force:
+        raise FewIntentError(f"{output}: exists; pass --force to replace it, or write elsewhere")
     parent = next((p for p in output.absolute().parents if p.exists()), None)
     if parent is None or not os.access(parent, os.W_OK):
         raise FewIntentError(f"{output}: cannot write there (parent directory {parent} is not writable)")
@@ -47,6 +57,7 @@ def discover(
         help="Write a JSONL to edit (rename, merge, drop) and feed back to `fewintent adapt`: each cluster's "
         "messages under a draft intent name, then the messages to label under the model's guess.",
     ),
+    force: bool = typer.Option(False, "--force", help="Replace the -o file when it exists."),
     as_json: bool = typer.Option(
         False, "--json", help='Print one JSON object {"clusters": [...], "to_label": [...]}.'
     ),
@@ -67,7 +78,7 @@ def discover(
     it is least sure of (most worth labelling). The model itself is not changed."""
     set_threads(threads)
     if output is not None:
-        check_output(output, messages_file)
+        check_output(output, messages_file, force=force)
     clf = load_classifier(model_dir, device)
     texts = read_messages(messages_file)
     with progress_bar("encoding messages", len(texts)) as advance:

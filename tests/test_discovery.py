@@ -112,6 +112,57 @@ def test_one_message_is_fine(demo, tmp_path):
     assert r.exit_code == 1 and "no such file" in r.output
 
 
+def test_repeated_messages_count_as_weight_not_as_points(demo):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # scikit-learn warned on 50 identical points
+        only = demo.discover(["do you sell gift cards"] * 50, min_cluster_size=5)
+    assert [(c.size, c.texts) for c in only.clusters] == [(50, ["do you sell gift cards"])]
+    assert only.n_messages == 50 and only.n_out_of_scope == 50 and only.unclustered == []
+    # real logs: one message 30 times, another 16 times, among other messages (some about gift cards too)
+    logs = (ROOT / "data" / "demo_company_logs.txt").read_text().splitlines()
+    repeated = ["do you sell gift cards"] * 30 + ["Do you sell  GIFT cards"] + ["what's the weather tomorrow"] * 16
+    result = demo.discover(logs + repeated + JOBS, min_cluster_size=5)
+    hints = [c.name_hint for c in result.clusters]
+    assert len(hints) == len(set(hints)), hints  # no intent split in two under one name
+    gift = [c for c in result.clusters if "do you sell gift cards" in c.texts]
+    weather = [c for c in result.clusters if "what's the weather tomorrow" in c.texts]
+    assert len(gift) == 1 and gift[0].size >= 31 and gift[0].texts.count("do you sell gift cards") == 1
+    assert "Do you sell  GIFT cards" not in gift[0].texts  # the same words: one message
+    assert len(weather) == 1 and weather[0].size >= 16
+    assert sum(c.size for c in result.clusters) <= result.n_messages
+    assert len({item.text for item in result.to_label}) == len(result.to_label)
+
+
+def _tiny_model(tmp_path: Path) -> Path:
+    from conftest import make_tiny_encoder
+
+    from fewintent import IntentSet
+
+    pairs = [(f"{w} number {i}", w) for w in ("alpha", "beta", "gamma") for i in range(4)]
+    return IntentClassifier(make_tiny_encoder()).fit(IntentSet.from_pairs(pairs)).save(tmp_path / "m")
+
+
+def test_discover_output_never_overwrites_a_file_or_writes_into_a_model(tmp_path):
+    model = _tiny_model(tmp_path)
+    before = (model / "config.json").read_text()
+    (tmp_path / "logs.txt").write_text("hello there\nalpha number 7\n")
+    base = ["discover", str(model), str(tmp_path / "logs.txt")]
+    r = runner.invoke(app, [*base, "-o", str(model / "config.json"), "--force"])
+    assert r.exit_code == 1 and "inside the model directory" in r.output and r.output.count("\n") == 1, r.output
+    r = runner.invoke(app, [*base, "-o", str(model / "review.jsonl")])
+    assert r.exit_code == 1 and "inside the model directory" in r.output
+    assert (model / "config.json").read_text() == before and not (model / "review.jsonl").exists()
+    existing = tmp_path / "notes.jsonl"
+    existing.write_text("keep me\n")
+    r = runner.invoke(app, [*base, "-o", str(existing)])
+    assert r.exit_code == 1 and "--force" in r.output and existing.read_text() == "keep me\n"
+    r = runner.invoke(app, [*base, "-o", str(existing), "--force"])
+    assert r.exit_code == 0, r.output
+    assert existing.read_text() != "keep me\n"
+
+
 # ------------------------------------------------------------------ cross-validation on the training file
 def test_cross_validation_predicts_each_example_from_the_other_folds(tiny_encoder):
     from fewintent import IntentSet

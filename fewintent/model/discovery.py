@@ -36,7 +36,7 @@ class Cluster:
     examples: list[str]
     """The messages closest to the cluster's centre."""
     texts: list[str]
-    """Every message assigned to the cluster."""
+    """Every distinct message assigned to the cluster (``size`` counts its repeats too)."""
 
 
 @dataclass
@@ -99,32 +99,50 @@ def discover(
     """
     if min_cluster_size < 2:
         raise FewIntentError("min_cluster_size must be at least 2")
-    table, emb = clf.embed(texts, progress=progress)
     texts = list(texts)
     if not texts:
         raise FewIntentError("no messages to discover intents in")
+    # A message sent many times is one point with that weight: copies at distance zero break the density estimate
+    # (50 copies gave no cluster, 30 among others split in two) and would crowd the list of messages to label.
+    first = _first_of_each(texts)
+    keep = np.flatnonzero(first == np.arange(len(texts)))
+    weight = np.bincount(first, minlength=len(texts))[keep]
+    texts = [texts[i] for i in keep]
+    table, emb = clf.embed(texts, progress=progress)
+    if progress is not None and len(first) > len(texts):
+        progress(len(first) - len(texts))  # the repeats: encoded once
     predictions = clf.decide(texts, table, emb, top_k=2)
     unsure = [p.is_oos or p.intent.confidence < min_confidence for p in predictions]
     oos = [i for i, u in enumerate(unsure) if u]
-    clusters, noise = _clusters(emb[oos], [texts[i] for i in oos], min_cluster_size, n_examples, seed)
+    clusters, noise = _clusters(emb[oos], [texts[i] for i in oos], weight[oos], min_cluster_size, n_examples, seed)
     in_scope = [i for i, u in enumerate(unsure) if not u]
     to_label = rank_to_label(emb, predictions, in_scope, n_to_label)
-    n_oos = sum(p.is_oos for p in predictions)
-    return DiscoveryResult(clusters, to_label, len(texts), n_oos, noise)
+    n_oos = int(sum(w for p, w in zip(predictions, weight) if p.is_oos))
+    return DiscoveryResult(clusters, to_label, len(first), n_oos, noise)
+
+
+def _first_of_each(texts: Sequence[str]) -> np.ndarray:
+    """For each message, the index of its first occurrence (the same words, ignoring case and spacing)."""
+    seen: dict[str, int] = {}
+    return np.array([seen.setdefault(" ".join(t.casefold().split()), i) for i, t in enumerate(texts)], dtype=np.int64)
 
 
 def _clusters(
-    emb: np.ndarray, texts: list[str], min_size: int, n_examples: int, seed: int
+    emb: np.ndarray, texts: list[str], weight: np.ndarray, min_size: int, n_examples: int, seed: int
 ) -> tuple[list[Cluster], list[str]]:
-    if len(texts) < 2 * min_size:
-        return [], texts
-    from sklearn.cluster import HDBSCAN
-    from sklearn.decomposition import PCA
+    """HDBSCAN over distinct messages; a message repeated at least ``min_size`` times that falls in no cluster is a
+    cluster of its own. Sizes count repeats."""
+    labels = np.full(len(texts), -1, dtype=np.int64)
+    if len(texts) >= 2 * min_size:
+        from sklearn.cluster import HDBSCAN
+        from sklearn.decomposition import PCA
 
-    x = emb.astype(np.float64)
-    if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
-        x = PCA(PCA_DIMS, random_state=seed).fit_transform(x)
-    labels = HDBSCAN(min_cluster_size=min_size, min_samples=min(min_size, 5), copy=True).fit_predict(x)
+        x = emb.astype(np.float64)
+        if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
+            x = PCA(PCA_DIMS, random_state=seed).fit_transform(x)
+        labels = HDBSCAN(min_cluster_size=min_size, min_samples=min(min_size, 5), copy=True).fit_predict(x)
+    heavy = np.flatnonzero((labels < 0) & (weight >= min_size))
+    labels[heavy] = labels.max(initial=-1) + 1 + np.arange(len(heavy))
     found = sorted({int(label) for label in labels if label >= 0})
     members = {c: np.flatnonzero(labels == c) for c in found}
     hints = _name_hints([[texts[i] for i in members[c]] for c in found])
@@ -132,9 +150,10 @@ def _clusters(
     normed = l2_normalize(emb)
     for c, hint in zip(found, hints):
         idx = members[c]
-        centre = l2_normalize(normed[idx].mean(0))
+        centre = l2_normalize((normed[idx] * weight[idx, None]).sum(0))
         closest = idx[np.argsort(-(normed[idx] @ centre))[:n_examples]]
-        clusters.append(Cluster(0, len(idx), hint, [texts[i] for i in closest], [texts[i] for i in idx]))
+        size = int(weight[idx].sum())
+        clusters.append(Cluster(0, size, hint, [texts[i] for i in closest], [texts[i] for i in idx]))
     clusters.sort(key=lambda c: -c.size)
     for i, cluster in enumerate(clusters):
         cluster.id = i
