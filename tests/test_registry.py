@@ -135,6 +135,29 @@ def test_a_model_directory_from_the_previous_release_loads_and_predicts_the_same
     assert [p.intent.name for p in again.predict(expected["texts"])] == expected["intents"]
 
 
+def test_a_model_directory_from_the_release_before_the_trainer_loads_and_predicts_the_same(tmp_path):
+    """Format 2 as written before the trainer split: training arguments inside "classifier", no "training"."""
+    fixture = FIXTURE.parent / "model-format-2"
+    config = json.loads((fixture / "config.json").read_text())
+    assert "training" not in config and config["classifier"]["adapter"] == "auto"
+    expected = json.loads((FIXTURE.parent / "model-format-2-expected.json").read_text())
+    path = tmp_path / "old"
+    shutil.copytree(fixture, path)
+    clf = IntentClassifier.load(path, device="cpu")
+    assert clf.training is not None and clf.training.adapter == "auto" and clf.config.head == "linear"
+    predictions = clf.predict(expected["texts"])
+    assert [p.intent.name for p in predictions] == expected["intents"]
+    assert [p.intent.confidence for p in predictions] == pytest.approx(expected["confidences"], abs=1e-4)
+    assert [p.oos_score for p in predictions] == pytest.approx(expected["oos_scores"], abs=1e-4)
+    clf.save(path)  # written again: settings and provenance apart, same answers
+    saved = json.loads((path / "config.json").read_text())
+    assert "adapter" not in saved["classifier"] and saved["training"]["adapter"] == "auto"
+    again = IntentClassifier.load(path, device="cpu")
+    assert [p.intent.confidence for p in again.predict(expected["texts"])] == pytest.approx(
+        expected["confidences"], abs=1e-4
+    )
+
+
 def test_fixture_directory_is_what_the_previous_release_wrote():
     config = json.loads((FIXTURE / "config.json").read_text())
     assert config["format_version"] == 1 and "classifier" not in config and config["head"] == "linear"

@@ -283,3 +283,26 @@ def test_get_intents_says_which_intents_tuning_saw(tmp_path):
     with testclient.TestClient(create_app(ServeSettings(model_dir=str(tmp_path / "m")), clf)) as c:
         intents = {i["name"]: i["tuned"] for i in c.get("/intents").json()["intents"]}
     assert intents == {**{name: True for name in INTENTS}, "weather": False}
+
+
+def test_trainer_reuses_a_loaded_encoder_and_records_how_it_trained(tmp_path):
+    """The benchmark's and cross-validation's path: an encoder loaded once, trained on by the trainer, LoRA left
+    live (unmerged) for its owner to put back; the classifier keeps settings and provenance apart."""
+    from fewintent.encoder.lora import attach_lora, has_lora
+    from fewintent.model.adapting import LoadedEncoder, Trainer
+
+    encoder = make_tiny_encoder()
+    attach_lora(encoder)
+    before = {k: v.clone() for k, v in lora_state(encoder).items()}
+    args = AdaptArguments(base=str(tiny_model_dir()), adapter="none", steps=3, inner_lr=1e-2, device="cpu")
+    clf = Trainer(args, encoder=LoadedEncoder(encoder)).train(_data())
+    assert clf.encoder is encoder and has_lora(encoder)  # not merged: the owner restores it
+    assert any(not torch.equal(before[k], v) for k, v in lora_state(encoder).items())  # the steps trained it
+    assert clf.training == args.training() and clf.meta["steps"] == 3 and clf.meta["inner_lr"] == 1e-2
+    assert "steps" not in clf.config.to_dict() and clf.labels == list(INTENTS)
+    load_lora_state(encoder, before)
+    again = Trainer(replace(args, steps=0), encoder=LoadedEncoder(encoder)).unfitted().fit(_data())
+    assert again.labels == clf.labels and again.training is not None and again.training.steps == 0
+    clf.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["training"]["steps"] == 3 and "steps" not in saved["classifier"]

@@ -94,7 +94,7 @@ class Trainer:
     def train(self, examples: Examples) -> IntentClassifier:
         """A classifier fitted on ``examples`` (an IntentSet, ``{intent: [texts]}`` or a file path), after the
         encoder was trained on them where ``args`` say so (``steps``, ``tune``)."""
-        from fewintent.encoder.lora import attach_lora, merge_lora
+        from fewintent.encoder.lora import attach_lora, has_lora, merge_lora
 
         args = self.args
         data = as_intentset(examples, args.oos_label)
@@ -105,7 +105,7 @@ class Trainer:
         if args.steps > 0:
             from fewintent.model.tuning import adapt_on_support
 
-            if loaded.adapter is None:
+            if not has_lora(encoder):  # the frozen encoder: fresh LoRA layers to step in
                 attach_lora(encoder)
             lr = args.inner_lr if args.inner_lr is not None else float((loaded.adapter or {}).get("inner_lr", 1e-3))
             adapt_on_support(encoder, data, steps=args.steps, lr=lr, seed=args.seed, progress=self.training)
