@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -13,6 +14,18 @@ from rich.text import Text
 from fewintent.cli._common import THREADS_HELP, console, guarded, load_classifier, plain, progress_bar, set_threads
 from fewintent.data.io import read_messages
 from fewintent.errors import FewIntentError
+
+if TYPE_CHECKING:
+    from fewintent.model import IntentScore, Prediction
+
+
+def runner_up(prediction: Prediction) -> IntentScore | None:
+    """The intent to show beside the answer: the second in the ranking, or, when the answer is out of scope, the
+    best in-scope intent (the first in the ranking, which the fallback overruled)."""
+    ranking = prediction.intent_ranking
+    if prediction.is_oos:
+        return ranking[0] if ranking else None
+    return ranking[1] if len(ranking) > 1 else None
 
 
 @guarded
@@ -43,7 +56,7 @@ def predict(
         return
     table = Table("text", "intent", "confidence", "runner-up")
     for p in predictions:
-        runner = p.intent_ranking[1] if len(p.intent_ranking) > 1 else None
+        runner = runner_up(p)
         name = Text(p.intent.name, style="dim" if p.is_oos else "bold")
         table.add_row(
             plain(p.text),

@@ -22,7 +22,8 @@ messages = [
     "write me a poem about the sea",
 ]
 for p in clf.predict(messages):
-    runner_up = p.intent_ranking[1]
+    # out of scope, the ranking's first intent is the best in-scope one (what the fallback overruled)
+    runner_up = p.intent_ranking[0] if p.is_oos else p.intent_ranking[1]
     print(f"{p.text!r:50} -> {p.intent.name:15} {p.intent.confidence:.2f}  (next: {runner_up.name})")
 
 # Add an intent live: no retraining, the other intents are untouched.
@@ -30,4 +31,6 @@ clf.add_intent("gift_cards", ["do you sell gift cards", "can I buy a voucher", "
 print(clf.predict(["I'd like to buy a gift voucher for my dad"])[0].intent.name)
 
 print(evaluate(clf, read_intent_file(DATA / "demo_company_test.jsonl", for_training=False)).to_dict())
-clf.save("models/demo")  # safetensors + JSON + model card; IntentClassifier.load("models/demo") reads it back
+# safetensors + JSON + model card, in a directory of its own: models/demo is the README's command-line model
+clf.save("models/quickstart")
+print("saved models/quickstart; IntentClassifier.load('models/quickstart') reads it back")
