@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,13 @@ from fewintent.bench.config import parse_adapter_options, resolve_adapter_for
 from fewintent.bench.context import BenchContext, Skip
 from fewintent.bench.data import Corpora, Row
 from fewintent.bench.encoders import EncoderPool
-from fewintent.bench.methods import FROZEN_PROTOTYPE, ClassifierMethod, LogRegMethod, parse_method
+from fewintent.bench.methods import METHODS, LogRegMethod, Method, Outcome, ProductMethod, SpeedPlan, build_method
 from fewintent.bench.metrics import auroc, precision_recall_curve
-from fewintent.bench.results import ResultStore, load_rows
+from fewintent.bench.results import ResultRow, ResultStore, load_rows
 from fewintent.encoder.lora import attach_lora, save_adapter
 from fewintent.errors import FewIntentError
 
+FROZEN_PROTOTYPE = "frozen-prototype"
 # --------------------------------------------------------------------------- a tiny corpus on disk
 
 DOMAINS = {
@@ -149,7 +151,7 @@ def test_every_method_gets_identical_episodes(tmp_path, monkeypatch):
     cfg = tiny_config(root, tmp_path / "out", protocols=("episodic",), episode_shots=(1,), episode_ways=(5, "all"))
     ctx = tiny_context(cfg)
     seen: dict[str, list] = {}
-    for cls in (ClassifierMethod, LogRegMethod):
+    for cls in (ProductMethod, LogRegMethod):
         original = cls.run
 
         def spy(self, support, queries, *, want_threshold=False, _orig=original):  # type: ignore[no-untyped-def]
@@ -192,28 +194,34 @@ def test_leave_one_out_adapter_is_the_one_chosen(tmp_path):
         ("hwu64", "minilm-meta-no-hwu64"),
         ("banking77_oos:id", "minilm-meta-no-banking77"),  # built from BANKING77
     ]:
-        method = ctx.method("fewintent-protonet", "fullway", dataset)
-        assert isinstance(method, ClassifierMethod) and method.adapter_dir is not None
+        method = build_method(ctx, "fewintent-protonet", "fullway", dataset)
+        assert isinstance(method, ProductMethod) and method.adapter_dir is not None
         assert method.adapter_dir.name == expected
     # the shipped adapters here are protonet ones: fomaml rows are skipped, saying what to pass
-    skip = ctx.method("fewintent-fomaml", "fullway", "hwu64")
+    skip = build_method(ctx, "fewintent-fomaml", "fullway", "hwu64")
     assert isinstance(skip, Skip) and "protonet, not fomaml" in skip.reason
     # no such adapter: a skip with the option to use
     cfg.adapters = parse_adapter_options(["fomaml=" + str(tmp_path / "nowhere-{dataset}")])
-    skip = ctx.method("fewintent-fomaml-steps5", "fullway", "hwu64")
+    skip = build_method(ctx, "fewintent-fomaml-steps5", "fullway", "hwu64")
     assert isinstance(skip, Skip) and "--adapter fomaml=" in skip.reason and "nowhere-hwu64" in skip.reason
-    assert parse_method("fewintent-fomaml-steps5").steps == 5
+    steps = ProductMethod("fewintent-fomaml-steps5-oos-nearest", ctx)
+    assert (steps.steps, steps.head, steps.oos_score, steps.tune) == (5, "prototype", "nearest", False)
+    tuned = ProductMethod("frozen-linear-tune", ctx)
+    assert (tuned.algorithm, tuned.head, tuned.tune, tuned.intent_names) == (None, "linear", True, True)
+    for bad in ("fewintent-linear-steps5", "fewintent-fomaml-steps5-tune", "frozen-linear-oos-nope", "bert"):
+        with pytest.raises(FewIntentError):
+            build_method(ctx, bad, "fullway", "hwu64")
 
 
 def test_an_adapter_that_saw_the_dataset_is_refused(tmp_path):
     leaky = _tiny_adapter(tmp_path / "leaky", algorithm="protonet", training={"datasets": ["clinc150", "hwu64"]})
     cfg = tiny_config(make_corpus(tmp_path / "data"), tmp_path / "out")
     cfg.adapters = parse_adapter_options([f"protonet={leaky}"])
-    skip = tiny_context(cfg).method("fewintent-protonet", "fullway", "clinc150")
+    skip = build_method(tiny_context(cfg), "fewintent-protonet", "fullway", "clinc150")
     assert isinstance(skip, Skip) and "meta-trained on clinc150" in skip.reason
     # held-out domains: an adapter trained on all of HWU64 cannot score HWU64's held-out domains
     cfg.adapters = parse_adapter_options([f"episodic:protonet={leaky}"])
-    skip = tiny_context(cfg).method("fewintent-protonet", "episodic", "hwu64", heldout=("alarm", "iot", "music"))
+    skip = build_method(tiny_context(cfg), "fewintent-protonet", "episodic", "hwu64", ("alarm", "iot", "music"))
     assert isinstance(skip, Skip) and "alarm" in skip.reason
     honest = _tiny_adapter(
         tmp_path / "honest",
@@ -222,8 +230,8 @@ def test_an_adapter_that_saw_the_dataset_is_refused(tmp_path):
         excluded_domains=["hwu64:alarm", "hwu64:iot", "hwu64:music"],
     )
     cfg.adapters = parse_adapter_options([f"episodic:protonet={honest}"])
-    ok = tiny_context(cfg).method("fewintent-protonet", "episodic", "hwu64", heldout=("alarm", "iot", "music"))
-    assert isinstance(ok, ClassifierMethod)
+    ok = build_method(tiny_context(cfg), "fewintent-protonet", "episodic", "hwu64", ("alarm", "iot", "music"))
+    assert isinstance(ok, ProductMethod)
     path, _ = resolve_adapter_for(str(honest), "hwu64", ())
     assert path == honest
 
@@ -268,25 +276,20 @@ def test_no_test_row_ever_reaches_a_threshold(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", [FROZEN_PROTOTYPE, "frozen-linear", "frozen-linear-oos-mahalanobis"])
-def test_bench_heads_match_the_classifier(name):
+def test_bench_heads_match_the_classifier(name, tmp_path):
     """The benchmark's rows come from the product's own head: same rankings, OOS scores and threshold."""
     from fewintent.data import IntentSet
     from fewintent.model import IntentClassifier
 
     support = IntentSet.from_pairs([(f"{w} {i}", w) for w in ("alpha", "beta", "gamma") for i in range(4)])
     queries = ["alpha 9", "beta beta", "gamma ray", "delta"]
-    pool = EncoderPool(make_tiny_encoder)
-    spec = parse_method(name)
-    outcome = ClassifierMethod(spec, pool, None).run(support, {"q": queries}, want_threshold=True)
-    clf = IntentClassifier(
-        make_tiny_encoder(), head=spec.head, oos_score=spec.oos_score, intent_names=spec.intent_names
-    ).fit(support)
-    assert outcome.extra["intent_names"] == (spec.head.value == "linear")
-    assert outcome.labels == clf.labels and outcome.extra["head"] == spec.head.value
+    method = ProductMethod(name, tiny_context(tiny_config(tmp_path, tmp_path / "out")))
+    outcome = method.run(support, {"q": queries}, want_threshold=True)
+    clf = IntentClassifier(make_tiny_encoder(), **method.settings).fit(support)
+    assert outcome.extra["intent_names"] == (method.head == "linear")
+    assert outcome.labels == clf.labels and outcome.extra["head"] == method.head
     assert np.allclose(outcome.oos_score("q"), [p.oos_score for p in clf.predict(queries)], atol=1e-4)
-    assert np.allclose(
-        torch.softmax(torch.tensor(outcome.scores["q"]), -1).numpy(), clf.predict_proba(queries), atol=1e-4
-    )
+    assert np.allclose(outcome.scores["q"], clf.predict_proba(queries), atol=1e-4)
     ranked = [outcome.labels[i] for i in outcome.scores["q"].argmax(1)]
     assert ranked == [p.intent_ranking[0].name for p in clf.predict(queries)]
     assert outcome.support_threshold == pytest.approx(clf.threshold, abs=1e-6)
@@ -372,13 +375,13 @@ def test_missing_only_fills_gaps_without_rerunning(tmp_path, monkeypatch):
     cfg = tiny_config(root, tmp_path / "out", datasets=("banking77",), shots=(5,), methods=(FROZEN_PROTOTYPE,))
     fullway(tiny_context(cfg))
     calls: list[str] = []
-    original = ClassifierMethod.run
+    original = ProductMethod.run
 
     def spy(self, support, queries, *, want_threshold=False):  # type: ignore[no-untyped-def]
         calls.append(self.name)
         return original(self, support, queries, want_threshold=want_threshold)
 
-    monkeypatch.setattr(ClassifierMethod, "run", spy)
+    monkeypatch.setattr(ProductMethod, "run", spy)
     again = tiny_config(
         root,
         cfg.out,
@@ -412,7 +415,7 @@ def test_discovery_protocol_rows_and_report(tmp_path):
     assert len(discovery_table(list(rows.values()))) == 3
 
 
-def test_one_shot_episodes_fit_without_a_warning_each():
+def test_one_shot_episodes_fit_without_a_warning_each(tmp_path):
     """The benchmark's 1-shot episodes are 1-shot on purpose: no 'cannot be calibrated' warning per episode."""
     import warnings
 
@@ -422,7 +425,7 @@ def test_one_shot_episodes_fit_without_a_warning_each():
     support = IntentSet.from_pairs([(f"{w} one", w) for w in ("alpha", "beta", "gamma")])
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", FewIntentWarning)
-        ClassifierMethod(parse_method("frozen-linear"), EncoderPool(make_tiny_encoder), None).run(
+        ProductMethod("frozen-linear", tiny_context(tiny_config(tmp_path, tmp_path / "out"))).run(
             support, {"q": ["x"]}
         )
     assert not [w for w in seen if issubclass(w.category, FewIntentWarning)]
@@ -442,3 +445,40 @@ def test_setfit_time_ratios_say_faster_or_slower_in_words():
     assert "269x slower than `fewintent-linear`" in line
     assert "1.4x slower than `fewintent-linear-tune`" in line
     assert "2.0x faster than `frozen-linear`" in line
+
+
+def test_results_json_is_read_and_written_back_unchanged(tmp_path):
+    """The committed results.json through ResultRow and the store's writer: the same file, byte for byte."""
+    committed = Path(__file__).parents[1] / "data" / "benchmarks" / "results.json"
+    rows = load_rows(committed)
+    store = ResultStore(tmp_path, {"id": "x"}, append=True)
+    store._write(rows)
+    assert (tmp_path / "results.json").read_bytes() == committed.read_bytes()
+    row = ResultRow(protocol="fullway", dataset="x", shots=5, method="m").but(adapter=None, odd={"kept": 1})
+    assert list(row.to_dict()) == ["protocol", "dataset", "shots", "method", "adapter", "odd"]
+    again = ResultRow.of(row.to_dict())
+    assert again.extra == {"odd": {"kept": 1}} and again.adapter is None and again["adapter"] is None
+    assert again.key == ("fullway", "x", 5, None, "m", None, None, "minilm")
+
+
+class _Majority(Method):
+    """A toy baseline: every query gets the support set's most frequent intent."""
+
+    def run(self, support, queries, *, want_threshold=False):  # type: ignore[no-untyped-def]
+        top = np.bincount([support.labels.index(i) for i in support.intents]).argmax()
+        scores = {k: np.eye(len(support.labels))[[top] * len(v)] for k, v in queries.items()}
+        return Outcome(support.labels, scores, 0.0, score_kind="probability")
+
+    def speed(self, device, support, cell):  # type: ignore[no-untyped-def]
+        return SpeedPlan(lambda: lambda texts: [support.labels[0]] * len(texts), {"note": "toy"})
+
+
+def test_a_new_baseline_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(METHODS, "majority", _Majority)
+    root = make_corpus(tmp_path / "data")
+    cfg = tiny_config(root, tmp_path / "out", methods=("majority",), datasets=("banking77", "clinc150"), shots=(5,))
+    run_benchmark(replace(cfg, protocols=("fullway", "oos", "speed")), encoder_factory=make_tiny_encoder)
+    rows = [r for r in load_rows(cfg.out / "results.json") if r.method == "majority"]
+    assert {r.protocol for r in rows if not r.skipped} == {"fullway", "oos", "speed"}
+    assert all(r.accuracy is not None for r in rows if r.protocol == "fullway")
+    assert "`majority`" in (cfg.out / "report.md").read_text()

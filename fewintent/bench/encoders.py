@@ -70,5 +70,9 @@ class EncoderPool:
         """Encode texts ahead (e.g. every episode's texts in one pass); costs are remembered per text."""
         self.embed(key, list(dict.fromkeys(texts)))
 
-    def loaded(self) -> list[str]:
-        return list(self._encoders)
+    def frozen_on(self, device: str) -> SentenceEncoder:
+        """The frozen encoder on ``device``: the shared one when it is there, else a new one moved there."""
+        _, enc = self.get(None)
+        if str(enc.device) == device or device == "cpu" and enc.device.type == "cpu":
+            return enc
+        return self.factory().to(device)

@@ -22,10 +22,11 @@ import torch
 
 from fewintent.bench.context import BenchContext, Skip
 from fewintent.bench.markdown import markdown_table
+from fewintent.bench.methods import build_method
 from fewintent.bench.metrics import percentile_ms
 from fewintent.bench.progress import Tracker
 from fewintent.bench.results import DEFAULT_ROW_BASE
-from fewintent.bench.rows import method_rank, ok_rows
+from fewintent.bench.rows import Rows, method_rank, ok_rows
 from fewintent.model import IntentClassifier
 
 VARIANTS = {"torch-fp32": None, "onnx-fp32": "fp32", "onnx-int8": "int8"}
@@ -49,7 +50,7 @@ def _build(ctx: BenchContext, dataset: str, split: str, work: Path) -> tuple[dic
     """Adapt on ``dataset``'s ``split`` as the product does on this base (its leave-one-out adapter; the frozen
     encoder where the base ships none for ``dataset``, as ``--adapter auto`` does for it); export fp32 and int8
     next to it. Also returns the adapter's name ("none": frozen)."""
-    method = ctx.method("fewintent-linear", "fullway", dataset)
+    method = build_method(ctx, "fewintent-linear", "fullway", dataset)
     adapter_dir = getattr(method, "adapter_dir", None)
     if isinstance(method, Skip) and not method.no_adapter:
         return method  # an adapter exists but must not be used here (it saw this dataset)
@@ -166,49 +167,37 @@ def onnx(ctx: BenchContext) -> None:
         tracker.advance()
 
 
-def onnx_table(rows: list[dict[str, Any]]) -> list[str]:
+def onnx_table(rows: Rows) -> list[str]:
     ok = ok_rows(rows, "onnx")
     if not ok:
         return []
-    head = [
-        "model",
-        "threads",
-        "top-1 agree",
-        "accuracy",
-        "OOS decision agree",
-        "p50 ms",
-        "p99 ms",
-        "texts/s",
-        "p50 speed-up",
-        "throughput ×",
-        "disk MB",
-        "worker RSS MB",
-        "worker start s",
-    ]
+    head = "model|threads|top-1 agree|accuracy|OOS decision agree|p50 ms|p99 ms|texts/s|p50 speed-up|throughput ×|"
+    head += "disk MB|worker RSS MB|worker start s"
     body = []
-    for r in sorted(ok, key=lambda r: (method_rank(r["method"])[0], r["device"], _variant_rank(r["method"]))):
+    for r in sorted(ok, key=lambda r: (method_rank(r.method)[0], r.device or "", _variant_rank(r.method))):
+        x, agree = r.extra, r.extra.get("oos_decision_agreement")
         body.append(
             [
-                f"`{r['method']}`",
-                r["device"].split(", ")[-1],
-                f"{100 * r['top1_agreement']:.2f}%",
-                f"{100 * r['top1_accuracy']:.2f}",
-                f"{100 * r['oos_decision_agreement']:.2f}%" if "oos_decision_agreement" in r else "—",
-                f"{r['latency_p50_ms']:.2f}",
-                f"{r['latency_p99_ms']:.2f}",
-                f"{r['throughput_qps']:.0f}",
-                f"{r['p50_speedup_vs_torch']:.2f}×",
-                f"{r['throughput_vs_torch']:.2f}×",
-                f"{r['disk_mb']:.1f}",
-                f"{r['worker_peak_rss_mb']:.0f}",
-                f"{r['worker_seconds']:.1f}",
+                f"`{r.method}`",
+                (r.device or "").split(", ")[-1],
+                f"{100 * x['top1_agreement']:.2f}%",
+                f"{100 * x['top1_accuracy']:.2f}",
+                "—" if agree is None else f"{100 * agree:.2f}%",
+                f"{r.latency_p50_ms:.2f}",
+                f"{r.latency_p99_ms:.2f}",
+                f"{r.throughput_qps:.0f}",
+                f"{x['p50_speedup_vs_torch']:.2f}×",
+                f"{x['throughput_vs_torch']:.2f}×",
+                f"{x['disk_mb']:.1f}",
+                f"{x['worker_peak_rss_mb']:.0f}",
+                f"{x['worker_seconds']:.1f}",
             ]
         )
-    adapters = {(r.get("base") or DEFAULT_ROW_BASE, r.get("adapter", "minilm-meta-no-banking77")) for r in ok}
+    adapters = {(r.base or DEFAULT_ROW_BASE, r.get("adapter", "minilm-meta-no-banking77")) for r in ok}
     models = ", ".join(
         f"{base}: `{adapter}`" if adapter != "none" else f"{base}: frozen" for base, adapter in sorted(adapters)
     )
-    onnx_torch = {r.get("torch_imported") for r in ok if not r["method"].startswith("torch-")}
+    onnx_torch = {r.extra.get("torch_imported") for r in ok if not r.method.startswith("torch-")}
     worker = (
         "torch is imported either way"
         if onnx_torch == {True}
@@ -223,7 +212,7 @@ def onnx_table(rows: list[dict[str, Any]]) -> list[str]:
         "a batch. Worker: a fresh process importing the serving stack, loading the directory and answering one "
         f"message (peak resident memory, wall time; {worker}).",
         "",
-        *markdown_table(head, body),
+        *markdown_table(head.split("|"), body),
     ]
 
 

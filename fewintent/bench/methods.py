@@ -1,4 +1,6 @@
-"""The methods compared, behind one interface: adapt on a support set, score query sets.
+"""The methods compared, behind one interface: built for one dataset of one protocol, they adapt on a support set
+and score query sets. :data:`METHODS` maps names to classes; each class says how it behaves (its adapter, its
+episode budget, how the speed protocol times it), so no other module checks a method's name.
 
 Names are fixed so results compare across runs:
 
@@ -13,16 +15,17 @@ Names are fixed so results compare across runs:
 - ``fewintent-protonet`` / ``fewintent-fomaml``: the meta-learned adapter of that algorithm, prototypes only
   (``--steps 0``); ``fewintent-<algo>-steps<N>``: the same adapter with ``N`` inner-loop steps on the support
   set before the prototypes (``fewintent adapt --steps N``). Each row also carries ``steps`` and ``head``.
+- ``<method>-oos-<score>``: the same method with another out-of-scope score (``fewintent adapt --oos-score``).
 - ``<method>-tune`` (``fewintent-linear-tune``, ``frozen-linear-tune``): the same method in accurate mode
-  (``fewintent adapt --tune``): ``IntentClassifier.adapt`` itself runs, so ``adapt_seconds`` is its whole wall time
-  (encoder load, tuning, encoding, head); the row's ``tune`` says what tuning did.
+  (``fewintent adapt --tune``).
 
 The linear-head methods use each intent's name as one more example (the product default since it won on
 ``valid``); the prototype-head methods do not, as when they were first measured (rows carry ``intent_names``).
 
-Every fewintent method (and ``frozen-prototype`` / ``frozen-linear``) builds its decision rule with
-``IntentClassifier.fit_embeddings``, the code ``fewintent adapt`` runs after encoding, so the report measures what
-users get; only the embeddings are cached across methods.
+Every fewintent method (and ``frozen-prototype`` / ``frozen-linear``) is the product itself: without steps or
+tuning an ``IntentClassifier`` on the run's shared encoder, fitted with ``fit_embeddings`` on cached embeddings
+and deciding with ``decide``; with them, ``IntentClassifier.adapt``, whose ``adapt_seconds`` is then its whole wall
+time (encoder load, training, encoding, head).
 """
 
 from __future__ import annotations
@@ -32,43 +35,33 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
-from fewintent.bench.config import ALGORITHMS
-from fewintent.bench.encoders import EncoderPool
+from fewintent.bench.config import ALGORITHMS, adapter_problem, adapter_template, resolve_adapter_for
+from fewintent.bench.context import BenchContext, Skip
 from fewintent.data.intentset import IntentSet
-from fewintent.encoder.encoder import SentenceEncoder
-from fewintent.encoder.lora import load_lora_state, lora_state
-from fewintent.encoder.registry import BaseSpec
+from fewintent.encoder.lora import read_adapter
 from fewintent.errors import FewIntentError, FewIntentWarning
-from fewintent.heads.logistic import HeadType
-from fewintent.meta.args import Algorithm
 from fewintent.model.calibration import calibrate_threshold
 from fewintent.model.classifier import IntentClassifier
-from fewintent.model.config import AdaptArguments
-from fewintent.model.oos import OosScore
+from fewintent.model.config import ClassifierConfig
 
-FROZEN_PROTOTYPE = "frozen-prototype"
-FROZEN_LINEAR = "frozen-linear"
-FROZEN_LOGREG = "frozen-logreg"
-FEWINTENT_LINEAR = "fewintent-linear"
 LOGREG_C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
-SETFIT = "setfit"
 DEFAULT_METHODS = (
-    FROZEN_PROTOTYPE,
-    FROZEN_LOGREG,
-    SETFIT,
-    FEWINTENT_LINEAR,
+    "frozen-prototype",
+    "frozen-logreg",
+    "setfit",
+    "fewintent-linear",
     "fewintent-protonet",
     "fewintent-fomaml",
     "fewintent-fomaml-steps5",
 )
-_FEWINTENT = re.compile(r"^fewintent-(" + "|".join(ALGORITHMS) + r")(-linear)?(?:-steps(\d+))?$")
+Predict = Callable[[list[str]], Any]
+Domains = tuple[str, ...]
 
 
 @dataclass
@@ -92,214 +85,207 @@ class Outcome:
         return self.scores[key].max(1)
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    family: str  # frozen-prototype | frozen-logreg | setfit | fewintent
-    algorithm: str | None = None
-    steps: int = 0
-    head: HeadType = HeadType.PROTOTYPE
-    oos_score: OosScore = OosScore.PROTOTYPE
-    tune: bool = False
+@dataclass
+class SpeedPlan:
+    """How the speed protocol times a method: ``adapt`` adapts on the support set as a user would (timed, memory
+    watched) and returns the function that predicts; ``fields`` go into the row (an ``adapt_seconds`` among them
+    replaces the timed one, e.g. SetFit's training time taken elsewhere)."""
 
-    @property
-    def intent_names(self) -> bool:
-        """The linear-head methods are today's product (intent names as examples, the default); the prototype-head
-        ones keep the configuration they were named for (examples only), so their rows stay comparable."""
-        return self.head is HeadType.LINEAR
-
-    def classifier(self, encoder: SentenceEncoder) -> IntentClassifier:
-        """The product configuration this method names, unfitted: head, OOS score and intent names."""
-        return IntentClassifier(encoder, head=self.head, oos_score=self.oos_score, intent_names=self.intent_names)
-
-
-TUNE_SUFFIX = "-tune"
-_OOS_SUFFIX = re.compile(r"^(.+)-oos-(" + "|".join(k.value for k in OosScore) + r")$")
-
-
-def parse_method(name: str) -> MethodSpec:
-    """``fewintent-fomaml-steps5`` -> family fewintent, algorithm fomaml, 5 steps; unknown names are refused.
-
-    Any fewintent or frozen-prototype/-linear name takes a ``-oos-<score>`` suffix (``fewintent-linear-oos-nearest``):
-    the same method with another out-of-scope score (``fewintent adapt --oos-score``).
-    """
-    m = _OOS_SUFFIX.match(name)
-    if m:
-        base = parse_method(m.group(1))
-        if base.family not in ("fewintent", FROZEN_PROTOTYPE):
-            raise FewIntentError(f"'{name}': only fewintent and frozen-prototype/-linear methods take -oos-<score>")
-        return replace(base, name=name, oos_score=OosScore(m.group(2)))
-    if name.endswith(TUNE_SUFFIX):
-        base = parse_method(name[: -len(TUNE_SUFFIX)])
-        if base.family not in ("fewintent", FROZEN_PROTOTYPE) or base.steps or base.tune:
-            raise FewIntentError(f"'{name}': only fewintent and frozen-prototype/-linear methods without steps tune")
-        return replace(base, name=name, tune=True)
-    if name in (FROZEN_PROTOTYPE, FROZEN_LOGREG, SETFIT):
-        return MethodSpec(name, name)
-    if name == FROZEN_LINEAR:
-        return MethodSpec(name, FROZEN_PROTOTYPE, head=HeadType.LINEAR)
-    if name == FEWINTENT_LINEAR:
-        return MethodSpec(name, "fewintent", Algorithm.PROTONET.value, head=HeadType.LINEAR)
-    m = _FEWINTENT.match(name)
-    if m:
-        head = HeadType.LINEAR if m.group(2) else HeadType.PROTOTYPE
-        return MethodSpec(name, "fewintent", m.group(1), int(m.group(3) or 0), head)
-    known = ", ".join(
-        (
-            FROZEN_PROTOTYPE,
-            FROZEN_LINEAR,
-            FROZEN_LOGREG,
-            SETFIT,
-            FEWINTENT_LINEAR,
-            "fewintent-protonet",
-            "fewintent-fomaml",
-        )
-    )
-    raise FewIntentError(
-        f"unknown method '{name}': use {known}, or fewintent-<protonet|fomaml>[-linear][-steps<N>], with -tune "
-        "for accurate mode"
-    )
-
-
-def _label_index(support: IntentSet) -> tuple[list[str], torch.Tensor]:
-    labels = support.labels
-    index = {label: i for i, label in enumerate(labels)}
-    return labels, torch.tensor([index[i] for i in support.intents], dtype=torch.long)
-
-
-def classifier_head(
-    encoder: SentenceEncoder,
-    spec: MethodSpec,
-    labels: list[str],
-    support_emb: torch.Tensor,
-    y: torch.Tensor,
-    oos_emb: torch.Tensor | None = None,
-) -> IntentClassifier:
-    """The product's decision rule on these embeddings: ``IntentClassifier.fit_embeddings``, product defaults."""
-    clf = spec.classifier(encoder)
-    with warnings.catch_warnings():  # 1-shot episodes are 1-shot on purpose: no warning per episode
-        warnings.simplefilter("ignore", FewIntentWarning)
-        return clf.fit_embeddings(labels, support_emb, y, oos_emb)
-
-
-def _score(clf: IntentClassifier, emb: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(intent scores the head ranks by, OOS score) for embedded queries, as ``IntentClassifier.decide`` uses them."""
-    table, x = clf.table, np.asarray(emb, dtype=np.float32)
-    sims = table.similarities(x)
-    return table.logits(x, sims, clf.scale), table.oos_scores(x, sims)
-
-
-def _outcome(
-    clf: IntentClassifier, labels: list[str], queries: dict[str, torch.Tensor], adapt: float, extra: dict[str, Any]
-) -> Outcome:
-    scored = {k: _score(clf, e) for k, e in queries.items()}
-    kind = "cosine" if clf.head is HeadType.PROTOTYPE else "logit"
-    return Outcome(
-        labels,
-        {k: v[0] for k, v in scored.items()},
-        adapt,
-        clf.threshold,
-        score_kind=kind,
-        extra={**extra, "head": clf.head.value, "oos_score": clf.oos_score.value, "intent_names": clf.intent_names},
-        oos_scores={k: v[1] for k, v in scored.items()},
-    )
+    adapt: Callable[[], Predict]
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class Method:
-    spec: MethodSpec
+    """One compared method. A new baseline is a subclass (``run``, and whichever hooks differ) and one line in
+    :data:`METHODS`; the protocols, the speed protocol and the report ask the method, never its name."""
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
+    steps = 0
+    """Inner-loop steps on the support set (a row field)."""
+    time_reference: ClassVar[bool] = False
+    """The method whose adaptation time the report compares the others' with (SetFit)."""
+    budget_flag: ClassVar[str] = ""
+    """The option that limits how many episodes it runs (:meth:`episodes`)."""
+
+    def __init__(self, name: str, ctx: BenchContext, dataset: str = "") -> None:
+        self.name, self.ctx, self.dataset = name, ctx, dataset
+
+    @classmethod
+    def validate(cls, name: str) -> None:
+        """Refuse (FewIntentError) a name of this family that is not a method."""
+
+    @classmethod
+    def build(cls, ctx: BenchContext, name: str, protocol: str, dataset: str, heldout: Domains) -> Method | Skip:
+        """The method for one dataset of one protocol, or why it gives no row there."""
+        return cls(name, ctx, dataset)
+
+    @classmethod
+    def episodes(cls, name: str, ctx: BenchContext, n: int) -> int:
+        """How many of ``n`` episodes it runs (a method that trains on every episode may run the first few)."""
+        return n
+
+    def refuse(self, support: IntentSet) -> str | None:
+        """Why it does not run on this support set (a budget), or None."""
+        return None
+
+    def warm_key(self) -> str | None:
+        """The shared embedding cache it reads (episodic encodes every text of the episodes ahead), if any."""
+        return None
 
     def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
         raise NotImplementedError
 
+    def speed(self, device: str, support: IntentSet, cell: tuple[str, int]) -> SpeedPlan | Skip:
+        """How the speed protocol times it on ``cell`` (dataset, shots)."""
+        raise NotImplementedError
 
-class ClassifierMethod(Method):
-    """The product's head (prototypes or linear) on an encoder (frozen, or with a meta-learned adapter),
-    optionally after inner-loop steps."""
 
-    def __init__(
-        self,
-        spec: MethodSpec,
-        pool: EncoderPool,
-        adapter_dir: Path | None,
-        *,
-        seed: int = 0,
-        inner_lr: float | None = None,
-        base: str | None = None,
-        device: str = "cpu",
-    ) -> None:
-        self.spec, self.pool, self.adapter_dir, self.seed, self.inner_lr = spec, pool, adapter_dir, seed, inner_lr
-        self.base, self.device = base, device
+_PRODUCT = re.compile(
+    rf"^(?:frozen-(?P<frozen>prototype|linear)|fewintent-(?:(?P<algo>{'|'.join(ALGORITHMS)})(?P<linear>-linear)?"
+    r"(?:-steps(?P<steps>\d+))?|(?P<default>linear)))(?:-oos-(?P<oos>[a-z]+))?(?P<tune>-tune)?$"
+)
+
+
+class ProductMethod(Method):
+    """The product, ``IntentClassifier``: ``frozen-*`` on the encoder alone (``--adapter none``), ``fewintent-*``
+    with the meta-learned adapter of its algorithm left out of the scored dataset."""
+
+    budget_flag = "steps-episodes"
+
+    def __init__(self, name: str, ctx: BenchContext, dataset: str = "") -> None:
+        super().__init__(name, ctx, dataset)
+        m = self._match(name)
+        self.algorithm = None if m["frozen"] else m["algo"] or ALGORITHMS[0]
+        self.head = m["frozen"] or ("linear" if m["linear"] or m["default"] else "prototype")
+        self.oos_score, self.steps, self.tune = m["oos"] or "prototype", int(m["steps"] or 0), bool(m["tune"])
+        self.intent_names = self.head == "linear"  # the configuration each name was first measured with
+        self.adapter_dir: Path | None = None
+
+    @classmethod
+    def _match(cls, name: str) -> re.Match[str]:
+        m = _PRODUCT.match(name)
+        if m is None:
+            raise FewIntentError(
+                f"unknown method '{name}': use {', '.join(METHODS_SHOWN)}, or fewintent-<{'|'.join(ALGORITHMS)}>"
+                "[-linear][-steps<N>], with -oos-<score> for another out-of-scope score and -tune for accurate mode"
+            )
+        if m["tune"] and m["steps"]:
+            raise FewIntentError(f"'{name}': only fewintent and frozen-prototype/-linear methods without steps tune")
+        head = m["frozen"] or ("linear" if m["linear"] or m["default"] else "prototype")
+        ClassifierConfig(head=head, oos_score=m["oos"] or "prototype")  # refuses an unknown or unfit OOS score
+        return m
+
+    @classmethod
+    def validate(cls, name: str) -> None:
+        cls._match(name)
+
+    @classmethod
+    def build(cls, ctx: BenchContext, name: str, protocol: str, dataset: str, heldout: Domains) -> Method | Skip:
+        method, cfg, base = cls(name, ctx, dataset), ctx.config, ctx.base
+        if method.algorithm is None:
+            return method
+        template = adapter_template(cfg.adapters, protocol, method.algorithm)
+        path, asked = resolve_adapter_for(template, dataset, cfg.adapter_dirs, base)
+        if path is None and "{leave_out}" in template and base.leave_out_adapter is None:
+            return Skip(f"the {base.name} base ships no leave-one-dataset-out adapters (its product is frozen)", True)
+        if path is None:
+            flag = f"{protocol}:{method.algorithm}" if protocol == "episodic" else method.algorithm
+            return Skip(f"adapter '{asked}' not found (pass --adapter {flag}=NAME_OR_PATH once it exists)", True)
+        # speed measures time only: any adapter of the right layout times the same, so "saw the data" is no bar
+        config, _ = read_adapter(path)
+        problem = adapter_problem(config, method.algorithm, "" if protocol == "speed" else dataset, heldout)
+        if problem:
+            return Skip(f"adapter '{asked}' not used: {problem}")
+        method.adapter_dir = path
+        return method
+
+    @classmethod
+    def episodes(cls, name: str, ctx: BenchContext, n: int) -> int:
+        budget = ctx.config.steps_episodes
+        return min(n, budget) if budget and cls._match(name)["steps"] else n
+
+    @property
+    def cached(self) -> bool:
+        """Nothing trains on the support set: the run's shared encoder and its embedding cache serve."""
+        return not (self.steps or self.tune)
+
+    def warm_key(self) -> str | None:
+        return self.ctx.pool.get(self.adapter_dir)[0] if self.cached else None
+
+    def arguments(self, device: str) -> dict[str, Any]:
+        """What ``fewintent adapt`` is told for this method."""
+        adapter = "none" if self.adapter_dir is None else str(self.adapter_dir)
+        return {**self.settings, "base": self.ctx.base.name, "adapter": adapter, "seed": self.ctx.config.seed,
+                "steps": self.steps, "tune": self.tune, "device": device}  # fmt: skip
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"head": self.head, "oos_score": self.oos_score, "intent_names": self.intent_names}
 
     def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
-        if self.spec.tune:
-            return self._run_tuned(support, queries)
-        key, encoder = self.pool.get(self.adapter_dir)
-        labels, y = _label_index(support)
-        if self.spec.steps == 0:
-            emb, enc_cost = self.pool.embed(key, support.texts)
-            oos_emb, oos_cost = self.pool.embed(key, support.oos_texts)
+        fields: dict[str, Any] = {"adapter": adapter_note(self.adapter_dir)}
+        if self.cached:
+            pool = self.ctx.pool
+            key, encoder = pool.get(self.adapter_dir)
+            index = {label: i for i, label in enumerate(support.labels)}
+            emb, seconds = pool.embed(key, support.texts)
+            oos_emb, oos_seconds = pool.embed(key, support.oos_texts)
             start = time.perf_counter()
-            clf = classifier_head(encoder, self.spec, labels, emb, y, oos_emb)
+            clf = IntentClassifier(encoder, **self.settings)
+            with warnings.catch_warnings():  # 1-shot episodes are 1-shot on purpose: no warning per episode
+                warnings.simplefilter("ignore", FewIntentWarning)
+                clf.fit_embeddings(support.labels, emb, [index[i] for i in support.intents], oos_emb)
             # encoding time as if uncached (remembered per text) + the head's own time
-            adapt = enc_cost + oos_cost + time.perf_counter() - start
-            embedded = {k: self.pool.embed(key, v)[0] for k, v in queries.items()}
-            return _outcome(clf, labels, embedded, adapt, self._adapter_fields(key))
-        return self._run_with_steps(encoder, support, labels, y, queries)
-
-    def _adapter_fields(self, key: str) -> dict[str, Any]:
-        if self.adapter_dir is None:
-            return {"adapter": None}
-        config = self.pool.adapter_config(key)
-        return {"adapter": adapter_note(self.adapter_dir), "adapter_created": config.get("created")}
-
-    def _run_with_steps(self, encoder, support, labels, y, queries) -> Outcome:  # type: ignore[no-untyped-def]
-        from fewintent.model.tuning import adapt_on_support  # issue 3's inner loop, the one `adapt --steps` runs
-
-        key = self.pool.key(self.adapter_dir)
-        lr = self.inner_lr or float(self.pool.adapter_config(key).get("inner_lr", 1e-3))
-        saved = lora_state(encoder)
-        try:
-            torch.manual_seed(self.seed)
+            seconds += oos_seconds + time.perf_counter() - start
+            decided = {k: clf.decide(v, clf.table, pool.embed(key, v)[0], len(index)) for k, v in queries.items()}
+            if self.adapter_dir is not None:
+                fields["adapter_created"] = pool.adapter_config(key).get("created")
+        else:
             start = time.perf_counter()
-            adapt_on_support(encoder, support, steps=self.spec.steps, lr=lr, seed=self.seed)
-            emb = encoder.encode(support.texts)
-            oos_emb = encoder.encode(support.oos_texts) if support.oos_texts else None
-            clf = classifier_head(encoder, self.spec, labels, emb, y, oos_emb)
-            adapt = time.perf_counter() - start
-            embedded = {k: encoder.encode(v) for k, v in queries.items()}
-        finally:
-            load_lora_state(encoder, saved)  # the next task starts from the meta-learned weights again
-        return _outcome(clf, labels, embedded, adapt, {**self._adapter_fields(key), "inner_lr": lr})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FewIntentWarning)
+                clf = IntentClassifier.adapt(support, **self.arguments(self.ctx.config.device))
+            seconds = time.perf_counter() - start
+            decided = {k: clf.predict(v, top_k=len(clf.labels)) for k, v in queries.items()}
+            meta = clf.meta
+            if self.adapter_dir is not None:
+                fields["adapter_created"] = (meta.get("adapter") or {}).get("created")
+            if self.steps:
+                fields["inner_lr"] = meta.get("inner_lr")
+            if self.tune:
+                tune = meta.get("tune") or {}
+                keep = ("epochs_run", "kept_epoch", "seconds", "stopped_by", "held_out_accuracy", "recipe")
+                fields["tune"] = {k: tune[k] for k in keep if k in tune}
+        index = {label: i for i, label in enumerate(clf.labels)}
+        scores, oos = {}, {}
+        for k, predictions in decided.items():
+            scores[k] = np.zeros((len(predictions), len(index)))
+            for row, p in enumerate(predictions):
+                scores[k][row, [index[s.name] for s in p.intent_ranking]] = [s.confidence for s in p.intent_ranking]
+            oos[k] = np.array([p.oos_score for p in predictions])
+        kind = "cosine" if self.head == "prototype" else "logit"
+        extra = {**fields, **self.settings}
+        return Outcome(clf.labels, scores, seconds, clf.threshold, kind, extra, oos)
 
-    def _run_tuned(self, support: IntentSet, queries: dict[str, list[str]]) -> Outcome:
-        """Accurate mode, as ``fewintent adapt --tune`` runs it: a fresh encoder with this method's adapter,
-        tuned on the support set; the adapt time is the whole ``IntentClassifier.adapt`` call."""
-        args = AdaptArguments(
-            base=self.base,
-            adapter="none" if self.adapter_dir is None else str(self.adapter_dir),
-            head=self.spec.head,
-            oos_score=self.spec.oos_score,
-            intent_names=self.spec.intent_names,
-            tune=True,
-            seed=self.seed,
-            device=self.device,
-        )
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FewIntentWarning)
-            clf = IntentClassifier.adapt(support, args)
-        adapt = time.perf_counter() - start
-        embedded = {k: clf.encoder.encode(v) for k, v in queries.items()}
-        tune = clf.meta["tune"]
-        fields = {"adapter": adapter_note(self.adapter_dir)}
-        if self.adapter_dir is not None:
-            fields["adapter_created"] = (clf.meta.get("adapter") or {}).get("created")
-        summary = {k: tune[k] for k in ("epochs_run", "kept_epoch", "seconds", "stopped_by", "held_out_accuracy")}
-        return _outcome(clf, clf.labels, embedded, adapt, {**fields, "tune": {**summary, "recipe": tune["recipe"]}})
+    def speed(self, device: str, support: IntentSet, cell: tuple[str, int]) -> SpeedPlan | Skip:
+        if self.tune:
+            return Skip("a -tune method's adapt time (minutes of training) is in its fullway and oos rows")
+        fields = {**self.settings, "adapter": adapter_note(self.adapter_dir)}
+        args = self.arguments(device)
+        if self.steps:  # the steps train the encoder: adapt loads its own (the load is in its time)
+            fields["adapt_timed"] = "IntentClassifier.adapt, encoder load included"
+
+            def adapt_with_steps() -> Predict:
+                clf = IntentClassifier.adapt(support, **args)
+                return lambda texts: clf.predict(texts, top_k=1)
+
+            return SpeedPlan(adapt_with_steps, fields)
+        clf = IntentClassifier.unfitted(**args)  # loaded (and its adapter merged) before the clock starts
+
+        def adapt() -> Predict:
+            clf.fit(support)
+            return lambda texts: clf.predict(texts, top_k=1)
+
+        return SpeedPlan(adapt, fields)
 
 
 def adapter_note(adapter_dir: Path | None) -> str | None:
@@ -308,60 +294,63 @@ def adapter_note(adapter_dir: Path | None) -> str | None:
     return adapter_dir.name if "fewintent/adapters" in adapter_dir.as_posix() else str(adapter_dir)
 
 
+def _label_ids(support: IntentSet) -> np.ndarray:
+    index = {label: i for i, label in enumerate(support.labels)}
+    return np.array([index[i] for i in support.intents])
+
+
 class LogRegMethod(Method):
     """scikit-learn's logistic regression on the frozen encoder's embeddings, ``C`` tuned on ``valid``.
 
-    ``valid`` gives the dataset's ``valid`` split (None: no tuning, ``C=1``); each support set gets the ``C`` of
-    :data:`LOGREG_C_GRID` with the best accuracy on the ``valid`` rows of its intents. ``test`` is never read.
+    Each support set gets the ``C`` of :data:`LOGREG_C_GRID` with the best accuracy on the dataset's ``valid`` rows
+    of its intents (episodic episodes read their own intents' rows; no rows: ``C=1``). ``test`` is never read.
     """
 
-    def __init__(
-        self,
-        pool: EncoderPool,
-        *,
-        seed: int = 0,
-        valid: Callable[[], IntentSet] | None = None,
-        in_scope_recall: float = 0.95,
-    ) -> None:
-        self.spec, self.pool, self.seed, self.valid = MethodSpec(FROZEN_LOGREG, FROZEN_LOGREG), pool, seed, valid
-        self.in_scope_recall = in_scope_recall  # the product's target on this base, so OOS rows compare
+    def __init__(self, name: str, ctx: BenchContext, dataset: str = "") -> None:
+        super().__init__(name, ctx, dataset)
+        self.corpus = dataset.split(":")[0]  # OOS settings are named like banking77_oos:id
+        self.in_scope_recall = ctx.base.constants.in_scope_recall  # the product's target on this base, so OOS compares
         self.c = 1.0
         self._tuned: dict[tuple[tuple[str, ...], int], float] = {}
 
-    def _fit(self, x: np.ndarray, y: np.ndarray, c: float | None = None):  # type: ignore[no-untyped-def]
+    def warm_key(self) -> str | None:
+        return self.ctx.pool.get(None)[0]
+
+    def _fit(self, x: np.ndarray, y: Any, c: float | None = None):  # type: ignore[no-untyped-def]
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=self.c if c is None else c, max_iter=3000, random_state=self.seed).fit(x, y)
+        seed = self.ctx.config.seed
+        return LogisticRegression(C=self.c if c is None else c, max_iter=3000, random_state=seed).fit(x, y)
 
     def _tune(self, key: str, labels: list[str], x: np.ndarray, y: np.ndarray) -> tuple[float, str]:
-        if self.valid is None:
+        if not self.corpus:
             return 1.0, "default"
         cache_key = (tuple(labels), len(y))
         if cache_key not in self._tuned:
-            valid = self.valid()
+            valid = self.ctx.corpora.labelled(self.corpus, "valid")
             index = {label: i for i, label in enumerate(labels)}
             rows = [(t, index[i]) for t, i in zip(valid.texts, valid.intents) if i in index]
             if not rows:
                 return 1.0, "default (no valid rows for these intents)"
-            xv = self.pool.embed(key, [t for t, _ in rows])[0].numpy()
+            xv = self.ctx.pool.embed(key, [t for t, _ in rows])[0].numpy()
             yv = np.array([i for _, i in rows])
             accuracy = {c: float((self._fit(x, y, c).predict(xv) == yv).mean()) for c in LOGREG_C_GRID}
             self._tuned[cache_key] = max(LOGREG_C_GRID, key=lambda c: (accuracy[c], -c))
         return self._tuned[cache_key], "valid"
 
     def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
-        key, _ = self.pool.get(None)
-        labels, y_t = _label_index(support)
-        emb, enc_cost = self.pool.embed(key, support.texts)
-        x, y = emb.numpy(), y_t.numpy()
-        self.c, source = self._tune(key, labels, x, y)
+        pool = self.ctx.pool
+        key, _ = pool.get(None)
+        emb, enc_cost = pool.embed(key, support.texts)
+        x, y = emb.numpy(), _label_ids(support)
+        self.c, source = self._tune(key, support.labels, x, y)
         start = time.perf_counter()
         clf = self._fit(x, y)
         adapt = enc_cost + time.perf_counter() - start
         threshold = self._support_threshold(x, y) if want_threshold else None
-        scores = {k: clf.predict_proba(self.pool.embed(key, v)[0].numpy()) for k, v in queries.items()}
+        scores = {k: clf.predict_proba(pool.embed(key, v)[0].numpy()) for k, v in queries.items()}
         extra = {"C": self.c, "C_source": source}
-        return Outcome(labels, scores, adapt, threshold, score_kind="probability", extra=extra)
+        return Outcome(support.labels, scores, adapt, threshold, score_kind="probability", extra=extra)
 
     def _support_threshold(self, x: np.ndarray, y: np.ndarray) -> float | None:
         """Out-of-fold max probabilities of the support examples, cut to keep 95% of them (k-fold, k <= 5)."""
@@ -372,38 +361,67 @@ class LogRegMethod(Method):
             return None
         top = np.empty(len(y))
         n_classes = int(y.max()) + 1
-        for train, held in StratifiedKFold(k, shuffle=True, random_state=self.seed).split(x, y):
+        for train, held in StratifiedKFold(k, shuffle=True, random_state=self.ctx.config.seed).split(x, y):
             clf = self._fit(x[train], y[train])
             proba = np.zeros((len(held), n_classes))
             proba[:, clf.classes_] = clf.predict_proba(x[held])
             top[held] = proba.max(1)
         return calibrate_threshold(top, None, in_scope_recall=self.in_scope_recall)
 
+    def speed(self, device: str, support: IntentSet, cell: tuple[str, int]) -> SpeedPlan | Skip:
+        encoder = self.ctx.pool.frozen_on(device)
 
-def setfit_available() -> str | None:
-    """None when SetFit can run, else why not (with the fix)."""
-    try:
-        import setfit  # noqa: F401
-    except ImportError:
-        return "setfit is not installed: pip install 'fewintent[bench]'"
-    return None
+        def adapt() -> Predict:
+            from sklearn.linear_model import LogisticRegression
+
+            x = encoder.encode(support.texts).numpy()
+            clf = LogisticRegression(max_iter=1000, random_state=self.ctx.config.seed).fit(x, support.intents)
+            return lambda texts: clf.predict_proba(encoder.encode(texts).numpy())
+
+        return SpeedPlan(adapt)
 
 
 class SetFitMethod(Method):
     """SetFit (contrastive fine-tuning of the same base encoder, then a logistic-regression head).
 
-    ``iterations=None`` is the library's default recipe (every pair, oversampled); an integer sets
+    ``--setfit-iterations`` unset is the library's default recipe (every pair, oversampled); an integer sets
     ``num_iterations`` (the SetFit paper's recipe is 20), recorded in each row.
     """
 
-    def __init__(
-        self, *, device: str = "cpu", seed: int = 0, iterations: int | None = None, base: BaseSpec | None = None
-    ) -> None:
-        self.spec, self.device, self.seed, self.iterations = MethodSpec(SETFIT, SETFIT), device, seed, iterations
-        self.base = base
-        self.last_model: Any = None
+    time_reference, budget_flag = True, "setfit-episodes"
 
-    def default_steps(self, n_texts: int, labels: list[int]) -> int:
+    def __init__(self, name: str, ctx: BenchContext, *, device: str | None = None) -> None:
+        super().__init__(name, ctx)
+        self.device, self.iterations = device or ctx.config.device, ctx.config.setfit_iterations
+        self.last_model: Any = None
+        self.last_seconds: float | None = None
+
+    @classmethod
+    def build(cls, ctx: BenchContext, name: str, protocol: str, dataset: str, heldout: Domains) -> Method | Skip:
+        try:
+            import setfit  # noqa: F401
+        except ImportError:
+            return Skip("setfit is not installed: pip install 'fewintent[bench]'")
+        if protocol == "episodic" and not ctx.config.setfit_episodes:
+            return Skip("SetFit trains once per episode: give --setfit-episodes N to run it on N episodes")
+        return cls(name, ctx)
+
+    @classmethod
+    def episodes(cls, name: str, ctx: BenchContext, n: int) -> int:
+        return min(n, ctx.config.setfit_episodes)
+
+    def refuse(self, support: IntentSet) -> str | None:
+        n, budget = len(support.texts), self.ctx.config.setfit_max_support
+        if n <= budget:
+            return None
+        steps = self.default_steps(n, _label_ids(support).tolist())
+        return (
+            f"support of {n} texts is over --setfit-max-support {budget} "
+            f"(SetFit's default recipe would train {steps} steps here; raise the budget to run it)"
+        )
+
+    @staticmethod
+    def default_steps(n_texts: int, labels: list[int]) -> int:
         """Training steps the library's default recipe takes on this support set (batch 16, one epoch)."""
         counts = np.bincount(labels)
         same = int(sum(c * (c + 1) // 2 for c in counts))  # setfit pairs include each text with itself
@@ -415,35 +433,30 @@ class SetFitMethod(Method):
 
         from fewintent.encoder.encoder import resolve_base
 
-        location = resolve_base(self.base.name if self.base else None).location
-        return SetFitModel.from_pretrained(str(location), device=self.device)
+        return SetFitModel.from_pretrained(str(resolve_base(self.ctx.base.name).location), device=self.device)
 
     def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
         from datasets import Dataset
         from setfit import Trainer, TrainingArguments
 
-        labels, y = _label_index(support)
+        labels, y = support.labels, _label_ids(support).tolist()
         model = self.load()
-        args = TrainingArguments(seed=self.seed, report_to="none")
+        args = TrainingArguments(seed=self.ctx.config.seed, report_to="none")
         if self.iterations is not None:
             args.num_iterations = self.iterations
-        train = Dataset.from_dict({"text": support.texts, "label": y.tolist()})
-        trainer = Trainer(model=model, args=args, train_dataset=train)
+        trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": support.texts, "label": y}))
         start = time.perf_counter()
         trainer.train()
         adapt = time.perf_counter() - start
-        default_steps = self.default_steps(len(support.texts), y.tolist())
-        batch = int(args.embedding_batch_size)
+        default_steps = self.default_steps(len(support.texts), y)
         # setfit makes 2 * num_iterations pairs per text (one positive, one negative), one epoch by default
-        steps = (
-            default_steps if self.iterations is None else math.ceil(2 * self.iterations * len(support.texts) / batch)
-        )
+        batch = int(args.embedding_batch_size)
+        steps = default_steps if self.iterations is None else math.ceil(2 * self.iterations * len(y) / batch)
         scores = {}
         for k, v in queries.items():
             proba = np.asarray(model.predict_proba(v, batch_size=64, as_numpy=True))
-            full = np.zeros((len(v), len(labels)))
-            full[:, np.asarray(model.model_head.classes_)] = proba  # columns by class id
-            scores[k] = full
+            scores[k] = np.zeros((len(v), len(labels)))
+            scores[k][:, np.asarray(model.model_head.classes_)] = proba  # columns by class id
         extra: dict[str, Any] = {
             "recipe": "default" if self.iterations is None else f"num_iterations={self.iterations}",
             "train_steps": steps,
@@ -452,5 +465,69 @@ class SetFitMethod(Method):
         if steps:
             extra["seconds_per_step"] = adapt / steps
             extra["projected_default_seconds"] = adapt / steps * default_steps
-        self.last_model = model
+        self.last_model, self.last_seconds = model, adapt
         return Outcome(labels, scores, adapt, None, score_kind="probability", extra=extra)
+
+    def speed(self, device: str, support: IntentSet, cell: tuple[str, int]) -> SpeedPlan | Skip:
+        """SetFit's adaptation time is its full training on this split, in this run: reused from this run's fullway
+        row, else trained here (support within --setfit-max-support; its memory counts), else (with a note) the
+        newest fullway row in results.json. Latency and throughput are measured on the trained model if any."""
+        from fewintent.bench.results import load_rows
+
+        done = self.ctx.artifacts.get(("fullway", *cell, self.name))
+        fields: dict[str, Any] = {}
+        model: Any = None
+        if isinstance(done, SetFitMethod) and done.device == device:
+            model, fields["adapt_seconds"] = done.last_model, done.last_seconds
+            fields["adapt_seconds_source"] = "fullway row of this run"
+        elif self.refuse(support) is None:
+            fields["adapt_seconds_source"] = "trained in this speed run"
+        else:
+            for r in load_rows(self.ctx.store.path):
+                if (r.protocol, r.dataset, r.shots, r.method) == ("fullway", *cell, self.name) and r.adapt_seconds:
+                    fields["adapt_seconds"], fields["recipe"] = r.adapt_seconds, r.recipe
+                    run_id = (r.run or {}).get("id")
+                    fields["adapt_seconds_source"] = f"fullway row of run {run_id} (another run: load may differ)"
+            if "adapt_seconds" not in fields:
+                return Skip("no SetFit training time on this split (run fullway with setfit first)")
+
+        def adapt() -> Predict:
+            trained = model
+            if fields["adapt_seconds_source"] == "trained in this speed run":
+                runner = SetFitMethod(self.name, self.ctx, device=device)
+                outcome = runner.run(support, {})
+                trained, fields["adapt_seconds"] = runner.last_model, outcome.adapt_seconds
+                fields["recipe"] = outcome.extra.get("recipe")
+            if trained is None:  # inference cost does not depend on the trained weights
+                from sklearn.linear_model import LogisticRegression
+
+                trained = SetFitMethod(self.name, self.ctx, device=device).load()
+                emb = trained.model_body.encode(support.texts, convert_to_numpy=True)
+                trained.model_head = LogisticRegression(max_iter=1000).fit(emb, support.intents)
+            return lambda texts: trained.predict_proba(texts, as_numpy=True)
+
+        return SpeedPlan(adapt, fields)
+
+
+METHODS: dict[str, type[Method]] = {
+    "frozen-logreg": LogRegMethod,
+    "setfit": SetFitMethod,
+    "frozen": ProductMethod,
+    "fewintent": ProductMethod,
+}
+"""Method names (or the family before the first ``-``) -> their class; the first match wins."""
+METHODS_SHOWN = ("frozen-prototype", "frozen-linear", "frozen-logreg", "setfit", "fewintent-linear")
+
+
+def method_class(name: str) -> type[Method]:
+    """The class of method ``name`` (validated: an unknown name is refused with the names there are)."""
+    cls = METHODS.get(name) or METHODS.get(name.split("-")[0], ProductMethod)
+    cls.validate(name)
+    return cls
+
+
+def build_method(
+    ctx: BenchContext, name: str, protocol: str, dataset: str, heldout: tuple[str, ...] = ()
+) -> Method | Skip:
+    """``name`` for one dataset of one protocol, with its leave-out adapter, or why it is skipped there."""
+    return method_class(name).build(ctx, name, protocol, dataset, heldout)

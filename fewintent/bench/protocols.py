@@ -14,9 +14,10 @@ import numpy as np
 from fewintent.bench.context import BenchContext, Skip
 from fewintent.bench.data import FULLWAY_DATASETS, HELDOUT_DOMAINS
 from fewintent.bench.episodes import EpisodeSpec, build_episodes, episodes_fingerprint
-from fewintent.bench.methods import SETFIT, Method, Outcome, SetFitMethod, parse_method
+from fewintent.bench.methods import Method, Outcome, build_method, method_class
 from fewintent.bench.metrics import auroc, mean_ci95, precision_recall_curve
 from fewintent.bench.progress import Tracker
+from fewintent.bench.results import ResultRow
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, IntentSet
 from fewintent.model.calibration import (
     best_f1_threshold,
@@ -30,20 +31,20 @@ def _rnd(x: float | None, digits: int = 4) -> float | None:
     return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), digits)
 
 
-def _write(ctx: BenchContext, tracker: Tracker, row: dict[str, Any]) -> None:
+def _write(ctx: BenchContext, tracker: Tracker, row: ResultRow) -> None:
     ctx.store.add(row)
-    if row.get("status") == "skipped":
+    if row.skipped:
         ctx.note_skip(row)
-        tracker.log(f"{row['dataset']} {row.get('shots')}-shot {row['method']}: skipped ({row['note']})")
+        tracker.log(f"{row.dataset} {row.shots}-shot {row.method}: skipped ({row.note})")
         return
-    shown = f"acc {row['accuracy']:.4f}" if row.get("accuracy") is not None else ""
-    if row.get("ci95") is not None:
-        shown += f" ± {row['ci95']:.4f}"
-    if row.get("oos_f1") is not None:
-        shown += f" oos-f1 {row['oos_f1']:.4f}"
-    where = f"{row['dataset']} {row.get('ways') or ''}{'-way ' if row.get('ways') else ''}{row.get('shots')}-shot"
-    source = f" ({row['threshold_source']} threshold)" if row.get("threshold_source") else ""
-    tracker.log(f"{where} {row['method']}{source}: {shown} adapt {row.get('adapt_seconds') or 0:.2f}s")
+    shown = f"acc {row.accuracy:.4f}" if row.accuracy is not None else ""
+    if row.ci95 is not None:
+        shown += f" ± {row.ci95:.4f}"
+    if row.oos_f1 is not None:
+        shown += f" oos-f1 {row.oos_f1:.4f}"
+    where = f"{row.dataset} {row.ways or ''}{'-way ' if row.ways else ''}{row.shots}-shot"
+    source = f" ({row.threshold_source} threshold)" if row.threshold_source else ""
+    tracker.log(f"{where} {row.method}{source}: {shown} adapt {row.adapt_seconds or 0:.2f}s")
 
 
 def limit(ctx: BenchContext, support: IntentSet, *evaluation: IntentSet) -> tuple[IntentSet, ...]:
@@ -60,25 +61,20 @@ def limit(ctx: BenchContext, support: IntentSet, *evaluation: IntentSet) -> tupl
     return tuple(out)
 
 
-def _skip_row(base: dict[str, Any], method: str, reason: str) -> dict[str, Any]:
-    return {**base, "method": method, "status": "skipped", "note": reason}
+def _skip_row(base: ResultRow, method: str, reason: str) -> ResultRow:
+    return base.but(method=method, status="skipped", note=reason)
 
 
 def _method_fields(method: Method, outcome: Outcome) -> dict[str, Any]:
-    fields = {"method": method.name, "steps": method.spec.steps, "adapt_seconds": _rnd(outcome.adapt_seconds, 3)}
+    fields = {"method": method.name, "steps": method.steps, "adapt_seconds": _rnd(outcome.adapt_seconds, 3)}
     return {**fields, **{k: (_rnd(v, 3) if isinstance(v, float) else v) for k, v in outcome.extra.items()}}
 
 
-def _setfit_budget(ctx: BenchContext, method: Method | Skip, support: IntentSet) -> Method | Skip:
-    n = len(support.texts)
-    if isinstance(method, SetFitMethod) and n > ctx.config.setfit_max_support:
-        index = {label: i for i, label in enumerate(support.labels)}
-        steps = method.default_steps(n, [index[i] for i in support.intents])
-        return Skip(
-            f"support of {n} texts is over --setfit-max-support {ctx.config.setfit_max_support} "
-            f"(SetFit's default recipe would train {steps} steps here; raise the budget to run it)"
-        )
-    return method
+def _built(ctx: BenchContext, name: str, protocol: str, dataset: str, support: IntentSet) -> Method | Skip:
+    """The method, or a Skip when it cannot run here (no adapter, or over its budget on this support set)."""
+    method = build_method(ctx, name, protocol, dataset)
+    reason = None if isinstance(method, Skip) else method.refuse(support)
+    return method if reason is None else Skip(reason)
 
 
 # ------------------------------------------------------------------------------------------------ fullway
@@ -91,24 +87,23 @@ def fullway(ctx: BenchContext) -> None:
             support, test = limit(
                 ctx, ctx.corpora.support(dataset, f"train_{shots}"), ctx.corpora.labelled(dataset, "test")
             )
-            base = {"protocol": "fullway", "dataset": dataset, "shots": shots, "ways": len(support.labels)}
+            base = ResultRow(protocol="fullway", dataset=dataset, shots=shots, ways=len(support.labels))
             for name in cfg.methods:
-                if ctx.already_done({**base, "method": name}):
+                if ctx.already_done(base.but(method=name)):
                     tracker.advance()
                     continue
-                method = _setfit_budget(ctx, ctx.method(name, "fullway", dataset), support)
+                method = _built(ctx, name, "fullway", dataset, support)
                 if isinstance(method, Skip):
                     _write(ctx, tracker, _skip_row(base, name, method.reason))
                     tracker.advance()
                     continue
                 outcome = method.run(support, {"test": test.texts})
-                row = {**base, **_method_fields(method, outcome), **_closed_set(outcome, "test", test)}
-                row["n_support"], row["n_test"] = len(support.texts), len(test.texts)
+                row = base.but(**_method_fields(method, outcome), **_closed_set(outcome, "test", test))
+                row = row.but(n_support=len(support.texts), n_test=len(test.texts))
                 if outcome.support_threshold is not None:
-                    row["fallback_accuracy"] = _fallback_accuracy(outcome, "test", test)
+                    row = row.but(fallback_accuracy=_fallback_accuracy(outcome, "test", test))
                 _write(ctx, tracker, row)
-                if isinstance(method, SetFitMethod) and dataset == "banking77" and shots == 5:
-                    ctx.artifacts["setfit_banking77_5"] = (method.last_model, row["adapt_seconds"])
+                ctx.artifacts[("fullway", dataset, shots, name)] = method  # e.g. SetFit's model, for speed
                 tracker.advance()
 
 
@@ -149,40 +144,28 @@ def episodic(ctx: BenchContext) -> None:
 
     def planned(name: str, n: int) -> int:
         """Methods that train on every episode may run on the first N episodes only (CPU budget)."""
-        if name == SETFIT:
-            return min(n, cfg.setfit_episodes)
-        if parse_method(name).steps and cfg.steps_episodes:
-            return min(n, cfg.steps_episodes)
-        return n
+        return method_class(name).episodes(name, ctx, n)
 
     total = sum(planned(m, len(e)) for *_, e in plans for m in cfg.methods)
     with Tracker("episodic", total) as tracker:
         for dataset, domains, spec, episodes in plans:
             fingerprint = episodes_fingerprint(episodes)
-            base = {
-                "protocol": "episodic",
-                "dataset": dataset,
-                "domains": list(domains),
-                "shots": spec.shots,
-                "ways": spec.ways,
-                "queries_per_intent": spec.queries,
-                "support_split": "train",
-                "query_split": "test",
-                "episodes_sha256": fingerprint,
-            }
+            base = ResultRow(protocol="episodic", dataset=dataset, domains=list(domains), shots=spec.shots)
+            base = base.but(ways=spec.ways, queries_per_intent=spec.queries, support_split="train")
+            base = base.but(query_split="test", episodes_sha256=fingerprint)
             for name in cfg.methods:
-                if ctx.already_done({**base, "method": name}):
+                if ctx.already_done(base.but(method=name)):
                     tracker.advance(planned(name, len(episodes)))
                     continue
-                method = ctx.method(name, "episodic", dataset, heldout=domains)
-                if name == SETFIT and not cfg.setfit_episodes and not isinstance(method, Skip):
-                    method = Skip("SetFit trains once per episode: give --setfit-episodes N to run it on N episodes")
+                method = build_method(ctx, name, "episodic", dataset, heldout=domains)
                 if isinstance(method, Skip):
                     _write(ctx, tracker, _skip_row(base, name, method.reason))
                     tracker.advance(planned(name, len(episodes)))
                     continue
                 run = episodes[: planned(name, len(episodes))]
-                _warm(ctx, method, run)
+                key = method.warm_key()
+                if key is not None:  # encode every text of the episodes in one pass
+                    ctx.pool.warm(key, [t for ep in run for t, _ in (*ep.support, *ep.query)])
                 accs: list[float] = []
                 seconds: list[float] = []
                 per_domain: dict[str, list[float]] = {}
@@ -195,31 +178,13 @@ def episodic(ctx: BenchContext) -> None:
                     per_domain.setdefault(ep.domain, []).append(acc)
                     tracker.advance()
                 mean, ci = mean_ci95(accs)
-                row = {
-                    **base,
-                    "method": name,
-                    "steps": method.spec.steps,
-                    "episodes": len(run),
-                    "accuracy": _rnd(mean),
-                    "ci95": _rnd(ci),
-                    "adapt_seconds": _rnd(float(np.mean(seconds)), 4),
-                    "per_domain": {d: _rnd(float(np.mean(a))) for d, a in per_domain.items()},
-                    "episode_accuracy": [round(a, 4) for a in accs],  # in episode order: paired comparisons
-                }
+                row = base.but(method=name, steps=method.steps, episodes=len(run), accuracy=_rnd(mean))
+                row = row.but(ci95=_rnd(ci), adapt_seconds=_rnd(float(np.mean(seconds)), 4))
+                row = row.but(per_domain={d: _rnd(float(np.mean(a))) for d, a in per_domain.items()})
+                row = row.but(episode_accuracy=[round(a, 4) for a in accs])  # in episode order: paired comparisons
                 if len(run) < len(episodes):
-                    flag = "--setfit-episodes" if name == SETFIT else "--steps-episodes"
-                    row["note"] = f"first {len(run)} of the {len(episodes)} episodes ({flag})"
+                    row = row.but(note=f"first {len(run)} of the {len(episodes)} episodes (--{method.budget_flag})")
                 _write(ctx, tracker, row)
-
-
-def _warm(ctx: BenchContext, method: Method, episodes: list) -> None:  # type: ignore[type-arg]
-    """Encode every text of the episodes in one pass for methods that read the shared cache."""
-    from fewintent.bench.methods import ClassifierMethod, LogRegMethod
-
-    if isinstance(method, LogRegMethod) or (isinstance(method, ClassifierMethod) and method.spec.steps == 0):
-        adapter = method.adapter_dir if isinstance(method, ClassifierMethod) else None
-        key, _ = ctx.pool.get(adapter)
-        ctx.pool.warm(key, [t for ep in episodes for t, _ in (*ep.support, *ep.query)])
 
 
 # ------------------------------------------------------------------------------------------------ oos
@@ -291,24 +256,17 @@ def oos(ctx: BenchContext) -> None:
                 ctx.corpora.labelled(s["valid"][0], *s["valid"][1]),
                 ctx.corpora.labelled(s["test"][0], *s["test"][1]),
             )
-            base = {
-                "protocol": "oos",
-                "dataset": s["dataset"],
-                "shots": 10,
-                "ways": len(support.labels),
-                "support_split": s["support"][1],
-                "valid_splits": list(s["valid"][1]),
-                "test_splits": list(s["test"][1]),
-            }
+            base = ResultRow(protocol="oos", dataset=s["dataset"], shots=10, ways=len(support.labels))
+            base = base.but(support_split=s["support"][1], valid_splits=list(s["valid"][1]))
+            base = base.but(test_splits=list(s["test"][1]))
             for name in cfg.methods:
-                if ctx.already_done({**base, "method": name, "threshold_source": THRESHOLD_SOURCES[-1]}):
+                if ctx.already_done(base.but(method=name, threshold_source=THRESHOLD_SOURCES[-1])):
                     tracker.advance()
                     continue
-                method = _setfit_budget(ctx, ctx.method(name, "oos", s["dataset"]), support)
+                method = _built(ctx, name, "oos", s["dataset"], support)
                 if isinstance(method, Skip):
                     for source in THRESHOLD_SOURCES:
-                        row = _skip_row({**base, "threshold_source": source}, name, method.reason)
-                        _write(ctx, tracker, row)
+                        _write(ctx, tracker, _skip_row(base.but(threshold_source=source), name, method.reason))
                     tracker.advance()
                     continue
                 queries = {"valid": valid.texts + valid.oos_texts, "test": test.texts + test.oos_texts}
@@ -321,20 +279,12 @@ def oos(ctx: BenchContext) -> None:
                     },
                 }
                 for source, threshold in thresholds.items():
-                    row = {**base, **_method_fields(method, outcome), "threshold_source": source}
+                    row = base.but(**_method_fields(method, outcome), threshold_source=source)
                     if threshold is None:
-                        _write(
-                            ctx,
-                            tracker,
-                            {
-                                **row,
-                                "status": "skipped",
-                                "note": f"{name} has no support-only OOS calibration; see its valid-threshold row",
-                            },
-                        )
+                        why = f"{name} has no support-only OOS calibration; see its valid-threshold row"
+                        _write(ctx, tracker, row.but(status="skipped", note=why))
                         continue
-                    row.update(oos_metrics(outcome, test, threshold, curve=source == "valid"))
-                    _write(ctx, tracker, row)
+                    _write(ctx, tracker, row.but(**oos_metrics(outcome, test, threshold, curve=source == "valid")))
                 tracker.advance()
 
 

@@ -4,14 +4,16 @@ published reference numbers (``published.json``), shared by the report's tables,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fewintent.bench.methods import DEFAULT_METHODS
-from fewintent.bench.results import DEFAULT_ROW_BASE
+from fewintent.bench.methods import DEFAULT_METHODS, METHODS
+from fewintent.bench.results import DEFAULT_ROW_BASE, ResultRow
 
 PUBLISHED_FILE = Path(__file__).with_name("published.json")
+Rows = Sequence[ResultRow | Mapping[str, Any]]
+"""Rows as the tables take them: read from results.json, or their JSON objects."""
 
 
 def published() -> dict[str, dict[tuple[str, int], float]]:
@@ -24,6 +26,8 @@ def published() -> dict[str, dict[tuple[str, int], float]]:
 
 
 PUBLISHED = published()
+RAW = "raw-encoder"
+"""The speed protocol's floor row: the raw encoder forward pass, not a method."""
 CELLS = [("banking77", 5), ("clinc150", 5), ("hwu64", 5), ("banking77", 10), ("clinc150", 10), ("hwu64", 10)]
 NAMES = {"banking77": "BANKING77", "clinc150": "CLINC150", "hwu64": "HWU64", "banking77_oos": "BANKING77-OOS"}
 
@@ -37,7 +41,7 @@ def dataset_name(dataset: str) -> str:
 def method_rank(method: str) -> tuple[str, int, str]:
     """Order in tables: the default base's rows first, then each other base's, each in the methods' order."""
     name, _, base = method.partition("@")
-    order = ("raw-encoder", *DEFAULT_METHODS)
+    order = (RAW, *DEFAULT_METHODS)
     return (base, order.index(name) if name in order else len(order), name)
 
 
@@ -45,15 +49,15 @@ def method_order(methods: Iterable[str]) -> list[str]:
     return sorted(set(methods), key=method_rank)
 
 
-def ok_rows(rows: list[dict[str, Any]], protocol: str) -> list[dict[str, Any]]:
+def ok_rows(rows: Rows, protocol: str) -> list[ResultRow]:
     """A protocol's measured rows; a row of a base other than the default is named ``method@base`` in tables."""
+    measured = [r for r in map(ResultRow.of, rows) if r.protocol == protocol and not r.skipped]
     return [
-        {**r, "method": display_method(r)}
-        for r in rows
-        if r.get("protocol") == protocol and r.get("status") != "skipped"
+        r if (r.base or DEFAULT_ROW_BASE) == DEFAULT_ROW_BASE else r.but(method=f"{r.method}@{r.base}")
+        for r in measured
     ]
 
 
-def display_method(row: dict[str, Any]) -> str:
-    base = row.get("base") or DEFAULT_ROW_BASE
-    return row["method"] if base == DEFAULT_ROW_BASE else f"{row['method']}@{base}"
+def time_reference(rows: Iterable[ResultRow]) -> list[ResultRow]:
+    """The rows of the method whose adaptation time the others are compared with (SetFit), on any base."""
+    return [r for r in rows if getattr(METHODS.get(r.method.partition("@")[0]), "time_reference", False)]

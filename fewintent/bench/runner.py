@@ -12,7 +12,7 @@ from fewintent.bench.context import BenchContext
 from fewintent.bench.data import Corpora
 from fewintent.bench.encoders import EncoderFactory, EncoderPool
 from fewintent.bench.lean import onnx
-from fewintent.bench.methods import DEFAULT_METHODS, parse_method
+from fewintent.bench.methods import DEFAULT_METHODS, method_class
 from fewintent.bench.protocols import episodic, fullway, oos
 from fewintent.bench.results import ResultStore, run_metadata
 from fewintent.bench.speed import speed
@@ -54,7 +54,7 @@ def run_benchmark(
     if config.quick:
         config.apply_quick()
     for m in config.methods:
-        parse_method(m)
+        method_class(m)  # an unknown name is refused before anything runs
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if config.threads:
         import torch
@@ -73,7 +73,7 @@ def run_benchmark(
     previous = _exit_on_sigterm()
     try:
         for spec in specs:
-            store.fields["base"] = spec.name
+            store.base = spec.name
             factory = encoder_factory or _factory(spec.name, config.device)
             ctx = BenchContext(config=config, corpora=corpora, pool=EncoderPool(factory), store=store, base=spec)
             for protocol in config.protocols:

@@ -7,28 +7,40 @@ from pathlib import Path
 from typing import Any
 
 from fewintent.bench.markdown import fixed, markdown_table, pct, secs
-from fewintent.bench.methods import SETFIT
 from fewintent.bench.metrics import mean_ci95
-from fewintent.bench.rows import CELLS, PUBLISHED, dataset_name, method_order, method_rank, ok_rows
+from fewintent.bench.results import ResultRow
+from fewintent.bench.rows import (
+    CELLS,
+    PUBLISHED,
+    RAW,
+    Rows,
+    dataset_name,
+    method_order,
+    method_rank,
+    ok_rows,
+    time_reference,
+)
 
 SERVE_LOAD = "serve_load.json"
+SPEED_HEAD = "device|method|adapt|SetFit / this|p50 ms|p99 ms|floor p50 ms|p50 / floor|texts/s|floor / texts/s|peak MB"
 
 
-def fullway_tables(rows: list[dict[str, Any]], *, published: bool = True) -> list[str]:
+def fullway_tables(rows: Rows, *, published: bool = True) -> list[str]:
     ok = ok_rows(rows, "fullway")
-    cell = {(r["dataset"], r["shots"], r["method"]): r for r in ok}
+    cell = {(r.dataset, r.shots, r.method): r for r in ok}
+    none = ResultRow()
     cols = [f"{dataset_name(d)} {k}" for d, k in CELLS]
     body = []
-    for m in method_order(r["method"] for r in ok):
-        body.append([f"`{m}`", *[pct((cell.get((d, k, m)) or {}).get("accuracy")) for d, k in CELLS]])
+    for m in method_order(r.method for r in ok):
+        body.append([f"`{m}`", *[pct(cell.get((d, k, m), none).accuracy) for d, k in CELLS]])
     if published:
         for ref, vals in PUBLISHED.items():
             body.append([f"{ref} *(published)*", *[f"{vals[c]:.2f}" for c in CELLS]])
     lines = ["Top-1 accuracy (%), every intent at once, `train_K` -> `test`:", ""]
     lines += markdown_table(["method", *cols], body)
     times = []
-    for m in method_order(r["method"] for r in ok):
-        times.append([f"`{m}`", *[secs((cell.get((d, k, m)) or {}).get("adapt_seconds")) for d, k in CELLS]])
+    for m in method_order(r.method for r in ok):
+        times.append([f"`{m}`", *[secs(cell.get((d, k, m), none).adapt_seconds) for d, k in CELLS]])
     lines += ["", "Adaptation wall time (encoding the support set + fitting the head; training for SetFit):", ""]
     lines += markdown_table(["method", *cols], times)
     ratio = setfit_ratio_lines(ok)
@@ -44,51 +56,47 @@ def _times(ratio: float) -> str:
     return f"{ratio:.0f}x slower than" if ratio >= 10 else f"{ratio:.1f}x slower than"
 
 
-def setfit_ratio_lines(ok: list[dict[str, Any]]) -> list[str]:
+def setfit_ratio_lines(rows: Rows) -> list[str]:
     """SetFit's adaptation time over each other method's, on the cells where SetFit ran."""
-    out = []
-    for s in [r for r in ok if _name(r) == SETFIT and r.get("adapt_seconds")]:
+    ok, out = [ResultRow.of(r) for r in rows], []
+    for s in [r for r in time_reference(ok) if r.adapt_seconds]:
         others = [  # the same cell on the same base (rows of another base are named method@base)
             r
             for r in ok
-            if (r["dataset"], r["shots"]) == (s["dataset"], s["shots"])
-            and r["method"] != s["method"]
-            and _base(r) == _base(s)
+            if (r.dataset, r.shots) == (s.dataset, s.shots) and r.method != s.method and _base(r) == _base(s)
         ]
-        parts = []
-        for r in sorted(others, key=lambda r: method_rank(r["method"])):
-            if r.get("adapt_seconds"):
-                parts.append(
-                    f"{_times(s['adapt_seconds'] / r['adapt_seconds'])} `{r['method']}` "
-                    f"({pct(s['accuracy'])} vs {pct(r['accuracy'])})"
-                )
+        parts, seconds = [], s.adapt_seconds or 0.0
+        for r in sorted(others, key=lambda r: method_rank(r.method)):
+            if r.adapt_seconds:
+                ratio = _times(seconds / r.adapt_seconds)
+                parts.append(f"{ratio} `{r.method}` ({pct(s.accuracy)} vs {pct(r.accuracy)})")
         recipe = s.get("recipe", "default")
         extra = ""
-        if s.get("projected_default_seconds") and recipe != "default":
+        if s.projected_default_seconds and recipe != "default":
             extra = (
-                f" SetFit's default recipe would take {s.get('default_recipe_steps')} steps, about "
-                f"{secs(s['projected_default_seconds'])} at the measured {s.get('seconds_per_step', 0):.2f} s/step."
+                f" SetFit's default recipe would take {s.default_recipe_steps} steps, about "
+                f"{secs(s.projected_default_seconds)} at the measured {s.seconds_per_step or 0:.2f} s/step."
             )
         out.append(
-            f"SetFit on {dataset_name(s['dataset'])} {s['shots']}-shot ({recipe}, {s.get('train_steps')} steps) "
-            f"trained in {secs(s['adapt_seconds'])}: " + "; ".join(parts) + "." + extra
+            f"SetFit on {dataset_name(s.dataset)} {s.shots}-shot ({recipe}, {s.train_steps} steps) "
+            f"trained in {secs(s.adapt_seconds)}: " + "; ".join(parts) + "." + extra
         )
     return out
 
 
-def fullway_details(rows: list[dict[str, Any]]) -> list[str]:
-    ok = sorted(ok_rows(rows, "fullway"), key=lambda r: (r["shots"], r["dataset"], method_rank(r["method"])))
+def fullway_details(rows: Rows) -> list[str]:
+    ok = sorted(ok_rows(rows, "fullway"), key=lambda r: (r.shots, r.dataset, method_rank(r.method)))
     body = [
         [
-            f"{dataset_name(r['dataset'])} {r['shots']}-shot",
-            f"`{r['method']}`",
-            str(r.get("steps", 0)),
-            str(r.get("adapter") or "—"),
-            pct(r["accuracy"]),
-            pct(r.get("macro_f1")),
-            fixed(r.get("mcc")),
-            pct(r.get("fallback_accuracy")),
-            secs(r.get("adapt_seconds")),
+            f"{dataset_name(r.dataset)} {r.shots}-shot",
+            f"`{r.method}`",
+            str(r.steps or 0),
+            str(r.adapter or "—"),
+            pct(r.accuracy),
+            pct(r.macro_f1),
+            fixed(r.mcc),
+            pct(r.fallback_accuracy),
+            secs(r.adapt_seconds),
         ]
         for r in ok
     ]
@@ -100,39 +108,39 @@ def fullway_details(rows: list[dict[str, Any]]) -> list[str]:
     return [note, "", *markdown_table(head, body)]
 
 
-def episodic_table(rows: list[dict[str, Any]]) -> list[str]:
+def episodic_table(rows: Rows) -> list[str]:
     ok = ok_rows(rows, "episodic")
     if not ok:
         return []
-    settings = sorted({(r["dataset"], str(r["ways"]), r["shots"]) for r in ok}, key=lambda s: (s[0], s[1], s[2]))
-    cell = {(r["dataset"], str(r["ways"]), r["shots"], r["method"]): r for r in ok}
+    settings = sorted({(r.dataset, str(r.ways), r.shots) for r in ok}, key=lambda s: (s[0], s[1], s[2] or 0))
+    cell = {(r.dataset, str(r.ways), r.shots, r.method): r for r in ok}
     body = []
-    for m in method_order(r["method"] for r in ok):
+    for m in method_order(r.method for r in ok):
         line = [f"`{m}`"]
         for s in settings:
             r = cell.get((*s, m))
-            line.append("—" if r is None else f"{pct(r['accuracy'])} ± {pct(r['ci95'])} ({r['episodes']})")
+            line.append("—" if r is None else f"{pct(r.accuracy)} ± {pct(r.ci95)} ({r.episodes})")
         body.append(line)
     head = [f"{dataset_name(d)} {w}-way {k}-shot" for d, w, k in settings]
     paired = []
     for s in settings:
-        short = [r for r in ok if (r["dataset"], str(r["ways"]), r["shots"]) == s and r.get("note")]
+        short = [r for r in ok if (r.dataset, str(r.ways), r.shots) == s and r.note]
         for r in short:
-            n = r["episodes"]
+            n = r.episodes
             same = []
-            for other in method_order(x["method"] for x in ok if (x["dataset"], str(x["ways"]), x["shots"]) == s):
+            for other in method_order(x.method for x in ok if (x.dataset, str(x.ways), x.shots) == s):
                 o = cell[(*s, other)]
-                accs = o.get("episode_accuracy") or []
-                if o["episodes"] == n:  # ran on exactly these episodes
-                    same.append(f"`{other}` {pct(o['accuracy'])} ± {pct(o['ci95'])}")
-                elif len(accs) >= n:
+                accs = o.episode_accuracy or []
+                if o.episodes == n:  # ran on exactly these episodes
+                    same.append(f"`{other}` {pct(o.accuracy)} ± {pct(o.ci95)}")
+                elif n is not None and len(accs) >= n:
                     mean, ci = mean_ci95(accs[:n])
                     same.append(f"`{other}` {pct(mean)} ± {pct(ci)}")
             if len(same) > 1:
                 paired.append(
                     f"- {dataset_name(s[0])} {s[1]}-way {s[2]}-shot, the same first {n} episodes: " + ", ".join(same)
                 )
-    domains = {r["dataset"]: r.get("domains") for r in ok}
+    domains = {r.dataset: r.domains for r in ok}
     held = "; ".join(f"{dataset_name(d)}: {', '.join(v or [])}" for d, v in domains.items())
     return [
         f"Accuracy (%) ± 95% CI (episodes) on held-out domains ({held}). Support from `train`, 15 queries per "
@@ -148,25 +156,18 @@ def episodic_table(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def oos_table(rows: list[dict[str, Any]]) -> list[str]:
+def oos_table(rows: Rows) -> list[str]:
     ok = ok_rows(rows, "oos")
     if not ok:
         return []
     body = []
-    for r in sorted(ok, key=lambda r: (r["dataset"], method_rank(r["method"]), r["threshold_source"])):
+    for r in sorted(ok, key=lambda r: (r.dataset, method_rank(r.method), r.threshold_source or "")):
         body.append(
-            [
-                dataset_name(r["dataset"]),
-                f"`{r['method']}`",
-                r["threshold_source"],
-                pct(r["oos_recall"]),
-                pct(r["oos_precision"]),
-                pct(r["oos_f1"]),
-                pct(r["auroc"]),
-                pct(r["in_scope_accuracy"]),
-                fixed(r["mcc"]),
-            ]
+            [dataset_name(r.dataset), f"`{r.method}`", str(r.threshold_source)]
+            + [pct(x) for x in (r.oos_recall, r.oos_precision, r.oos_f1, r.auroc, r.in_scope_accuracy)]
+            + [fixed(r.mcc)]
         )
+
     head = ["dataset", "method", "threshold", "OOS recall", "OOS precision", "OOS F1", "AUROC", "in-scope acc", "MCC"]
     return [
         "10 examples per intent; the OOS threshold comes from the support set alone (`support`, the product's "
@@ -180,82 +181,64 @@ def oos_table(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _speed_provenance(ok: list[dict[str, Any]]) -> list[str]:
+def _speed_provenance(ok: list[ResultRow]) -> list[str]:
     """Which machine each device's rows come from, and the rows' own notes (e.g. what changed since)."""
     lines = []
-    for device in sorted({r["device"] for r in ok}):
-        run = next(r.get("run") or {} for r in ok if r["device"] == device)
+    for device in sorted({r.device or "" for r in ok}):
+        run = next(r.run or {} for r in ok if r.device == device)
         versions = run.get("versions") or {}
         machine = run.get("gpu") if device.startswith("cuda") else f"{run.get('cpu')}, {run.get('cpu_count')} cores"
         lines.append(f"- `{device}`: {machine}; torch {versions.get('torch')}, fewintent {versions.get('fewintent')}.")
-    return lines + [f"- {note}" for note in sorted({r["note"] for r in ok if r.get("note")})]
+    return lines + [f"- {note}" for note in sorted({r.note for r in ok if r.note})]
 
 
-def _name(row: dict[str, Any]) -> str:
-    """A table row's method without its ``@base`` suffix."""
-    return row["method"].partition("@")[0]
+def _base(row: ResultRow) -> str:
+    """The ``@base`` suffix of a table row's method (empty for the default base)."""
+    return row.method.partition("@")[2]
 
 
-def _base(row: dict[str, Any]) -> str:
-    return row["method"].partition("@")[2]
-
-
-def speed_table(rows: list[dict[str, Any]], serve_load: list[str] | None = None) -> list[str]:
+def speed_table(rows: Rows, serve_load: list[str] | None = None) -> list[str]:
     ok = ok_rows(rows, "speed")
     if not ok and not serve_load:
         return []
     lines: list[str] = []
     if ok:
-        # SetFit on the same device and base (rows of another base are named method@base)
-        setfit = {(r["device"], _base(r)): r.get("adapt_seconds") for r in ok if _name(r) == SETFIT}
+        # the time reference (SetFit) on the same device and base (rows of another base are named method@base)
+        reference = {(r.device, _base(r)): r for r in time_reference(ok)}
         body = []
-        for r in sorted(ok, key=lambda r: (r["device"], method_rank(r["method"]))):
-            sf = setfit.get((r["device"], _base(r)))
-            ratio = f"{sf / r['adapt_seconds']:.0f}x" if sf and r.get("adapt_seconds") else "—"
-            peak = r.get("peak_rss_mb") or r.get("peak_gpu_mb")
-            mem = "—" if peak is None else f"{peak:.0f} (+{r.get('memory_delta_mb') or 0:.0f})"
+        for r in sorted(ok, key=lambda r: (r.device or "", method_rank(r.method))):
+            ref, floor = reference.get((r.device, _base(r))), r.method.partition("@")[0] == RAW
+            sf = None if ref is None or floor or time_reference([r]) else ref.adapt_seconds
+            ratio = f"{sf / r.adapt_seconds:.0f}x" if sf and r.adapt_seconds else "—"
+            peak = r.peak_rss_mb or r.peak_gpu_mb
+            mem = "—" if peak is None else f"{peak:.0f} (+{r.memory_delta_mb or 0:.0f})"
             body.append(
                 [
-                    r["device"],
-                    f"`{r['method']}`",
-                    secs(r.get("adapt_seconds")) if _name(r) != "raw-encoder" else "—",
-                    ratio if _name(r) not in (SETFIT, "raw-encoder") else "—",
-                    fixed(r["latency_p50_ms"], 2),
-                    fixed(r["latency_p99_ms"], 2),
-                    fixed(r.get("floor_p50_ms", r["latency_p50_ms"]), 2),
-                    fixed(r.get("latency_ratio"), 2) if _name(r) != "raw-encoder" else "1.00",
-                    fixed(r["throughput_qps"], 0),
-                    fixed(r.get("throughput_ratio"), 2) if _name(r) != "raw-encoder" else "1.00",
+                    str(r.device),
+                    f"`{r.method}`",
+                    secs(r.adapt_seconds) if not floor else "—",
+                    ratio,
+                    fixed(r.latency_p50_ms, 2),
+                    fixed(r.latency_p99_ms, 2),
+                    fixed(r.latency_p50_ms if r.floor_p50_ms is None else r.floor_p50_ms, 2),
+                    fixed(r.latency_ratio, 2) if not floor else "1.00",
+                    fixed(r.throughput_qps, 0),
+                    fixed(r.throughput_ratio, 2) if not floor else "1.00",
                     mem,
                 ]
             )
         first = ok[0]
         lines += [
-            f"{dataset_name(first['dataset'])} `train_{first['shots']}` "
-            f"({first['ways']} intents, {first.get('n_support')} "
-            f"examples); latency over {first.get('n_latency')} single queries, throughput over {first.get('n_batch')} "
-            f"test texts; torch threads: {first.get('torch_threads')}. Peak MB is the process's resident peak while "
+            f"{dataset_name(first.dataset)} `train_{first.shots}` "
+            f"({first.ways} intents, {first.n_support} "
+            f"examples); latency over {first.n_latency} single queries, throughput over {first.n_batch} "
+            f"test texts; torch threads: {first.torch_threads}. Peak MB is the process's resident peak while "
             "the method ran (+ its growth during it). Ratios are against the raw encoder forward pass "
             "on the same texts, timed in alternation with the method (`floor p50 ms`; the `raw-encoder` row is its "
             "own measurement) so machine load cancels out (1.00 = no overhead); `SetFit / this` is SetFit's "
             "adaptation time over this method's.",
             "",
-            *markdown_table(
-                [
-                    "device",
-                    "method",
-                    "adapt",
-                    "SetFit / this",
-                    "p50 ms",
-                    "p99 ms",
-                    "floor p50 ms",
-                    "p50 / floor",
-                    "texts/s",
-                    "floor / texts/s",
-                    "peak MB",
-                ],
-                body,
-            ),
+            *markdown_table(SPEED_HEAD.split("|"), body),
             "",
             *_speed_provenance(ok),
         ]

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from fewintent.bench.context import BenchContext, Skip
+from fewintent.bench.methods import ProductMethod, build_method
 from fewintent.bench.metrics import mean_ci95
 from fewintent.bench.progress import Tracker
+from fewintent.bench.rows import Rows, ok_rows
 from fewintent.model import IntentClassifier
 from fewintent.model.crossval import cross_validate
 from fewintent.model.discovery import discover, rank_to_label
@@ -31,11 +33,10 @@ SEEDS = 5
 
 def _classifier(ctx: BenchContext, dataset: str) -> IntentClassifier | Skip:
     """The product default (linear head, the leave-one-out adapter) on the run's shared encoder."""
-    method = ctx.method("fewintent-linear", "fullway", dataset)
-    if isinstance(method, Skip):
-        return method
-    _, encoder = ctx.pool.get(getattr(method, "adapter_dir", None))
-    return IntentClassifier(encoder, head=method.spec.head, oos_score=method.spec.oos_score)
+    method = build_method(ctx, "fewintent-linear", "fullway", dataset)
+    if not isinstance(method, ProductMethod):
+        return method if isinstance(method, Skip) else Skip(f"{method.name} is not the product")
+    return IntentClassifier(ctx.pool.get(method.adapter_dir)[1], **method.settings)
 
 
 def discovery(ctx: BenchContext) -> None:
@@ -100,10 +101,10 @@ def _unseen_intents(ctx: BenchContext) -> dict[str, Any] | Skip:
 
 
 def _accuracy(clf: IntentClassifier, labels: list[str], emb: np.ndarray, y: np.ndarray, test: Any) -> float:
+    """Top-1 accuracy on ``test`` (texts, embeddings, gold intents) of the classifier fitted on these embeddings."""
     clf.fit_embeddings(labels, emb, y)
-    table = clf.table
-    logits = table.logits(test[0], table.similarities(test[0]), clf.scale)
-    return float((logits.argmax(1) == test[1]).mean())
+    decided = clf.decide(test[0], clf.table, test[1], top_k=1)
+    return float(np.mean([p.intent_ranking[0].name == g for p, g in zip(decided, test[2])]))
 
 
 def _to_label(ctx: BenchContext) -> dict[str, Any] | Skip:
@@ -116,11 +117,11 @@ def _to_label(ctx: BenchContext) -> dict[str, Any] | Skip:
     test = ctx.corpora.labelled("banking77", "test")
     labels = base.labels
     index = {label: i for i, label in enumerate(labels)}
-    encode = clf._encode
+    encode = lambda texts: np.asarray(clf.encoder.encode(texts), dtype=np.float32)  # noqa: E731
     base_emb, pool_emb, test_emb = encode(base.texts), encode([r.text for r in pool]), encode(test.texts)
     base_y = np.array([index[i] for i in base.intents])
     pool_y = np.array([index[r.intent] for r in pool])
-    scored = (test_emb, np.array([index[i] for i in test.intents]))
+    scored = (test.texts, test_emb, test.intents)
     start_acc = _accuracy(clf, labels, base_emb, base_y, scored)
     budget = 2 * len(labels)
     predictions = clf.decide([r.text for r in pool], clf.table, pool_emb, top_k=2)
@@ -170,8 +171,8 @@ def _cross_validation(ctx: BenchContext) -> dict[str, Any] | Skip:
     }
 
 
-def discovery_table(rows: list[dict[str, Any]]) -> list[str]:
-    ok = {r["method"]: r for r in rows if r.get("protocol") == "discovery" and r.get("status") != "skipped"}
+def discovery_table(rows: Rows) -> list[str]:
+    ok = {r.method.partition("@")[0]: r.extra for r in ok_rows(rows, "discovery")}
     lines = []
     if "discover" in ok:
         r = ok["discover"]
