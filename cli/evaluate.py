@@ -25,6 +25,7 @@ from fewintent.heads.registry import DEFAULT_HEAD, HEADS
 from fewintent.model import IntentClassifier
 from fewintent.model import evaluate as run_evaluation
 from fewintent.model.crossval import cross_validate
+from fewintent.model.evaluation import MultiLabelResult
 
 
 def _cross_validate(
@@ -62,6 +63,33 @@ def _cross_validate(
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
+
+
+METRICS = (
+    "n",
+    "accuracy",
+    "in_scope_accuracy",
+    "top1_accuracy",
+    "oos_recall",
+    "oos_precision",
+    "oos_f1",
+    "oos_auroc",
+    "oos_aupr",
+    "macro_f1",
+    "mcc",
+)
+MULTI_LABEL_METRICS = (
+    "n",
+    "micro_f1",
+    "macro_f1",
+    "exact_match",
+    "count_accuracy",
+    "micro_precision",
+    "micro_recall",
+    "oos_recall",
+    "oos_precision",
+    "oos_f1",
+)
 
 
 @guarded
@@ -115,22 +143,16 @@ def evaluate(
         print(json.dumps(result.to_dict()))
         return
     table = Table("metric", "value", title=plain(f"{model_dir} on {', '.join(map(str, test_files))}"))
-    for key in (
-        "n",
-        "accuracy",
-        "in_scope_accuracy",
-        "top1_accuracy",
-        "oos_recall",
-        "oos_precision",
-        "oos_f1",
-        "oos_auroc",
-        "oos_aupr",
-        "macro_f1",
-        "mcc",
-    ):
+    for key in MULTI_LABEL_METRICS if isinstance(result, MultiLabelResult) else METRICS:
         value = getattr(result, key)
         table.add_row(key, str(value) if key == "n" else _fmt(value))
     console.print(table)
+    if isinstance(result, MultiLabelResult):
+        per = Table("intent", "precision", "recall", "F1", "support", title="per intent")
+        for name, m in sorted(result.per_intent.items(), key=lambda kv: kv[1]["f1"]):
+            per.add_row(plain(name), *(_fmt(m[k]) for k in ("precision", "recall", "f1")), str(int(m["support"])))
+        console.print(per)
+        return
     if result.sweep:
         sweep = Table(
             "threshold", "in-scope kept %", "OOS recall %", "OOS precision %", "OOS F1 %", title="OOS threshold sweep"

@@ -54,6 +54,13 @@ def predict(
         for p in predictions:
             sys.stdout.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
         return
+    if clf.config.multi_label:  # every intent that passes, with its own probability
+        table = Table("text", "intents")
+        for p in predictions:
+            named = ", ".join(f"{x.name} {x.confidence:.2f}" for x in p.intents or [])
+            table.add_row(plain(p.text), plain(named) if named else Text(clf.oos_label, style="dim"))
+        console.print(table)
+        return
     table = Table("text", "intent", "confidence", "runner-up")
     for p in predictions:
         runner = runner_up(p)

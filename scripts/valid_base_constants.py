@@ -38,7 +38,7 @@ from fewintent.bench.data import FULLWAY_DATASETS, SHOTS, Corpora
 from fewintent.data import IntentSet
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.errors import FewIntentWarning
-from fewintent.heads.logistic import log_softmax
+from fewintent.heads.decision import log_softmax
 from fewintent.model import IntentClassifier
 from fewintent.model.evaluation import score_predictions
 

@@ -4,6 +4,7 @@ modules import each other at load time (an import cycle)."""
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +103,46 @@ def test_no_import_cycle_between_modules() -> None:
     for m in sorted(graph):
         if m not in state and (cycle := visit(m)):
             raise AssertionError("import cycle: " + " -> ".join(cycle))
+
+
+def test_the_classifier_imports_no_training_stack():
+    """Deciding needs numpy only: the trainer (model/adapting.py) is where torch, transformers and peft come in."""
+    tree = ast.parse((ROOT / "fewintent" / "model" / "classifier.py").read_text())
+    heavy = {"torch", "transformers", "peft", "sentence_transformers"}
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+    assert not found & heavy
+
+
+def _mentioned(text: str) -> set[str]:
+    return set(re.findall(r"`([^`\s]+)`", text))
+
+
+def test_every_path_and_name_architecture_md_mentions_exists():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    sources = [*(ROOT / "fewintent").rglob("*.py"), *(ROOT / "cli").glob("*.py"), *(ROOT / "tests").glob("*.py")]
+    defined = set()
+    for f in sources:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                defined.update(t.id for t in targets if isinstance(t, ast.Name))
+                defined.update(t.attr for t in targets if isinstance(t, ast.Attribute))
+    files = [f.relative_to(ROOT).as_posix() for f in ROOT.rglob("*.py") if ".venv" not in f.parts]
+    missing = []
+    for token in _mentioned(text):
+        name = token.split("(")[0].rstrip(",.:")
+        if re.fullmatch(r"[\w./-]+\.py", name):  # a module, named from its package on: some file ends so
+            if not any(f == name or f.endswith("/" + name) for f in files):
+                missing.append(name)
+        elif re.fullmatch(r"(?:\w+\.)*[A-Za-z_]\w*", name) and ("_" in name or re.search(r"[a-z][A-Z]", name)):
+            last = name.split(".")[-1]
+            if not last.isupper() and last not in defined and not (ROOT / "fewintent" / last).exists():
+                missing.append(name)
+    assert not missing, "ARCHITECTURE.md names what does not exist: " + ", ".join(sorted(missing))

@@ -34,20 +34,33 @@ class IntentSet:
     oos_label: str = DEFAULT_OOS_LABEL
     warnings: list[str] = field(default_factory=list)
     source: str = "<memory>"
+    label_sets: list[tuple[str, ...]] | None = None
+    """Multi-label data: every intent of each in-scope text (``intents`` holds the first of them); None when each
+    text has one intent."""
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self.label_sets is not None
+
+    def sets(self) -> list[tuple[str, ...]]:
+        """Each in-scope text's intents (one each for single-label data)."""
+        return self.label_sets if self.label_sets is not None else [(i,) for i in self.intents]
 
     @property
     def labels(self) -> list[str]:
         """Intent names in order of first appearance."""
-        return list(dict.fromkeys(self.intents))
+        return list(dict.fromkeys(label for labels in self.sets() for label in labels))
 
     def counts(self) -> dict[str, int]:
-        c = Counter(self.intents)
+        """Examples per intent (a multi-label text counts for each of its intents)."""
+        c = Counter(label for labels in self.sets() for label in labels)
         return {label: c[label] for label in self.labels}
 
     def by_intent(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {label: [] for label in self.labels}
-        for text, intent in zip(self.texts, self.intents):
-            out[intent].append(text)
+        for text, labels in zip(self.texts, self.sets()):
+            for label in labels:
+                out[label].append(text)
         return out
 
     def __len__(self) -> int:
@@ -64,9 +77,16 @@ class IntentSet:
     ) -> IntentSet:
         """Clean and validate ``(text, intent)`` pairs; rows labelled ``oos_label`` become out-of-scope texts.
 
-        For training data, duplicates are dropped, at least two intents are required and single-example
-        intents are reported; test data keeps every row and only needs one usable row.
+        An intent given as a list of names, or as names joined by ``+`` (Rasa's ``a+b``), makes the set
+        multi-label (an empty list is out of scope, as in NLU++). For training data, duplicates are dropped, at
+        least two intents are required and single-example intents are reported; test data keeps every row and
+        only needs one usable row.
         """
+        if isinstance(pairs, (str, bytes)):
+            raise FewIntentError(f"{source}: pass (text, intent) pairs, not a single string")
+        pairs = list(pairs)
+        if any(isinstance(p, (tuple, list)) and len(p) == 2 and _is_combination(p[1], oos_label) for p in pairs):
+            return _multi_label(pairs, oos_label=oos_label, source=source, for_training=for_training)
         warnings: list[str] = []
         texts: list[str] = []
         intents: list[str] = []
@@ -151,10 +171,86 @@ class IntentSet:
 
     def subset(self, labels: Sequence[str]) -> IntentSet:
         keep = set(labels)
-        pairs = [(t, i) for t, i in zip(self.texts, self.intents) if i in keep]
+        rows = [(t, tuple(x for x in s if x in keep)) for t, s in zip(self.texts, self.sets())]
+        rows = [(t, s) for t, s in rows if s]
+        sets = [s for _, s in rows] if self.label_sets is not None else None
         return IntentSet(
-            [t for t, _ in pairs], [i for _, i in pairs], list(self.oos_texts), self.oos_label, [], self.source
+            [t for t, _ in rows], [s[0] for _, s in rows], list(self.oos_texts), self.oos_label, [], self.source, sets
         )
+
+
+def _is_combination(intent: object, oos_label: str) -> bool:
+    """A multi-label row: a list of intents, or intents joined by ``+``."""
+    if isinstance(intent, (list, tuple)):
+        return True
+    return isinstance(intent, str) and "+" in intent and intent.strip() != oos_label
+
+
+def _label_set(intent: object, source: str, oos_label: str) -> tuple[str, ...]:
+    """A row's intents: a list of names, or names joined by ``+``; () is out of scope."""
+    if isinstance(intent, (list, tuple)):
+        names = list(intent)
+        if not all(isinstance(n, str) and n.strip() for n in names):
+            raise FewIntentError(f"{source}: 'intents' must be a list of intent names (strings), got {names!r:.60}")
+        joined = next((n for n in names if "+" in n), None)
+        if joined is not None:
+            raise FewIntentError(
+                f"{source}: intent '{shorten(joined, 40)}' in an intents list contains '+', which joins intents "
+                "in CSV and Rasa files; rename it"
+            )
+    elif intent is None:
+        return ()
+    else:
+        names = str(intent).split("+")
+        if any(not n.strip() for n in names):
+            raise FewIntentError(
+                f"{source}: '{shorten(str(intent), 40)}' is not a combination of intents: write 'a+b' with a name "
+                "on each side of every '+'"
+            )
+    labels = tuple(dict.fromkeys(check_intent_name(n.strip(), source) for n in names))
+    return () if labels == (oos_label,) else labels
+
+
+def _multi_label(pairs: list, *, oos_label: str, source: str, for_training: bool) -> IntentSet:
+    """:meth:`IntentSet.from_pairs` for multi-label rows (and single-label ones mixed in)."""
+    warnings: list[str] = []
+    texts: list[str] = []
+    sets: list[tuple[str, ...]] = []
+    oos: list[str] = []
+    seen: dict[str, tuple[str, ...]] = {}
+    n_empty = n_dup = n_conflict = 0
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise FewIntentError(f"{source}: each example is a (text, intents) pair, got {pair!r:.60}")
+        raw_text, raw_intent = pair
+        text = unicodedata.normalize("NFC", " ".join(str(raw_text).split()))[:MAX_TEXT_CHARS] if raw_text else ""
+        labels = _label_set(raw_intent, source, oos_label)
+        if oos_label in labels:
+            raise FewIntentError(f"{source}: '{oos_label}' (out of scope) cannot be combined with intents")
+        if not text:
+            n_empty += 1
+            continue
+        if text in seen and for_training:
+            n_dup += seen[text] == labels
+            n_conflict += seen[text] != labels
+            continue
+        seen[text] = labels
+        if labels:
+            texts.append(text)
+            sets.append(labels)
+        else:
+            oos.append(text)
+    if n_empty:
+        warnings.append(f"dropped {n_empty} row(s) with an empty text")
+    if n_dup:
+        warnings.append(f"dropped {n_dup} duplicate row(s)")
+    if n_conflict:
+        warnings.append(f"{n_conflict} text(s) appeared again with other intents; the first row was kept")
+    intents = [s[0] for s in sets]
+    result = IntentSet(texts, intents, oos, oos_label, warnings, source, sets)
+    warnings += case_collisions(result.labels)
+    result._check(for_training)
+    return result
 
 
 def shorten(text: str, limit: int = 80) -> str:

@@ -17,7 +17,8 @@ from fewintent.data.intentset import DEFAULT_OOS_LABEL, MAX_TEXT_CHARS, IntentSe
 from fewintent.errors import FewIntentError, FewIntentWarning
 
 TEXT_COLUMNS = ("text",)
-INTENT_COLUMNS = ("intent", "label")
+INTENT_COLUMNS = ("intent", "label", "intents", "labels")
+"""The intent column; a row's value is one name, names joined by '+', or (JSONL) a list of names (multi-label)."""
 JSONL_EXTENSIONS = (".jsonl", ".json", ".ndjson")
 # Files larger than this are almost certainly not a few-shot support set or a test set.
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -273,8 +274,15 @@ def _jsonl_rows(
         text, intent = r[tcol], r[icol]
         if text is not None and not isinstance(text, str):
             raise FewIntentError(f"{p}:{lineno}: '{tcol}' must be a string, got {type(text).__name__} {text!r:.40}")
-        if intent is not None and (isinstance(intent, bool) or not isinstance(intent, (str, int))):
-            raise FewIntentError(f"{p}:{lineno}: '{icol}' must be a string, got {type(intent).__name__}")
+        if isinstance(intent, list):
+            if not all(isinstance(x, str) for x in intent):
+                raise FewIntentError(
+                    f"{p}:{lineno}: '{icol}' must be a list of intent names (strings), got {intent!r:.60}"
+                )
+        elif intent is not None and (isinstance(intent, bool) or not isinstance(intent, (str, int))):
+            raise FewIntentError(
+                f"{p}:{lineno}: '{icol}' must be a string or a list of strings, got {type(intent).__name__}"
+            )
         yield text, intent
 
 

@@ -27,12 +27,26 @@ class HeadParams:
     c: float
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """``log(softmax(logits))`` over the last axis, computed stably."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis."""
+    return np.exp(log_softmax(logits))
+
+
 class DecisionHead(ABC):
     """Ranks intents over sentence embeddings. Subclasses set ``name`` and ``description`` and register in
     :data:`fewintent.heads.registry.HEADS`."""
 
     name: ClassVar[str]
     description: ClassVar[str]
+    multi_label: ClassVar[bool] = False
+    """True for a head that names any number of intents per message: its logits are margins (an intent passes at
+    0 or more) and a message where none passes is out of scope; it is fitted on multi-hot labels."""
 
     def __init__(self, params: HeadParams) -> None:
         self.params = params
@@ -40,14 +54,26 @@ class DecisionHead(ABC):
     @classmethod
     @abstractmethod
     def fit(
-        cls: type[_Head], x: np.ndarray, y: np.ndarray, n_labels: int, prototypes: np.ndarray, params: HeadParams
+        cls: type[_Head],
+        x: np.ndarray,
+        y: np.ndarray,
+        n_labels: int,
+        prototypes: np.ndarray,
+        params: HeadParams,
+        messages: np.ndarray | None = None,
     ) -> _Head:
-        """The head fitted on rows ``x`` (embeddings) with label indices ``y`` (names included), given the
-        L2-normalised class ``prototypes``."""
+        """The head fitted on rows ``x`` (embeddings) with label indices ``y`` (names included; multi-hot
+        ``(rows, labels)`` for a multi-label head), given the L2-normalised class ``prototypes``. ``messages``
+        marks the rows that are examples rather than the intents' names (None: all are)."""
 
     @abstractmethod
     def logits(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
         """Scores over intents, ``(messages, labels)``; ``sims`` are the cosines to the prototypes."""
+
+    def confidences(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        """How sure the head is of each intent: the softmax of its logits (a multi-label head: each intent's own
+        probability)."""
+        return softmax(self.logits(emb, sims))
 
     def to_tensors(self) -> dict[str, np.ndarray]:
         """The head's own tensors, by their names in ``model.safetensors`` (none for a head derived from the

@@ -8,19 +8,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from fewintent.heads.decision import DecisionHead, HeadParams
+from fewintent.heads.decision import DecisionHead, HeadParams, log_softmax
 from fewintent.heads.prototypes import class_means, l2_normalize
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """``log(softmax(logits))`` over the last axis, computed stably."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities over the last axis."""
-    return np.exp(log_softmax(logits))
 
 
 class LinearHead(DecisionHead):
@@ -36,7 +25,13 @@ class LinearHead(DecisionHead):
 
     @classmethod
     def fit(
-        cls, x: np.ndarray, y: np.ndarray, n_labels: int, prototypes: np.ndarray, params: HeadParams
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        n_labels: int,
+        prototypes: np.ndarray,
+        params: HeadParams,
+        messages: np.ndarray | None = None,
     ) -> LinearHead:
         # Started from the prototype head (same scores at iteration 0); the optimum does not depend on it.
         init = (prototypes * params.scale, np.zeros(n_labels))

@@ -22,9 +22,13 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def class_means(embeddings: _Array, labels: Any, n_classes: int) -> _Array:
-    """Mean embedding per class; ``labels`` are integers in ``[0, n_classes)`` (a class without rows: zeros).
+    """Mean embedding per class; ``labels`` are integers in ``[0, n_classes)`` (a class without rows: zeros), or
+    multi-hot ``(rows, n_classes)`` (multi-label rows count in each of their classes).
 
     Numpy arrays, or torch tensors (then differentiable, on their device: meta-training's prototypes)."""
+    if isinstance(embeddings, np.ndarray) and np.ndim(labels) == 2:
+        hot = np.asarray(labels, dtype=embeddings.dtype)
+        return (hot.T @ embeddings) / np.maximum(hot.sum(axis=0), 1)[:, None]
     if isinstance(embeddings, np.ndarray):
         sums = np.zeros((n_classes, embeddings.shape[-1]), dtype=embeddings.dtype)
         np.add.at(sums, labels, embeddings)
@@ -52,7 +56,13 @@ class PrototypeHead(DecisionHead):
 
     @classmethod
     def fit(
-        cls, x: np.ndarray, y: np.ndarray, n_labels: int, prototypes: np.ndarray, params: HeadParams
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        n_labels: int,
+        prototypes: np.ndarray,
+        params: HeadParams,
+        messages: np.ndarray | None = None,
     ) -> PrototypeHead:
         return cls(params)
 

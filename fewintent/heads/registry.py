@@ -8,13 +8,17 @@ from __future__ import annotations
 from fewintent.errors import FewIntentError
 from fewintent.heads.decision import DecisionHead
 from fewintent.heads.logistic import LinearHead
+from fewintent.heads.onevsrest import OneVsRestHead
 from fewintent.heads.prototypes import PrototypeHead
 
 HEADS: dict[str, type[DecisionHead]] = {
     LinearHead.name: LinearHead,
     PrototypeHead.name: PrototypeHead,
+    OneVsRestHead.name: OneVsRestHead,
 }
 DEFAULT_HEAD = LinearHead.name
+MULTI_LABEL_HEAD = OneVsRestHead.name
+"""What multi-label data gets when no head is named (``adapt --multi-label``)."""
 
 
 def head_class(name: str) -> type[DecisionHead]:

@@ -22,6 +22,7 @@ from fewintent.data.io import read_intent_file
 from fewintent.encoder.lora import LoraSettings
 from fewintent.encoder.registry import constants_for
 from fewintent.errors import FewIntentError, reject_unknown, training_parts
+from fewintent.heads.registry import DEFAULT_HEAD, MULTI_LABEL_HEAD
 from fewintent.model.classifier import IntentClassifier
 from fewintent.model.config import AdaptArguments, ClassifierConfig, TrainingArguments
 
@@ -96,8 +97,17 @@ class Trainer:
         encoder was trained on them where ``args`` say so (``steps``, ``tune``)."""
         from fewintent.encoder.lora import attach_lora, has_lora, merge_lora
 
+        data = as_intentset(examples, self.args.oos_label)
+        if data.is_multi_label and not self.args.multi_label:
+            if self.args.head != DEFAULT_HEAD:
+                raise FewIntentError(
+                    f"{data.source} gives several intents per message; --head {self.args.head} names one: "
+                    "leave --head out (or use --multi-label)"
+                )
+            self.args = replace(self.args, head=MULTI_LABEL_HEAD)  # multi-label data: the multi-label head
         args = self.args
-        data = as_intentset(examples, args.oos_label)
+        if args.multi_label and args.tune:
+            raise FewIntentError("--tune trains a single-label head; multi-label models adapt without it for now")
         loaded = self.encoder or self.load_encoder()
         encoder = loaded.encoder
         meta: dict[str, Any] = {**loaded.meta, "steps": 0, "seed": args.seed}

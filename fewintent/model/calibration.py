@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fewintent.errors import FewIntentError
+from fewintent.errors import FewIntentError, FewIntentWarning
 from fewintent.heads.prototypes import class_means, l2_normalize
 
 if TYPE_CHECKING:
     from fewintent.data.intentset import IntentSet
     from fewintent.model.classifier import IntentClassifier
+    from fewintent.model.config import ClassifierConfig
+    from fewintent.model.oos import HeadFitter, OosScorer
 
 
 def leave_one_out_scores(
@@ -47,6 +50,47 @@ def leave_one_out_scores(
     own = np.sum(rest * e, axis=1) / np.maximum(np.linalg.norm(rest, axis=1) * np.linalg.norm(e, axis=1), 1e-8)
     sims[np.arange(len(y)), y] = own
     return sims.max(axis=1)
+
+
+def support_threshold(
+    score: type[OosScorer],
+    examples: tuple[np.ndarray, np.ndarray, int],
+    fit_head: HeadFitter,
+    names: tuple[np.ndarray, np.ndarray] | None,
+    tuned: np.ndarray | None,
+    oos_scores: np.ndarray | None,
+    config: ClassifierConfig,
+) -> tuple[float, float]:
+    """The out-of-scope threshold and confidence temperature a new model gets from its own examples: how the
+    examples (embeddings, labels, number of labels) score held out from the model as deployed (names included,
+    never scored: a name is no message; after tuning, only the examples the encoder never saw, whose in-sample
+    scores sit far higher than a new message's), plus its out-of-scope examples' ``oos_scores`` if any."""
+    support, y, n = examples
+    unseen = None if tuned is None else ~tuned
+    in_scores = score.held_out(support, y, n, fit_head, names, unseen)
+    scale = float(config.scale or 0.0)
+    if in_scores.size == 0 and not score.cosine:
+        raise FewIntentError(
+            f"the '{score.name}' out-of-scope score needs at least 2 examples per intent; "
+            "add examples or use --oos-score prototype"
+        )
+    if in_scores.size == 0:
+        why = (
+            "every intent has a single example"
+            if tuned is None or not bool(tuned.any())
+            else "no example was held out of tuning beside a second example of its intent"
+        )
+        warnings.warn(
+            f"{why}, so the out-of-scope threshold cannot be calibrated on them; using the default "
+            f"{config.fallback_threshold:.2f} (add a second example per intent, or set it with `fewintent "
+            "calibrate` / clf.threshold)",
+            FewIntentWarning,
+            stacklevel=5,
+        )
+        return float(config.fallback_threshold or 0.0), scale
+    threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=float(config.in_scope_recall or 0.0))
+    # unbounded scores: confidence moves by their spread, as cosines do by 1/scale
+    return float(threshold), scale if score.cosine else 2.0 / max(float(np.std(in_scores)), 1e-6)
 
 
 def calibrate_threshold(

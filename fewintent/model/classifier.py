@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -15,18 +14,17 @@ from fewintent.data.intentset import IntentSet, check_intent_name, check_texts, 
 from fewintent.data.io import read_intent_file
 from fewintent.encoder.base import Encoder, set_num_threads
 from fewintent.encoder.registry import constants_for
-from fewintent.errors import EditConflictError, FewIntentError, FewIntentWarning, UnknownIntentError, reject_unknown
+from fewintent.errors import EditConflictError, FewIntentError, UnknownIntentError, reject_unknown
 from fewintent.heads.decision import HeadParams
-from fewintent.heads.logistic import softmax
 from fewintent.heads.prototypes import class_means, l2_normalize
 from fewintent.heads.registry import head_class
-from fewintent.model.calibration import CalibrationReport, calibrate_classifier, calibrate_threshold, check_threshold
+from fewintent.model.calibration import CalibrationReport, calibrate_classifier, check_threshold, support_threshold
 from fewintent.model.config import AdaptArguments, ClassifierConfig, TrainingArguments
 from fewintent.model.discovery import DiscoveryResult, discover
 from fewintent.model.oos import oos_score_class
 from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
-from fewintent.model.table import IntentScore, Prediction, Rows, ScoringTable, plus
+from fewintent.model.table import IntentScore, Prediction, Rows, ScoringTable, head_rows
 
 if TYPE_CHECKING:
     from fewintent.model.tuning import TrainingProgress
@@ -126,17 +124,27 @@ class IntentClassifier:
         """
         if len(data.labels) < 2:
             raise FewIntentError("at least 2 intents are needed to build a classifier")
+        if data.is_multi_label and not self.config.multi_label:
+            raise FewIntentError(
+                f"{data.source} gives several intents per message: use the multi-label head (--head onevsrest, "
+                f"or --multi-label), not '{self.config.head}'"
+            )
         labels = tuple(data.labels)
         index = {label: i for i, label in enumerate(labels)}
         emb = self.encode(data.texts + data.oos_texts, progress)
         support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
         y = np.array([index[i] for i in data.intents], dtype=np.int64)
+        sets = None
+        if self.config.multi_label:
+            sets = np.zeros((len(y), len(labels)), dtype=bool)
+            for row, names in enumerate(data.sets()):
+                sets[row, [index[x] for x in names]] = True
         mask = None
         if tuned is not None:
             if len(tuned) != len(data.texts):
                 raise FewIntentError(f"tuned has {len(tuned)} flags for {len(data.texts)} examples")
             mask = np.array([bool(t) for t in tuned], dtype=bool)
-        return self.fit_embeddings(labels, support, y, oos, tuned=mask)
+        return self.fit_embeddings(labels, support, y, oos, tuned=mask, sets=sets)
 
     def fit_embeddings(
         self,
@@ -146,17 +154,22 @@ class IntentClassifier:
         oos: Any = None,
         *,
         tuned: Any = None,
+        sets: Any = None,
     ) -> IntentClassifier:
         """Build prototypes, the head and the OOS threshold from already encoded examples (what ``fit`` does
         after encoding; the benchmark calls it with cached embeddings so it measures this very code). Arrays are
-        numpy, or anything ``np.asarray`` takes (a CPU torch tensor)."""
+        numpy, or anything ``np.asarray`` takes (a CPU torch tensor). A multi-label head takes ``sets``, each
+        example's intents as a bool row over ``labels`` (``y`` then holds the first of them); None: ``y`` alone."""
         support = np.asarray(support, dtype=np.float32)
         y = np.asarray(y, dtype=np.int64)
         oos = np.empty((0, support.shape[1]), np.float32) if oos is None else np.asarray(oos, dtype=np.float32)
         tuned = None if tuned is None else np.asarray(tuned, dtype=bool)
+        if self.config.multi_label and sets is None:
+            sets = np.arange(len(labels))[None, :] == y[:, None]
+        sets = None if sets is None else np.asarray(sets, dtype=bool)
         names = self._name_rows(labels)
         with self._write_lock:
-            self._table = self._build_table(tuple(labels), support, y, oos, names, tuned)
+            self._table = self._build_table(tuple(labels), support, y, oos, names, tuned, sets)
         return self
 
     def _name_rows(self, labels: Sequence[str]) -> Rows | None:
@@ -181,57 +194,34 @@ class IntentClassifier:
         oos: np.ndarray,
         names: Rows | None = None,
         tuned: np.ndarray | None = None,
+        sets: np.ndarray | None = None,
     ) -> ScoringTable:
         """Prototypes, head, OOS scorer and threshold from the examples; the name rows count as examples, except
         that the threshold is calibrated on the user's examples alone (held out, against prototypes with names),
-        and on a tuned encoder only on the examples it was not trained on (``tuned`` False)."""
+        and on a tuned encoder only on the examples it was not trained on (``tuned`` False). A multi-label head
+        decides out of scope itself (no intent passes its own threshold): the table's threshold is then 0."""
         cfg, n, params = self.config, len(labels), self._head_params()
         head_cls, score = head_class(cfg.head), oos_score_class(cfg.oos_score)
-        everything = plus((support, y), names)
-        protos = l2_normalize(class_means(*everything, n))
-        head = head_cls.fit(*everything, n, protos, params)
+        x, targets, messages = head_rows((support, y), names, sets, n)
+        protos = l2_normalize(class_means(x, targets, n))
+        head = head_cls.fit(x, targets, n, protos, params, messages)
 
         def table(threshold: float, temperature: float) -> ScoringTable:
             return ScoringTable.build(
                 labels, head, score, protos, (support, y), oos, threshold=threshold, oos_temperature=temperature,
-                names=names, tuned=tuned,
+                names=names, tuned=tuned, sets=sets,
             )  # fmt: skip
 
         if self.threshold_manual and self._table is not None:  # set by hand: it survives edits
             return table(self._table.threshold, self._table.oos_temperature)
-        # how the user's own examples score held out from the model as deployed (names included, never scored:
-        # a name is no message); after tuning, only the examples the encoder never saw (in-sample scores of the
-        # trained ones sit far higher than a new message's)
-        unseen = None if tuned is None else ~tuned
+        if head_cls.multi_label:  # margins are log-odds over each intent's own threshold
+            return table(0.0, 1.0)
         fit_head = lambda x, y_, k: head_cls.fit(x, y_, k, l2_normalize(class_means(x, y_, k)), params)  # noqa: E731
-        in_scores = score.held_out(support, y, n, fit_head, names, unseen)
-        if in_scores.size == 0 and not score.cosine:
-            raise FewIntentError(
-                f"the '{score.name}' out-of-scope score needs at least 2 examples per intent; "
-                "add examples or use --oos-score prototype"
-            )
         draft = table(0.0, params.scale)
-        oos_scores = draft.scorer(oos) if len(oos) else None
-        if in_scores.size == 0:
-            why = (
-                "every intent has a single example"
-                if tuned is None or not bool(tuned.any())
-                else "no example was held out of tuning beside a second example of its intent"
-            )
-            warnings.warn(
-                f"{why}, so the out-of-scope threshold cannot be calibrated on "
-                f"them; using the default {cfg.fallback_threshold:.2f} (add a second example per intent, or "
-                "set it with `fewintent calibrate` / clf.threshold)",
-                FewIntentWarning,
-                stacklevel=3,
-            )
-            threshold = float(cfg.fallback_threshold or 0.0)  # resolved: never None here
-        else:
-            recall = float(cfg.in_scope_recall or 0.0)
-            threshold = calibrate_threshold(in_scores, oos_scores, in_scope_recall=recall)
-        # unbounded scores: confidence moves by their spread, as cosines do by 1/scale
-        temperature = params.scale if score.cosine else 2.0 / max(float(np.std(in_scores)), 1e-6)
-        return replace(draft, threshold=float(threshold), oos_temperature=float(temperature))
+        threshold, temperature = support_threshold(
+            score, (support, y, n), fit_head, names, tuned, draft.scorer(oos) if len(oos) else None, cfg
+        )
+        return replace(draft, threshold=threshold, oos_temperature=temperature)
 
     def restore(
         self,
@@ -310,9 +300,10 @@ class IntentClassifier:
         return table, self.encode(texts, progress)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """The head's softmax over intents (no OOS column), shape ``(len(texts), len(labels))``, labels order."""
+        """The head's confidence in each intent (no OOS column), shape ``(len(texts), len(labels))``, labels order:
+        a softmax over intents, or each intent's own probability for a multi-label head."""
         table, emb = self.embed(texts)
-        return softmax(table.logits(emb, table.similarities(emb)))
+        return table.head.confidences(emb, table.similarities(emb))
 
     def predict(self, texts: Sequence[str], *, top_k: int = 10, progress: Progress | None = None) -> list[Prediction]:
         """Classify texts; an intent whose best similarity is below the threshold becomes the OOS label."""
@@ -324,10 +315,12 @@ class IntentClassifier:
 
     def decide(self, texts: Sequence[str], table: ScoringTable, emb: Any, top_k: int = 10) -> list[Prediction]:
         """Predictions from embeddings: the head ranks the intents, the OOS score (by default the best cosine to a
-        prototype) against the threshold decides out of scope."""
+        prototype) against the threshold decides out of scope. A multi-label head names every intent whose margin
+        passes the threshold (``Prediction.intents``)."""
         emb = np.asarray(emb, dtype=np.float32)
         sims = table.similarities(emb)
-        probs = softmax(table.logits(emb, sims))
+        probs = table.head.confidences(emb, sims)
+        passing = table.logits(emb, sims) >= table.threshold if table.head.multi_label else None
         k = min(top_k, len(table.labels))
         top_i = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
         top_p = np.take_along_axis(probs, top_i, axis=-1)
@@ -340,7 +333,12 @@ class IntentClassifier:
             ranking = [IntentScore(table.labels[int(i)], float(p)) for p, i in zip(top_p[row], top_i[row])]
             is_oos = bool(score[row] < table.threshold)
             intent = IntentScore(self.oos_label, float(oos_conf[row])) if is_oos else ranking[0]
-            out.append(Prediction(text, intent, is_oos, ranking, float(score[row])))
+            named = None
+            if passing is not None:
+                order = np.argsort(-probs[row], kind="stable")
+                named = [IntentScore(table.labels[int(i)], float(probs[row, i])) for i in order if passing[row, i]]
+                intent = named[0] if named else intent
+            out.append(Prediction(text, intent, is_oos, ranking, float(score[row]), named))
         return out
 
     def calibrate(

@@ -19,7 +19,7 @@ from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.encoder.registry import BaseConstants
 from fewintent.errors import FewIntentError, reject_unknown
 from fewintent.heads.registry import DEFAULT_HEAD, HEADS
-from fewintent.model.oos import DEFAULT_OOS_SCORE, OOS_SCORES
+from fewintent.model.oos import DEFAULT_OOS_SCORE, MULTI_LABEL_OOS_SCORE, OOS_SCORES
 
 _Config = TypeVar("_Config", bound="_Checked")
 
@@ -65,7 +65,8 @@ class ClassifierConfig(_Checked):
     fallback_threshold: float | None = None
     """The OOS threshold when the support cannot calibrate one (every intent has a single example)."""
     head: str = DEFAULT_HEAD
-    """Decision head, by name (:data:`fewintent.heads.registry.HEADS`): 'linear' (the default) or 'prototype'."""
+    """Decision head, by name (:data:`fewintent.heads.registry.HEADS`): 'linear' (the default), 'prototype', or
+    'onevsrest' (multi-label: any number of intents per message)."""
     head_c: float | None = None
     """Inverse regularisation strength of the linear head (scikit-learn's C)."""
     oos_score: str = DEFAULT_OOS_SCORE
@@ -75,6 +76,22 @@ class ClassifierConfig(_Checked):
     """Use each intent's name ("card_arrival" -> "card arrival") as one more example (chosen on ``valid``)."""
     max_length: int = 128
     """Tokens of a message the encoder reads; longer messages are cut (intent utterances rarely pass 64)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if HEADS[self.head].multi_label:  # it decides out of scope itself: nothing of its intents passes
+            if self.oos_score == DEFAULT_OOS_SCORE:
+                object.__setattr__(self, "oos_score", MULTI_LABEL_OOS_SCORE)
+            elif self.oos_score != MULTI_LABEL_OOS_SCORE:
+                raise FewIntentError(
+                    f"the multi-label head '{self.head}' decides out of scope itself (no intent passes); "
+                    f"--oos-score {self.oos_score} does not apply to it"
+                )
+
+    @property
+    def multi_label(self) -> bool:
+        """The head names any number of intents per message."""
+        return HEADS[self.head].multi_label
 
     def resolved(self, constants: BaseConstants) -> ClassifierConfig:
         """This config with every base-tuned number that was left None filled in from ``constants``."""

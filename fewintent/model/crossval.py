@@ -95,6 +95,11 @@ def cross_validate(
             f"{len(singles)} intent(s) have one example ({shown}): held out, no example of them is left to train "
             "on, so they always count as errors"
         )
+    if data.is_multi_label:
+        raise FewIntentError(
+            f"{data.source} gives several intents per message: cross-validation scores single-label models only; "
+            "hold out a file and run `fewintent evaluate MODEL_DIR TEST_FILE`"
+        )
     emb = clf.encode(data.texts + data.oos_texts, progress)  # once, for every fold
     support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
     fold = fold_of(y, k)

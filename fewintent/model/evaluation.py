@@ -44,6 +44,62 @@ class EvaluationResult:
         return asdict(self)
 
 
+@dataclass
+class MultiLabelResult:
+    """The ``evaluate --json`` object of a multi-label model: F1 over (message, intent) pairs instead of accuracy.
+    A message with no intent is out of scope; ``oos_*`` score that (None when the data has no such rows)."""
+
+    n: int
+    micro_f1: float
+    macro_f1: float
+    exact_match: float
+    """Share of messages whose set of intents is exactly right."""
+    count_accuracy: float
+    """Share of messages given the right number of intents."""
+    micro_precision: float
+    micro_recall: float
+    oos_recall: float | None
+    oos_precision: float | None
+    oos_f1: float | None
+    per_intent: dict[str, dict[str, float]] = field(default_factory=dict)
+    unknown_intents: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def score_label_sets(gold: Sequence[set[str]], pred: Sequence[set[str]], labels: Sequence[str]) -> MultiLabelResult:
+    """Multi-label scores of predicted intent sets against the gold ones (empty sets: out of scope)."""
+    per: dict[str, dict[str, float]] = {}
+    for label in labels:
+        tp = sum(label in g and label in p for g, p in zip(gold, pred))
+        fp = sum(label not in g and label in p for g, p in zip(gold, pred))
+        fn = sum(label in g and label not in p for g, p in zip(gold, pred))
+        prec, rec = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+        per[label] = {"precision": prec, "recall": rec, "f1": _safe_div(2 * tp, 2 * tp + fp + fn), "support": tp + fn}
+    tp = sum(len(g & p) for g, p in zip(gold, pred))
+    fp = sum(len(p - g) for g, p in zip(gold, pred))
+    fn = sum(len(g - p) for g, p in zip(gold, pred))
+    empty_gold, empty_pred = [not g for g in gold], [not p for p in pred]
+    oos_tp = sum(a and b for a, b in zip(empty_gold, empty_pred))
+    has_oos = any(empty_gold)
+    oos_p, oos_r = _safe_div(oos_tp, sum(empty_pred)), _safe_div(oos_tp, sum(empty_gold))
+    n = len(gold)
+    return MultiLabelResult(
+        n=n,
+        micro_f1=_safe_div(2 * tp, 2 * tp + fp + fn),
+        macro_f1=float(np.mean([v["f1"] for v in per.values() if v["support"]])) if per else 0.0,
+        exact_match=_safe_div(sum(g == p for g, p in zip(gold, pred)), n),
+        count_accuracy=_safe_div(sum(len(g) == len(p) for g, p in zip(gold, pred)), n),
+        micro_precision=_safe_div(tp, tp + fp),
+        micro_recall=_safe_div(tp, tp + fn),
+        oos_recall=oos_r if has_oos else None,
+        oos_precision=oos_p if has_oos else None,
+        oos_f1=_safe_div(2 * oos_p * oos_r, oos_p + oos_r) if has_oos else None,
+        per_intent=per,
+    )
+
+
 def _safe_div(a: float, b: float) -> float:
     return a / b if b else 0.0
 
@@ -184,7 +240,7 @@ def evaluate(
     *,
     progress: Progress | None = None,
     sweep_points: int = 0,
-) -> EvaluationResult:
+) -> EvaluationResult | MultiLabelResult:
     """Predict every row of ``data`` (an IntentSet or a labelled file) and score it; OOS rows are expected to come
     back as the OOS label.
 
@@ -200,6 +256,12 @@ def evaluate(
     elif not isinstance(data, IntentSet):
         raise FewIntentError(f"evaluate takes an IntentSet or a labelled file's path, got {type(data).__name__}")
     texts = data.texts + data.oos_texts
+    if clf.config.multi_label:
+        predictions = clf.predict(texts, top_k=1, progress=progress)
+        gold_sets = [set(s) for s in data.sets()] + [set()] * len(data.oos_texts)
+        ml = score_label_sets(gold_sets, [{x.name for x in p.intents or []} for p in predictions], clf.labels)
+        ml.unknown_intents = sorted({g for s in gold_sets for g in s} - set(clf.labels))
+        return ml
     gold = data.intents + [clf.oos_label] * len(data.oos_texts)
     predictions = clf.predict(texts, top_k=1, progress=progress)
     pred = [p.intent.name for p in predictions]

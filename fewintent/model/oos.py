@@ -172,10 +172,28 @@ class EnergyScore(OosScorer):
         return top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
 
 
+class MarginScore(OosScorer):
+    name = "margin"
+    description = "the head's best logit; for a multi-label head, the best margin over an intent's own threshold"
+
+    def __init__(self, prototypes: np.ndarray, head: DecisionHead) -> None:
+        super().__init__(prototypes)
+        self.head = head
+
+    @classmethod
+    def fit(cls, support, y, n_classes, prototypes, head):  # type: ignore[no-untyped-def]
+        return cls(prototypes, head)
+
+    def score(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        return self.head.logits(emb, sims).max(axis=1)
+
+
 OOS_SCORES: dict[str, type[OosScorer]] = {
-    score.name: score for score in (PrototypeScore, NearestScore, MahalanobisScore, EnergyScore)
+    score.name: score for score in (PrototypeScore, NearestScore, MahalanobisScore, EnergyScore, MarginScore)
 }
 DEFAULT_OOS_SCORE = PrototypeScore.name
+MULTI_LABEL_OOS_SCORE = MarginScore.name
+"""A multi-label head decides out of scope itself (no intent passes): the score is its best margin, cut at 0."""
 
 
 def oos_score_class(name: str) -> type[OosScorer]:

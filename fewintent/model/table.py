@@ -13,9 +13,12 @@ from fewintent.model.oos import OosScorer
 
 Rows = tuple[np.ndarray, np.ndarray]
 """Embeddings (float32) and their label indices (int64)."""
-TableRows = tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, "Rows | None", "np.ndarray | None"]
-"""What a table is fitted from: labels, example embeddings, their label indices, out-of-scope examples, the
-intents' name rows and the trained-on flags (what ``IntentClassifier._build_table`` takes)."""
+TableRows = tuple[
+    tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, "Rows | None", "np.ndarray | None", "np.ndarray | None"
+]
+"""What a table is fitted from: labels, example embeddings, their (first) label indices, out-of-scope examples,
+the intents' name rows, the trained-on flags and the multi-label sets (what ``IntentClassifier._build_table``
+takes)."""
 
 
 @dataclass
@@ -34,9 +37,15 @@ class Prediction:
     intent_ranking: list[IntentScore] = field(default_factory=list)
     oos_score: float | None = None
     """How in-scope the text looks under the model's OOS score (higher = more); below the threshold = OOS."""
+    intents: list[IntentScore] | None = None
+    """A multi-label model's answer: every intent that passes, most confident first (empty: out of scope); None
+    for a single-label model."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.intents is None:  # single-label answers keep their shape
+            del out["intents"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,8 @@ class ScoringTable:
     name_labels: np.ndarray | None = None
     # (n_examples,) bool: the encoder was trained on this example (``tune``); None when it was not tuned
     tuned: np.ndarray | None = None
+    # (n_examples, n_labels) bool: every intent of each example (multi-label); None for single-label examples
+    sets: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -77,10 +88,17 @@ class ScoringTable:
         oos_temperature: float,
         names: Rows | None = None,
         tuned: np.ndarray | None = None,
+        sets: np.ndarray | None = None,
     ) -> ScoringTable:
         """A table from its parts; the OOS score is fitted on the examples (names included) and the head."""
         if tuned is not None and tuned.shape != examples[1].shape:
             raise ValueError("is corrupt (trained-on flags do not match the examples)")
+        if sets is not None and sets.shape != (len(examples[1]), len(labels)):
+            raise ValueError("is corrupt (the examples' intent sets do not match the examples and labels)")
+        if head.multi_label != (sets is not None):
+            raise ValueError(
+                f"does not fit its head ('{head.name}' {'needs' if head.multi_label else 'takes no'} intent sets)"
+            )
         scorer = oos_score.fit(*plus(examples, names), len(labels), prototypes, head)
         name_support, name_labels = names or (None, None)
         return cls(
@@ -96,6 +114,7 @@ class ScoringTable:
             name_support,
             name_labels,
             None if tuned is None else tuned.astype(bool),
+            None if sets is None else sets.astype(bool),
         )
 
     def to_tensors(self) -> dict[str, np.ndarray]:
@@ -109,6 +128,7 @@ class ScoringTable:
             "name_support": self.name_support,
             "name_labels": self.name_labels,
             "support_tuned": None if self.tuned is None else self.tuned.astype(np.uint8),
+            "support_sets": None if self.sets is None else self.sets.astype(np.uint8),
         }
         return {k: np.ascontiguousarray(v) for k, v in out.items() if v is not None}
 
@@ -147,6 +167,7 @@ class ScoringTable:
             raise ValueError("is corrupt (intent-name examples without their labels)")
         names = (_floats(t["name_support"]), _ints(t["name_labels"])) if "name_support" in t else None
         tuned = t["support_tuned"].astype(bool) if "support_tuned" in t else None
+        sets = t["support_sets"].astype(bool) if "support_sets" in t else None
         return cls.build(
             labels,
             head.from_tensors(t, _floats(protos), params),
@@ -158,6 +179,7 @@ class ScoringTable:
             oos_temperature=oos_temperature,
             names=names,
             tuned=tuned,
+            sets=sets,
         )
 
     def oos_scores(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
@@ -173,7 +195,9 @@ class ScoringTable:
         return self.head.logits(emb, sims)
 
     def counts(self) -> dict[str, int]:
-        """Examples per intent, in label order."""
+        """Examples per intent, in label order (a multi-label example counts for each of its intents)."""
+        if self.sets is not None:
+            return dict(zip(self.labels, self.sets.sum(axis=0).tolist()))
         c = np.bincount(self.support_labels, minlength=len(self.labels)).tolist()
         return dict(zip(self.labels, c))
 
@@ -185,37 +209,70 @@ class ScoringTable:
         return [label for label, s in zip(self.labels, seen.tolist()) if s]
 
     def rows_without(self, name: str) -> TableRows:
-        """The rows of every intent but ``name``, renumbered to close the gap."""
+        """The rows of every intent but ``name``, renumbered to close the gap (a multi-label example keeps its other
+        intents)."""
         gone = self.labels.index(name)
-        support, y = _without_label((self.support, self.support_labels), gone)
+        keep, y, sets = self._rows_kept(gone)
         labels = tuple(x for x in self.labels if x != name)
-        return labels, support, y, self.oos, _join(_without_label(self.names(), gone), None), self._tuned_without(gone)
+        names = _join(_without_label(self.names(), gone), None)
+        return labels, self.support[keep], y, self.oos, names, self._flags(keep), sets
 
     def rows_with(self, name: str, emb: np.ndarray, name_row: Rows | None) -> TableRows:
         """The rows with intent ``name`` added last (its old rows, if any, replaced) with examples ``emb`` and its
         name row; the new examples were never trained on."""
         gone = self.labels.index(name) if name in self.labels else None
         old = [label for label in self.labels if label != name]
-        support, y = _without_label((self.support, self.support_labels), gone)
-        support = np.concatenate([support, emb])
+        keep, y, sets = self._rows_kept(gone)
+        support = np.concatenate([self.support[keep], emb])
         y = np.concatenate([y, np.full(len(emb), len(old), dtype=np.int64)])
-        tuned = self._tuned_without(gone)
+        tuned = self._flags(keep)
         if tuned is not None:
             tuned = np.concatenate([tuned, np.zeros(len(emb), dtype=bool)])
+        if sets is not None:
+            new = np.zeros((len(emb), len(old) + 1), dtype=bool)
+            new[:, -1] = True
+            sets = np.concatenate([np.pad(sets, ((0, 0), (0, 1))), new])
         if name_row is not None:
             name_row = name_row[0], np.full_like(name_row[1], len(old))
-        return (*old, name), support, y, self.oos, _join(_without_label(self.names(), gone), name_row), tuned
+        return (*old, name), support, y, self.oos, _join(_without_label(self.names(), gone), name_row), tuned, sets
 
-    def _tuned_without(self, gone: int | None) -> np.ndarray | None:
-        if self.tuned is None or gone is None:
-            return self.tuned
-        return self.tuned[self.support_labels != gone]
+    def _rows_kept(self, gone: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Which examples stay without label ``gone`` (None: all), their label indices renumbered, and their sets."""
+        if gone is None:
+            return np.ones(len(self.support_labels), dtype=bool), self.support_labels, self.sets
+        if self.sets is None:
+            keep: np.ndarray = self.support_labels != gone
+            return keep, self.support_labels[keep] - (self.support_labels[keep] > gone).astype(np.int64), None
+        sets = np.delete(self.sets, gone, axis=1)
+        keep = np.asarray(
+            sets.any(axis=1), dtype=bool
+        )  # an example of that intent alone goes; one with others keeps them
+        sets = sets[keep]
+        return keep, sets.argmax(axis=1).astype(np.int64), sets
+
+    def _flags(self, keep: np.ndarray) -> np.ndarray | None:
+        return None if self.tuned is None else self.tuned[keep]
 
     def names(self) -> Rows:
         """The intents' name rows (possibly none)."""
         if self.name_support is None or self.name_labels is None:
             return np.empty((0, self.support.shape[1]), np.float32), np.empty(0, np.int64)
         return self.name_support, self.name_labels
+
+
+def head_rows(
+    examples: Rows, names: Rows | None, sets: np.ndarray | None, n_labels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a head is fitted on: the examples and the intents' names as rows, their targets (label indices, or
+    multi-hot rows when ``sets`` are given: a name is one-hot) and which rows are examples rather than names."""
+    x, y = plus(examples, names)
+    messages = np.arange(len(y)) < len(examples[1])
+    if sets is None:
+        return x, y, messages
+    hot = np.zeros((len(y), n_labels), dtype=bool)
+    hot[: len(sets)] = sets
+    hot[np.arange(len(sets), len(y)), y[len(sets) :]] = True
+    return x, hot, messages
 
 
 def plus(rows: Rows, extra: Rows | None) -> Rows:

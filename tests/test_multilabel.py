@@ -1,0 +1,138 @@
+"""Several intents in one message: reading multi-label files, the one-vs-rest head, predicting, evaluating,
+editing and saving a multi-label model (tiny random encoder; the NLU++ benchmark is the benchmark's job)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_model_dir
+from typer.testing import CliRunner
+
+from fewintent import FewIntentError, IntentClassifier, IntentSet
+from fewintent.cli.main import app
+from fewintent.data.io import read_intent_file
+from fewintent.heads.onevsrest import OneVsRestHead, choose_thresholds, fit_one_vs_rest
+from fewintent.model.evaluation import MultiLabelResult, score_label_sets
+
+ROWS = [
+    ("my card never arrived", ["card", "arrival"]),
+    ("where is my new card", ["card", "arrival"]),
+    ("block my card please", ["card", "block"]),
+    ("freeze the card now", ["card", "block"]),
+    ("block my account", ["account", "block"]),
+    ("freeze my account", ["account", "block"]),
+    ("close my account", ["account"]),
+    ("open an account", ["account"]),
+    ("when will the transfer arrive", ["transfer", "arrival"]),
+    ("the transfer has not arrived", ["transfer", "arrival"]),
+    ("send a transfer", ["transfer"]),
+    ("make a transfer to my friend", ["transfer"]),
+    ("write me a poem", []),
+]
+
+
+def _data() -> IntentSet:
+    return IntentSet.from_pairs(ROWS)
+
+
+def _adapt(**kw):
+    return IntentClassifier.adapt(_data(), base=str(tiny_model_dir()), adapter="none", device="cpu", **kw)
+
+
+def test_files_read_as_multi_label_in_every_format(tmp_path):
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t, "intents": i}) + "\n" for t, i in ROWS))
+    csv = tmp_path / "m.csv"
+    csv.write_text("text,intent\n" + "".join(f"{t},{'+'.join(i) or 'oos'}\n" for t, i in ROWS))
+    rasa = tmp_path / "nlu.yml"
+    rasa.write_text('version: "3.1"\nnlu:\n- intent: card+block\n  examples: |\n    - block my card\n'
+                    "- intent: account\n  examples: |\n    - close my account\n")  # fmt: skip
+    for path in (jsonl, csv):
+        data = read_intent_file(path)
+        assert data.is_multi_label and data.sets()[0] == ("card", "arrival") and data.oos_texts == ["write me a poem"]
+        assert data.counts()["block"] == 4 and data.labels == ["card", "arrival", "block", "account", "transfer"]
+    assert read_intent_file(rasa).sets() == [("card", "block"), ("account",)]
+    single = tmp_path / "s.jsonl"
+    single.write_text('{"text": "hi", "intent": "greet"}\n{"text": "bye", "intent": "leave"}\n')
+    assert not read_intent_file(single).is_multi_label  # single-label files are unchanged
+
+
+@pytest.mark.parametrize(
+    ("intent", "message"),
+    [("a++b", "name on each side"), (["a", 3], "list of intent names"), (["a+b", "c"], "contains '[+]'")],
+)
+def test_bad_multi_label_rows_are_one_line(intent, message):
+    with pytest.raises(FewIntentError, match=message):
+        IntentSet.from_pairs([("x", intent), ("y", "b"), ("z", "c")])
+
+
+def test_thresholds_come_from_held_out_probabilities():
+    y = np.array([[1, 0]] * 6 + [[0, 1]] * 2, dtype=float)
+    probs = np.array([[0.9, 0.1]] * 5 + [[0.3, 0.1]] + [[0.1, 0.35]] * 2)
+    cuts = choose_thresholds(probs, y)
+    assert 0.1 < cuts[0] <= 0.3  # its own cut keeps the 0.3 positive
+    assert cuts[1] <= 0.35  # two positives: the shared cut, which must keep them
+    w, b = fit_one_vs_rest(np.eye(4), np.array([[1, 0], [1, 1], [0, 1], [0, 0]]), c=100.0)
+    assert ((np.eye(4) @ w.T + b) > 0).tolist() == [[True, False], [True, True], [False, True], [False, False]]
+
+
+def test_multi_label_model_names_several_intents_and_none_is_out_of_scope():
+    clf = _adapt()
+    assert clf.config.head == "onevsrest" and clf.config.oos_score == "margin" and clf.threshold == 0.0
+    assert isinstance(clf.table.head, OneVsRestHead)
+    predictions = clf.predict([t for t, _ in ROWS])
+    for p in predictions:
+        names = [x.name for x in p.intents]
+        assert p.is_oos == (not names) and (p.intent.name == names[0] if names else p.intent.name == "oos")
+        assert [x.confidence for x in p.intents] == sorted((x.confidence for x in p.intents), reverse=True)
+    got = [{x.name for x in p.intents} for p in predictions[:-1]]
+    assert score_label_sets([set(g) for _, g in ROWS[:-1]], got, clf.labels).micro_f1 > 0.7  # its own examples
+    proba = clf.predict_proba(["block my card"])
+    assert proba.shape == (1, 5) and not np.isclose(proba.sum(), 1.0)  # independent, not a softmax
+    single = IntentClassifier.adapt({"a": ["x one", "x two"], "b": ["y one", "y two"]}, base=str(tiny_model_dir()),
+                                    adapter="none", device="cpu")  # fmt: skip
+    assert "intents" not in single.predict(["x"])[0].to_dict()  # single-label answers keep their shape
+
+
+def test_multi_label_model_saves_loads_and_edits(tmp_path):
+    clf = _adapt()
+    texts = ["block my card", "transfer arrived?", "poem"]
+    before = [p.to_dict() for p in clf.predict(texts)]
+    clf.save(tmp_path / "m")
+    again = IntentClassifier.load(tmp_path / "m", device="cpu")
+    assert [p.to_dict() for p in again.predict(texts)] == before
+    again.add_intent("loan", ["i need a loan", "borrow money"])
+    assert again.labels[-1] == "loan" and again.table.sets is not None and again.table.sets.shape[1] == 6
+    again.remove_intent("block")  # examples of block alone go; card+block keeps card
+    assert "block" not in again.labels and again.counts()["card"] == 4 and again.counts()["account"] == 4
+    assert all(isinstance(p.intents, list) for p in again.predict(texts))
+
+
+def test_cli_adapt_predict_evaluate_on_a_multi_label_file(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "intents": i}) + "\n" for t, i in ROWS))
+    out = tmp_path / "model"
+    base = ["--base", str(tiny_model_dir()), "--adapter", "none", "--device", "cpu"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["adapt", str(train), "-o", str(out), *base])
+    assert result.exit_code == 0, result.output
+    assert "head: onevsrest" in result.output
+    result = runner.invoke(app, ["predict", str(out), "block my card", "--json"])
+    line = json.loads(result.output.strip().splitlines()[-1])
+    assert result.exit_code == 0 and isinstance(line["intents"], list) and line["intent"]["name"]
+    result = runner.invoke(app, ["evaluate", str(out), str(train), "--json"])
+    metrics = json.loads(result.output.strip().splitlines()[-1])
+    assert result.exit_code == 0 and {"micro_f1", "macro_f1", "exact_match", "per_intent"} <= set(metrics)
+    result = runner.invoke(app, ["adapt", str(train), "-o", str(tmp_path / "m2"), *base, "--head", "prototype"])
+    assert result.exit_code == 1 and "several intents per message" in result.output
+    result = runner.invoke(app, ["adapt", str(train), "-o", str(tmp_path / "m3"), *base, "--tune"])
+    assert result.exit_code == 1 and "multi-label" in result.output
+
+
+def test_score_label_sets_counts_pairs_sets_and_empty_answers():
+    r = score_label_sets([{"a", "b"}, {"a"}, set()], [{"a"}, {"a", "c"}, set()], ["a", "b", "c"])
+    assert isinstance(r, MultiLabelResult)
+    assert r.micro_f1 == pytest.approx(2 * 2 / (2 * 2 + 1 + 1)) and r.exact_match == pytest.approx(1 / 3)
+    assert r.count_accuracy == pytest.approx(1 / 3) and r.oos_recall == 1.0 and r.oos_precision == 1.0
