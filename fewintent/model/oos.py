@@ -154,9 +154,8 @@ class MahalanobisScore(OosScorer):
         return -best
 
 
-class EnergyScore(OosScorer):
-    name = "energy"
-    description = "log-sum-exp of the head's logits"
+class _HeadScore(OosScorer):
+    """A score read off the classifier's head."""
 
     def __init__(self, prototypes: np.ndarray, head: DecisionHead) -> None:
         super().__init__(prototypes)
@@ -165,6 +164,11 @@ class EnergyScore(OosScorer):
     @classmethod
     def fit(cls, support, y, n_classes, prototypes, head):  # type: ignore[no-untyped-def]
         return cls(prototypes, head)
+
+
+class EnergyScore(_HeadScore):
+    name = "energy"
+    description = "log-sum-exp of the head's logits"
 
     def score(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
         logits = self.head.logits(emb, sims)
@@ -172,17 +176,9 @@ class EnergyScore(OosScorer):
         return top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
 
 
-class MarginScore(OosScorer):
+class MarginScore(_HeadScore):
     name = "margin"
     description = "the head's best logit; for a multi-label head, the best margin over an intent's own threshold"
-
-    def __init__(self, prototypes: np.ndarray, head: DecisionHead) -> None:
-        super().__init__(prototypes)
-        self.head = head
-
-    @classmethod
-    def fit(cls, support, y, n_classes, prototypes, head):  # type: ignore[no-untyped-def]
-        return cls(prototypes, head)
 
     def score(self, emb: np.ndarray, sims: np.ndarray) -> np.ndarray:
         return self.head.logits(emb, sims).max(axis=1)
