@@ -146,3 +146,32 @@ def test_every_path_and_name_architecture_md_mentions_exists():
             if not last.isupper() and last not in defined and not (ROOT / "fewintent" / last).exists():
                 missing.append(name)
     assert not missing, "ARCHITECTURE.md names what does not exist: " + ", ".join(sorted(missing))
+
+
+def test_no_module_reaches_into_another_modules_private_members():
+    """A private member (``_name``) of one of our classes is used through ``self`` / ``cls`` in its own module only:
+    other modules go through the public API (e.g. ``clf.encode``, not ``clf._encode``)."""
+    modules = _modules()
+    owners: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                for item in ast.walk(node):
+                    name = None
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        name = item.name
+                    elif isinstance(item, ast.Attribute) and isinstance(item.value, ast.Name):
+                        name = item.attr if item.value.id in ("self", "cls") else None
+                    if name and name.startswith("_") and not name.startswith("__"):
+                        owners.setdefault(name, set()).add(module)
+    wrong = []
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute) or node.attr not in owners or module in owners[node.attr]:
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            wrong.append(
+                f"{module}:{node.lineno} reads .{node.attr} (defined in {', '.join(sorted(owners[node.attr]))})"
+            )
+    assert not wrong, "private members used from another module:\n" + "\n".join(wrong)
