@@ -134,6 +134,7 @@ def test_predict_is_the_predict_json_contract(model):
         assert intents == {
             "intents": [{"name": n, "examples": 4, "tuned": False} for n in INTENTS],
             "oos_label": "oos",
+            "multi_label": False,
         }
         assert c.get("/docs").status_code == 200
         assert "/intents/{name}" in c.get("/openapi.json").json()["paths"]

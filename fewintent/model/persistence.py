@@ -24,6 +24,7 @@ from fewintent.encoder.base import Encoder
 from fewintent.encoder.lora import LoraSettings, has_lora
 from fewintent.encoder.onnx_runtime import OnnxEncoder, read_spec
 from fewintent.errors import CorruptModelError, FewIntentError, training_parts
+from fewintent.heads.registry import HEADS
 from fewintent.model.calibration import check_threshold
 from fewintent.model.config import TRAINING_FIELDS, ClassifierConfig, TrainingArguments
 from fewintent.model.oos import oos_score_class
@@ -356,22 +357,52 @@ def _tuning_lines(config: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _multi_label_front(settings: dict[str, Any]) -> dict[str, Any]:
+    """The card's front-matter entry for a multi-label model (empty for a single-label one)."""
+    head = HEADS.get(settings["head"])
+    if head is None or not head.multi_label:
+        return {}
+    return {
+        "multi_label": True,
+        "multi_label_decision": {
+            "head": settings["head"],
+            "thresholds": "one per intent, from cross-validation folds of the examples",
+            "out_of_scope": "no intent passes its threshold",
+        },
+    }
+
+
+def _multi_label_lines(config: dict[str, Any]) -> list[str]:
+    settings = config["classifier"]
+    return [
+        'This model is **multi-label**: a message can carry several intents at once ("I lost my card, block it" '
+        f"asks for two things). The `{settings['head']}` head makes one decision per intent, each with its "
+        "own threshold chosen by cross-validation on the examples (intents with few examples share one)"
+        + (", with each intent's name as one more example" if settings["intent_names"] else "")
+        + ". Every intent that passes is returned, most confident first (`intents` in `predict --json` and "
+        f"`/predict`); when none passes, the message is out of scope (`{settings['oos_label']}`). Confidences are "
+        "each intent's own probability and need not sum to 1."
+    ]
+
+
 def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
     """README with YAML front matter, in the style of Hugging Face model cards."""
     import yaml
 
     adapter = (config.get("meta") or {}).get("adapter") or {}
     settings = config["classifier"]
+    multi = _multi_label_front(settings)
     front = {
         "library_name": "fewintent",
         "pipeline_tag": "text-classification",
         "base_model": config["base_model"],
-        "tags": ["intent-classification", "few-shot", "fewintent"],
+        "tags": ["intent-classification", "few-shot", "fewintent", *(["multi-label"] if multi else [])],
         "labels": config["labels"],
         "examples_per_intent": config["counts"],
         "oos_label": settings["oos_label"],
         "oos_threshold": round(config["threshold"], 4),
         "adapter": adapter.get("source"),
+        **multi,
         "settings": settings,
         "training": config.get("training"),
         **_tuning_front(config),
@@ -384,13 +415,20 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         "",
         "# fewintent intent classifier",
         "",
-        f"Adapted from {sum(config['counts'].values())} examples over {len(config['labels'])} intents on "
+        f"Adapted from {sum(config['counts'].values())} {'intent labels on examples' if multi else 'examples'} "
+        f"over {len(config['labels'])} intents on "
         f"`{config['base_model']}`"
         + (f" with the meta-learned adapter `{adapter.get('source')}`." if adapter else "."),
-        f"Intents are ranked by the `{settings['head']}` head"
-        + (", with each intent's name as one more example. " if settings["intent_names"] else ". ")
-        + f"Messages whose out-of-scope score (`{settings['oos_score']}`) is below "
-        f"{config['threshold']:.3f} are answered `{settings['oos_label']}` (out of scope).",
+        *(
+            _multi_label_lines(config)
+            if multi
+            else [
+                f"Intents are ranked by the `{settings['head']}` head"
+                + (", with each intent's name as one more example. " if settings["intent_names"] else ". ")
+                + f"Messages whose out-of-scope score (`{settings['oos_score']}`) is below "
+                f"{config['threshold']:.3f} are answered `{settings['oos_label']}` (out of scope)."
+            ]
+        ),
         "",
         *_tuning_lines(config),
         "```bash",

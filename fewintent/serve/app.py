@@ -304,6 +304,7 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
             model_dir=str(store.model_dir),
             intents=len(clf.labels),
             oos_label=clf.oos_label,
+            multi_label=clf.config.multi_label,
             version=__version__,
             batching=batcher.stats.to_dict(),
             reload_error=store.reload_error,
@@ -311,7 +312,8 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
 
     @app.post("/predict", response_model=PredictResponse, responses=_ERRORS, tags=["predict"])
     async def predict(body: PredictRequest) -> Any:
-        """Classify messages; each prediction is exactly a `fewintent predict --json` line."""
+        """Classify messages; each prediction is exactly a `fewintent predict --json` line (a multi-label model's
+        adds `intents`: every intent that passes, most confident first; empty when out of scope)."""
         _check_limits(body.texts, "texts", settings)
         await store.current()  # reload first if another worker saved an edit
         predictions = await batcher.predict(body.texts, top_k=body.top_k or DEFAULT_TOP_K)
@@ -328,7 +330,10 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
         intent = {"name": prediction.intent.name, "confidence": prediction.intent.confidence}
         if prediction.is_oos:  # as Rasa's FallbackClassifier: the fallback intent heads the ranking
             ranking = [intent, *ranking]
-        return JSONResponse({"text": body.text, "intent": intent, "entities": [], "intent_ranking": ranking})
+        answer: dict[str, Any] = {"text": body.text, "intent": intent, "entities": [], "intent_ranking": ranking}
+        if prediction.intents is not None:  # multi-label: `intent` is the first that passes (or the OOS label)
+            answer["intents"] = [{"name": s.name, "confidence": s.confidence} for s in prediction.intents]
+        return JSONResponse(answer)
 
     @app.get("/intents", response_model=IntentsResponse, tags=["intents"])
     async def list_intents() -> IntentsResponse:
@@ -336,7 +341,7 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
         clf = await store.current()
         tuned = set(clf.tuned_intents)
         intents = [IntentInfo(name=n, examples=c, tuned=n in tuned) for n, c in clf.counts().items()]
-        return IntentsResponse(intents=intents, oos_label=clf.oos_label)
+        return IntentsResponse(intents=intents, oos_label=clf.oos_label, multi_label=clf.config.multi_label)
 
     @app.post(
         "/intents",
@@ -349,7 +354,13 @@ def create_app(settings: ServeSettings | str | Path, classifier: IntentClassifie
         """Add an intent, or replace one's examples; saved to the model directory before it answers."""
         _check_limits(body.examples, "examples", settings)
         name = unicodedata.normalize("NFC", body.name.strip())  # the spelling the classifier stores
-        twin = case_collision(name, (await store.current()).labels)
+        current = await store.current()
+        if current.config.multi_label and "+" in name:  # files read 'a+b' as two intents: it could never match
+            raise FewIntentError(
+                f"intent name '{name[:40]}' contains '+', which joins intents in multi-label files (Rasa's a+b): "
+                "give this multi-label model a name without '+'"
+            )
+        twin = case_collision(name, current.labels)
         clf, created = await store.add_intent(name, body.examples)
         if twin:
             logger.warning("%s", twin)

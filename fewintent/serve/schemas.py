@@ -36,6 +36,36 @@ class PredictionOut(BaseModel):
         default=None,
         description="How in-scope the text looks (higher = more); below the threshold it is out of scope.",
     )
+    intents: list[IntentScoreOut] | None = Field(
+        default=None,
+        description="Multi-label models only (absent otherwise): every intent that passes its own threshold, most "
+        "confident first, each with its own probability; empty when the message is out of scope. `intent` is the "
+        "first of them (or the OOS label), so single-label clients keep working.",
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "text": "I lost my card, block it",
+                    "intent": {"name": "card", "confidence": 0.99},
+                    "is_oos": False,
+                    "intent_ranking": [
+                        {"name": "card", "confidence": 0.99},
+                        {"name": "lost_stolen", "confidence": 0.96},
+                        {"name": "block", "confidence": 0.93},
+                        {"name": "new", "confidence": 0.21},
+                    ],
+                    "oos_score": 4.2,
+                    "intents": [
+                        {"name": "card", "confidence": 0.99},
+                        {"name": "lost_stolen", "confidence": 0.96},
+                        {"name": "block", "confidence": 0.93},
+                    ],
+                }
+            ]
+        }
+    }
 
 
 class PredictResponse(BaseModel):
@@ -44,7 +74,12 @@ class PredictResponse(BaseModel):
 
 class AddIntentRequest(BaseModel):
     name: str = Field(..., min_length=1, max_length=200, description="Intent name; an existing one is replaced.")
-    examples: list[str] = Field(..., min_length=1, description="Example utterances (5-10 is plenty).")
+    examples: list[str] = Field(
+        ...,
+        min_length=1,
+        description="Example utterances (5-10 is plenty). On a multi-label model each carries this intent alone; "
+        "replacing an intent takes it off its old examples, which keep their other intents.",
+    )
 
     model_config = {
         "extra": "forbid",
@@ -67,6 +102,11 @@ class IntentInfo(BaseModel):
 class IntentsResponse(BaseModel):
     intents: list[IntentInfo]
     oos_label: str
+    multi_label: bool = Field(
+        False,
+        description="Whether a message can get several intents (a one-vs-rest model; `/predict` then adds "
+        "`intents`). An example with several intents counts for each of them in `examples`.",
+    )
 
 
 class IntentChange(BaseModel):
@@ -91,12 +131,19 @@ class ParseRequest(BaseModel):
 
 class ParseResponse(BaseModel):
     """Rasa's ``/model/parse`` answer: out of scope, ``intent`` is the model's OOS label (as Rasa's
-    ``nlu_fallback``) and heads ``intent_ranking``, followed by the in-scope intents."""
+    ``nlu_fallback``) and heads ``intent_ranking``, followed by the in-scope intents. A multi-label model's
+    ``intent`` is the most confident intent that passes (or the OOS label when none does), and ``intents`` lists
+    all that pass."""
 
     text: str
     intent: IntentScoreOut
     entities: list[dict[str, Any]] = Field(default_factory=list, description="Always empty: no entity extraction.")
     intent_ranking: list[IntentScoreOut]
+    intents: list[IntentScoreOut] | None = Field(
+        default=None,
+        description="Multi-label models only (absent otherwise): every intent that passes, most confident first; "
+        "empty when out of scope. Not part of Rasa's answer; Rasa clients ignore it.",
+    )
 
 
 class HealthResponse(BaseModel):
@@ -105,6 +152,7 @@ class HealthResponse(BaseModel):
     model_dir: str = Field(..., description="The model directory this server answers from.")
     intents: int
     oos_label: str
+    multi_label: bool = Field(False, description="Whether a message can get several intents (`/predict`'s `intents`).")
     version: str
     batching: dict[str, Any]
     reload_error: str | None = Field(
