@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 
@@ -18,12 +18,15 @@ from fewintent.cli._common import (
     set_threads,
     training_bar,
 )
-from fewintent.cli.calibrate import print_report
+from fewintent.cli.calibrate import print_report, print_share
 from fewintent.data import read_intent_file
+from fewintent.data.io import read_messages
+from fewintent.errors import FewIntentError
 from fewintent.heads.registry import DEFAULT_HEAD, HEADS
 from fewintent.model import AdaptArguments, IntentClassifier
 from fewintent.model.oos import DEFAULT_OOS_SCORE, OOS_SCORES
 from fewintent.model.persistence import check_model_path
+from fewintent.model.traffic import LogCalibrationReport, check_logs
 
 LARGE_SUPPORT = 20_000
 MANY_INTENTS = 2_000
@@ -80,6 +83,12 @@ def adapt(
         "--calibrate",
         help="Held-out labelled file that sets the out-of-scope threshold after adapting (as `fewintent calibrate`).",
     ),
+    logs: Path = typer.Option(
+        None,
+        "--logs",
+        help="Unlabelled messages of real traffic, one a line: the out-of-scope threshold is chosen for their "
+        "estimated out-of-scope share after adapting (as `fewintent calibrate --logs`).",
+    ),
     steps: int = typer.Option(
         0, "--steps", min=0, max=1000, help="Inner-loop LoRA steps on your examples (0 = prototypes only)."
     ),
@@ -123,6 +132,9 @@ def adapt(
     if calibrate_file is not None:  # read (and validated) before minutes of work
         held_out = read_intent_file(calibrate_file, oos_label=oos_label, for_training=False)
         print_warnings(held_out.warnings)
+    if logs is not None and held_out is not None:
+        raise FewIntentError("--calibrate and --logs both set the out-of-scope threshold: choose one")
+    messages = check_logs(read_messages(logs), str(logs)) if logs is not None else None  # before the work
     if len(data.labels) > MANY_INTENTS:
         print_warnings(
             [
@@ -164,6 +176,10 @@ def adapt(
     seconds = time.perf_counter() - start
     if held_out is not None:
         print_report(clf.calibrate(held_out), f"out-of-scope threshold calibrated on {calibrate_file}")
+    if messages is not None:
+        report = clf.calibrate(logs=messages)
+        print_report(report, f"out-of-scope threshold calibrated on {logs} (expected under the mixture)")
+        print_share(cast(LogCalibrationReport, report), str(logs))
     clf.save(output)  # under the directory's lock: a server on it reloads after, not during
     adapter_name = (clf.meta.get("adapter") or {}).get("source", "none")
     console.print(

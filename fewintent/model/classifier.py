@@ -25,6 +25,7 @@ from fewintent.model.oos import oos_score_class
 from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
 from fewintent.model.table import IntentScore, Prediction, Rows, ScoringTable, head_rows
+from fewintent.model.traffic import calibrate_on_logs
 
 if TYPE_CHECKING:
     from fewintent.model.tuning import TrainingProgress
@@ -343,18 +344,24 @@ class IntentClassifier:
 
     def calibrate(
         self,
-        data: IntentSet | str | Path,
+        data: IntentSet | str | Path | None = None,
         *,
+        logs: Sequence[str] | str | Path | None = None,
         objective: str = "auto",
         in_scope_recall: float | None = None,
         oos_share: float | None = None,
     ) -> CalibrationReport:
-        """Re-tune the out-of-scope threshold on held-out labelled data (see :func:`calibrate_classifier`).
+        """Re-tune the out-of-scope threshold on held-out labelled data (see :func:`calibrate_classifier`), or on
+        unlabelled ``logs`` of real traffic, for their estimated out-of-scope share or ``oos_share``
+        (:func:`fewintent.model.traffic.calibrate_on_logs`).
 
         Example:
             >>> report = clf.calibrate("valid.jsonl")  # doctest: +SKIP
-            >>> report.after["oos_f1"]  # doctest: +SKIP
+            >>> clf.calibrate(logs="messages.txt").oos_share  # doctest: +SKIP
         """
+        if logs is not None or data is None:
+            return calibrate_on_logs(self, logs, objective=objective, oos_share=oos_share, labelled=data)
+        self.meta.pop("calibration", None)  # a share chosen from logs no longer describes the threshold
         if not isinstance(data, IntentSet):
             data = read_intent_file(data, oos_label=self.oos_label, for_training=False)
         return calibrate_classifier(

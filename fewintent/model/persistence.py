@@ -385,6 +385,27 @@ def _multi_label_lines(config: dict[str, Any]) -> list[str]:
     ]
 
 
+def _share_record(config: dict[str, Any]) -> dict[str, Any] | None:
+    """How ``calibrate --logs`` set the threshold (``meta.calibration``), while it still describes the saved one."""
+    record = (config.get("meta") or {}).get("calibration")
+    if not isinstance(record, dict) or record.get("threshold") != config["threshold"]:
+        return None
+    return record
+
+
+def _share_lines(config: dict[str, Any]) -> list[str]:
+    record = _share_record(config)
+    if record is None:
+        return []
+    how = "estimated from them" if record.get("share_estimated") else "stated"
+    return [
+        f"The threshold was chosen on {record['messages']} unlabelled logged messages for an out-of-scope share of "
+        f"{100 * record['oos_share']:.1f}% ({how}), for the best expected {record['objective'].upper()} "
+        "(`fewintent calibrate --logs`).",
+        "",
+    ]
+
+
 def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
     """README with YAML front matter, in the style of Hugging Face model cards."""
     import yaml
@@ -401,6 +422,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         "examples_per_intent": config["counts"],
         "oos_label": settings["oos_label"],
         "oos_threshold": round(config["threshold"], 4),
+        **({"oos_share": (_share_record(config) or {}).get("oos_share")} if _share_record(config) else {}),
         "adapter": adapter.get("source"),
         **multi,
         "settings": settings,
@@ -431,6 +453,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
         ),
         "",
         *_tuning_lines(config),
+        *_share_lines(config),
         "```bash",
         'fewintent predict THIS_DIR "your message here" --json',
         "```",
