@@ -301,6 +301,22 @@ def _check_config_types(path: Path, config: dict[str, Any]) -> None:
             raise CorruptModelError(f'{path}: {CONFIG} has an invalid "{key}" ({config[key]!r:.30})')
 
 
+def _required_fields(path: Path, config: dict[str, Any]) -> list[str]:
+    """What a model of this format always wrote: ``classifier`` (format 2), ``lora`` for a torch model that has
+    an adapter (its weights file, or the meta naming one), and everything a torch encoder is rebuilt from."""
+    required = ["labels", "threshold", "base_model"]
+    if config["format_version"] >= 2:
+        required += ["classifier", "oos_temperature"]
+    if config.get("encoder") is None:  # a torch encoder: an ONNX graph has its adapter merged and its length inside
+        meta = config.get("meta")
+        adapter = meta.get("adapter") if isinstance(meta, dict) else None
+        if (path / LORA).exists() or (isinstance(adapter, dict) and adapter.get("lora")):
+            required.append("lora")
+        if config["format_version"] >= 2:
+            required.append("max_length")
+    return required
+
+
 def export_model(
     model_dir: Path, output: Path, cls: type[IntentClassifier], *, quantize: str | None = None
 ) -> IntentClassifier:
@@ -355,6 +371,27 @@ def _tuning_lines(config: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _share_record(config: dict[str, Any]) -> dict[str, Any] | None:
+    """How ``calibrate --logs`` set the threshold (``meta.calibration``), while it still describes the saved one."""
+    record = (config.get("meta") or {}).get("calibration")
+    if not isinstance(record, dict) or record.get("threshold") != config["threshold"]:
+        return None
+    return record
+
+
+def _share_lines(config: dict[str, Any]) -> list[str]:
+    record = _share_record(config)
+    if record is None:
+        return []
+    how = "estimated from them" if record.get("share_estimated") else "stated"
+    return [
+        f"The threshold was chosen on {record['messages']} unlabelled logged messages for an out-of-scope share of "
+        f"{100 * record['oos_share']:.1f}% ({how}), for the best expected {record['objective'].upper()} "
+        "(`fewintent calibrate --logs`).",
+        "",
+    ]
 
 
 def _multi_label_front(settings: dict[str, Any]) -> dict[str, Any]:

@@ -61,7 +61,8 @@ def is_model_dir(path: Path) -> bool:
 
 
 def check_model_path(path: Path) -> Path:
-    """Fail early (before minutes of work) when ``path`` cannot become a model directory.
+    """Fail early (before minutes of work) when ``path`` cannot become a model directory. A save replaces the
+    directory whole, so it is never inside another model directory, nor holds one.
 
     Returns ``path`` absolute; a symbolic link is checked at its target, where the model will be written."""
     path = path.expanduser().absolute()
@@ -71,6 +72,18 @@ def check_model_path(path: Path) -> Path:
         raise FewIntentError(f"{shown}: exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not is_model_dir(target):
         raise FewIntentError(f"{shown}: a non-empty directory that is not a fewintent model; refusing to overwrite it")
+    outer = next((p for p in target.parents if is_model_dir(p)), None)
+    if outer is not None:
+        raise FewIntentError(
+            f"{shown}: inside the model directory {outer}, which is replaced whole (everything in it) on its next "
+            "save; write the model beside it instead"
+        )
+    inner = next((p for p in target.iterdir() if p.is_dir() and is_model_dir(p)), None) if target.is_dir() else None
+    if inner is not None:
+        raise FewIntentError(
+            f"{shown}: holds another model, {inner}, and a model directory is replaced whole on save, which would "
+            "delete it; move that model out first"
+        )
     if len(os.fsencode(target.name)) > MAX_NAME_BYTES:
         raise FewIntentError(
             f"{shown}: the name is {len(os.fsencode(target.name))} bytes long; a model directory's name can have "
