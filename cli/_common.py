@@ -189,3 +189,67 @@ def training_bar(description: str, *, enabled: bool = True) -> Iterator[Callable
 def print_warnings(warnings_: list[str]) -> None:
     for w in warnings_:
         err_console.print(f"[yellow]warning:[/] {_one_line(w)}", highlight=False, soft_wrap=True)
+
+
+# --- help text: one place that makes every command's --help read the same way -----------------------------------
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "--device": ("auto", "cpu", "cuda"),
+    "--format": ("onnx",),
+    "--quantize": ("int8",),
+    "--log-level": ("critical", "error", "warning", "info", "debug"),
+    "--objective": ("f1", "recall"),
+}
+"""Options whose values are a fixed list (validated where they are used), shown as ``<a|b>`` in --help. An
+option that takes fewer (benchmark's --device) or whose list is a registry (--head) says so with its own metavar."""
+HELP_OPTIONS = ["-h", "--help"]
+
+
+def polish_help(command: Any) -> None:
+    """Make ``command`` (the root click group typer builds) and every command under it print plain, compact help:
+    ``-h`` as well as ``--help``; usage lines naming arguments as the text does (``TRAIN_FILE``, ``[TEXTS]...``);
+    values as ``<path>``, ``<text>``, choices as ``<auto|cpu|cuda>``, never a Python type, and no value shown for a
+    flag. Plain (non-rich) layout: two columns that stay readable at 80 characters, paragraphs re-wrapped."""
+    from typer.core import TyperArgument
+
+    command.context_settings.setdefault("help_option_names", HELP_OPTIONS)
+    command.rich_markup_mode = None
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            _polish_argument(param)
+        elif not (getattr(param, "is_flag", False) or getattr(param, "count", False) or param.metavar):
+            option = next((o for o in param.opts if o.startswith("--")), "")
+            choices = CHOICES.get(option)
+            param.metavar = "<" + ("|".join(choices) if choices else _value_kind(param)) + ">"
+            if getattr(param, "multiple", False):
+                param.metavar += " (repeatable)"
+    for sub in getattr(command, "commands", {}).values():
+        polish_help(sub)
+
+
+def _polish_argument(param: Any) -> None:
+    """An argument named in capitals everywhere (usage line, list, the docstring's TRAIN_FILE), its kind beside."""
+    many = "..." if param.nargs != 1 else ""
+    name = param.metavar or (param.name or "").upper()  # a metavar of its own wins (evaluate's MODEL_DIR|TRAIN_FILE)
+    param.metavar = name if name.endswith(many) else name + many
+    name = name.removesuffix("...")
+    shown = (name if param.required else f"[{name}]") + many
+    kind = f"<{_value_kind(param)}>"
+    # per instance: typer's own usage piece is "{train_file}" and its type column "<list[Path]>"
+    param.get_usage_pieces = lambda ctx: [shown]
+    param.display_type_rich = lambda ctx: kind
+
+
+def _value_kind(param: Any) -> str:
+    """A value's kind in words (path, text, int, number, or its choices), for a list its element's."""
+    from typing import get_args, get_origin
+
+    desc = param.type_descriptor
+    if desc.is_choice and desc.choices:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices)
+    annotation = desc.annotation
+    if get_origin(annotation) in (list, tuple) and get_args(annotation):
+        annotation = get_args(annotation)[0]
+    if desc.is_path or annotation is Path:
+        return "path"
+    return {int: "int", float: "number", bool: "true|false"}.get(annotation, "text")

@@ -51,7 +51,7 @@ def adapt(
     head: str = typer.Option(
         DEFAULT_HEAD,
         "--head",
-        metavar="[" + "|".join(HEADS) + "]",
+        metavar="<" + "|".join(HEADS) + ">",
         help="Decision head: 'linear' (logistic regression on the embeddings; the default, best on valid) or "
         "'prototype' (cosine to each intent's mean example).",
     ),
@@ -64,7 +64,7 @@ def adapt(
     oos_score: str = typer.Option(
         DEFAULT_OOS_SCORE,
         "--oos-score",
-        metavar="[" + "|".join(OOS_SCORES) + "]",
+        metavar="<" + "|".join(OOS_SCORES) + ">",
         help="What the out-of-scope threshold cuts: 'prototype' (best cosine to an intent's mean example; the "
         "default, best on valid), 'nearest' (best cosine to one example), 'mahalanobis' or 'energy' (log-sum-exp of "
         "the head's scores).",

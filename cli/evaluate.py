@@ -95,7 +95,9 @@ MULTI_LABEL_METRICS = (
 @guarded
 def evaluate(
     model_dir: Path = typer.Argument(
-        ..., help="Model directory written by `fewintent adapt` (with --cv: the training file to cross-validate)."
+        ...,
+        metavar="MODEL_DIR|TRAIN_FILE",
+        help="Model directory written by `fewintent adapt`; with --cv, the training file to cross-validate instead.",
     ),
     test_files: list[Path] = typer.Argument(
         None, help="Labelled file(s); several are concatenated (e.g. test + oos_test). Not with --cv."
@@ -109,7 +111,7 @@ def evaluate(
     base: str = typer.Option(None, "--base", help="With --cv: the encoder to evaluate (as for adapt)."),
     adapter: str = typer.Option("auto", "--adapter", help="With --cv: the adapter to evaluate (as for adapt)."),
     head: str = typer.Option(
-        DEFAULT_HEAD, "--head", metavar="[" + "|".join(HEADS) + "]", help="With --cv: the decision head."
+        DEFAULT_HEAD, "--head", metavar="<" + "|".join(HEADS) + ">", help="With --cv: the decision head."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every metric."),
     show_sweep: bool = typer.Option(
@@ -120,8 +122,8 @@ def evaluate(
 ) -> None:
     """Score a model on labelled data. Rows with the model's OOS label must come back out of scope.
 
-    With --cv K, MODEL_DIR is a training file instead: each example is predicted by a classifier adapted on the
-    other folds (no test set needed).
+    With --cv K, the first argument is a training file (TRAIN_FILE) instead: each example is predicted by a
+    classifier adapted on the other folds (no test set needed).
     """
     set_threads(threads)
     if cv is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from fewintent.cli import (
     adapt,
@@ -18,10 +21,21 @@ from fewintent.cli import (
     predict,
     serve,
 )
+from fewintent.cli._common import polish_help
 from fewintent.version import __version__
+
+
+class _Group(TyperGroup):
+    """The root command: every command's --help is polished once, when typer builds the tree."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        polish_help(self)
+
 
 app = typer.Typer(
     name="fewintent",
+    cls=_Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -12,6 +12,9 @@ from rich.markup import escape
 from fewintent.cli._common import console, guarded
 from fewintent.errors import FewIntentError, training_parts
 
+ALGORITHMS = "<protonet|fomaml|ridge>"
+"""meta.args.Algorithm's values, written out: importing it here would load torch at CLI start (a test compares)."""
+
 
 def _ints(value: str | None, what: str) -> int | list[int] | None:
     """``5`` -> 5; ``5-10`` or ``5..10`` -> [5, 10] (drawn per episode)."""
@@ -49,7 +52,9 @@ def meta_train(
     exclude_domains: str = typer.Option(
         None, "--exclude-domains", help="Held-out domains, e.g. clinc150:banking,hwu64:alarm (never sampled)."
     ),
-    algo: str = typer.Option(None, "--algo", help="protonet, fomaml or ridge."),
+    algo: str = typer.Option(
+        None, "--algo", metavar=ALGORITHMS, help="The meta-learning algorithm (default: the config's, else protonet)."
+    ),
     episodes: int = typer.Option(None, "--episodes", min=1, help="Training episodes in all."),
     ways: str = typer.Option(None, "--ways", help="Intents per episode: N or a range lo-hi."),
     shots: str = typer.Option(None, "--shots", help="Support examples per intent: K or a range lo-hi."),

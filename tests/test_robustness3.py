@@ -123,3 +123,44 @@ def test_export_onto_another_existing_model_needs_force(tiny_model, tiny_encoder
     assert (tmp_path / "other" / "config.json").read_text() == before
     result = runner.invoke(app, ["export", str(tiny_model), "-o", str(tiny_model / "onnx"), "--force"])
     assert result.exit_code == 1 and "inside the model directory" in result.output
+
+
+# --- --help: -h, no Python types or <bool>, choices shown, usage names arguments as the text does -----------------
+
+
+def _commands(command, path=()):
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_help_reads_well_at_80_columns():
+    import typer.main
+
+    for path in _commands(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "-h"], terminal_width=80)
+        text = result.output
+        assert result.exit_code == 0, (path, text)
+        assert text.startswith(f"Usage: fewintent {' '.join(path)}".rstrip()), (path, text[:80])
+        for bad in ("<bool>", "list[", "<str>", "<float", "<int range>", "Path]"):
+            assert bad not in text, (path, bad, text)
+        assert "{" not in text.splitlines()[0], text
+        assert max(map(len, text.splitlines())) <= 80, (path, text)
+        assert "-h, --help" in text
+    adapt = runner.invoke(app, ["adapt", "--help"], terminal_width=80).output
+    assert adapt.startswith("Usage: fewintent adapt [OPTIONS] TRAIN_FILE\n") and len(adapt.splitlines()) < 90
+    assert "--device <auto|cpu|cuda>" in adapt and "--head <linear|prototype" in adapt
+    assert "--json  " in runner.invoke(app, ["predict", "-h"]).output  # a flag takes no value
+    predict = runner.invoke(app, ["predict", "-h"]).output
+    assert "MODEL_DIR [TEXTS]..." in predict.splitlines()[0]
+    evaluate = runner.invoke(app, ["evaluate", "-h"]).output
+    assert "MODEL_DIR|TRAIN_FILE [TEST_FILES]..." in evaluate.splitlines()[0]
+    assert "--log-level <critical|error|warning|info|debug>" in runner.invoke(app, ["serve", "-h"]).output
+    assert "--quantize <int8>" in runner.invoke(app, ["export", "-h"]).output
+
+
+def test_meta_train_algo_choices_are_the_algorithms():
+    from fewintent.cli.meta_train import ALGORITHMS
+    from fewintent.meta.args import Algorithm
+
+    assert ALGORITHMS == "<" + "|".join(a.value for a in Algorithm) + ">"
