@@ -187,7 +187,8 @@ def adapt(
             f"adapted {len(clf.labels)} intents from {len(data.texts)} examples"
             f"{f' + {len(data.oos_texts)} out-of-scope' if data.oos_texts else ''} in {seconds:.2f}s "
             f"(adapter: {adapter_name}, head: {clf.config.head}, {_training(clf.meta, steps)}, "
-            f"OOS threshold {clf.threshold:.3f}) -> {output}"
+            + ("one threshold per intent" if clf.config.multi_label else f"OOS threshold {clf.threshold:.3f}")
+            + f") -> {output}"
         ),
         highlight=False,
         soft_wrap=True,

@@ -21,7 +21,7 @@ from fewintent.cli._common import (
 )
 from fewintent.data import read_intent_file
 from fewintent.errors import FewIntentError
-from fewintent.heads.registry import DEFAULT_HEAD, HEADS
+from fewintent.heads.registry import DEFAULT_HEAD, HEADS, MULTI_LABEL_HEAD
 from fewintent.model import IntentClassifier
 from fewintent.model import evaluate as run_evaluation
 from fewintent.model.crossval import cross_validate
@@ -34,6 +34,8 @@ def _cross_validate(
     data = read_intent_file(train_file)
     print_warnings(data.warnings)
     folds: int | str = "loo" if cv.lower() == "loo" else (int(cv) if cv.isdigit() else cv)
+    if data.is_multi_label and head == DEFAULT_HEAD:
+        head = MULTI_LABEL_HEAD
     clf = IntentClassifier.unfitted(base=base, adapter=adapter, head=head, device=device)
     with progress_bar("encoding examples", len(data)) as advance:
         result = cross_validate(clf, data, folds, progress=advance)
@@ -44,8 +46,9 @@ def _cross_validate(
     table = Table(
         "metric", "value", title=plain(f"{train_file}: {result.folds}-fold cross-validation, {result.n} examples")
     )
-    for key in ("top1_accuracy", "accuracy", "in_scope_kept", "threshold"):
-        table.add_row(key, _fmt(getattr(result, key)))
+    multi = ("micro_f1", "macro_f1") if result.micro_f1 is not None else ()
+    for key in (*multi, "top1_accuracy", "accuracy", "in_scope_kept", "threshold"):
+        table.add_row("exact_match" if multi and key == "accuracy" else key, _fmt(getattr(result, key)))
     console.print(table)
     weakest = sorted(result.per_intent.items(), key=lambda kv: kv[1]["f1"])[:15]
     per = Table("intent", "precision", "recall", "f1", "examples", title="weakest intents")

@@ -127,8 +127,6 @@ def test_cli_adapt_predict_evaluate_on_a_multi_label_file(tmp_path):
     assert result.exit_code == 0 and {"micro_f1", "macro_f1", "exact_match", "per_intent"} <= set(metrics)
     result = runner.invoke(app, ["adapt", str(train), "-o", str(tmp_path / "m2"), *base, "--head", "prototype"])
     assert result.exit_code == 1 and "several intents per message" in result.output
-    result = runner.invoke(app, ["adapt", str(train), "-o", str(tmp_path / "m3"), *base, "--tune"])
-    assert result.exit_code == 1 and "multi-label" in result.output
 
 
 def test_score_label_sets_counts_pairs_sets_and_empty_answers():
@@ -136,3 +134,19 @@ def test_score_label_sets_counts_pairs_sets_and_empty_answers():
     assert isinstance(r, MultiLabelResult)
     assert r.micro_f1 == pytest.approx(2 * 2 / (2 * 2 + 1 + 1)) and r.exact_match == pytest.approx(1 / 3)
     assert r.count_accuracy == pytest.approx(1 / 3) and r.oos_recall == 1.0 and r.oos_precision == 1.0
+
+
+def test_cross_validation_of_a_multi_label_file(tmp_path):
+    from fewintent.model.crossval import cross_validate
+
+    clf = IntentClassifier.unfitted(base=str(tiny_model_dir()), adapter="none", head="onevsrest", device="cpu")
+    result = cross_validate(clf, _data(), 2)
+    assert result.folds == 2 and result.n == 12 and result.micro_f1 is not None and 0.0 <= result.micro_f1 <= 1.0
+    assert result.accuracy == result.top1_accuracy and set(result.per_intent) == set(_data().labels)
+    assert clf.table.sets is not None and clf.labels == _data().labels  # ends fitted on the whole file
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "intents": i}) + "\n" for t, i in ROWS))
+    args = ["evaluate", str(train), "--cv", "2", "--base", str(tiny_model_dir()), "--adapter", "none", "--json"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["micro_f1"] is not None

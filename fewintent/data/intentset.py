@@ -164,9 +164,14 @@ class IntentSet:
         singles = [label for label, n in self.counts().items() if n == 1]
         if singles:
             shown = ", ".join(singles[:5]) + (" ..." if len(singles) > 5 else "")
+            why = (
+                "each shares one threshold with the other rare intents"
+                if self.label_sets is not None
+                else "the out-of-scope threshold is calibrated less reliably"
+            )
             self.warnings.append(
-                f"{len(singles)} intent(s) have a single example ({shown}); they work (1-shot) but the "
-                "out-of-scope threshold is calibrated less reliably: add a second example where you can"
+                f"{len(singles)} intent(s) have a single example ({shown}); they work (1-shot) but {why}: add a "
+                "second example where you can"
             )
 
     def subset(self, labels: Sequence[str]) -> IntentSet:

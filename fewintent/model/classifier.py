@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -277,9 +277,8 @@ class IntentClassifier:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        """Set the out-of-scope threshold by hand (a cosine similarity in [-1, 1] for the cosine scores); it then
-        survives edits."""
-        value = check_threshold(value, cosine=oos_score_class(self.config.oos_score).cosine)
+        """Set the out-of-scope threshold by hand (within its OOS score's range); it then survives edits."""
+        value = check_threshold(value, cosine=(s := oos_score_class(self.config.oos_score)).cosine, highest=s.highest)
         with self._write_lock:
             self._table = replace(self.table, threshold=value)
             self.threshold_manual = True
@@ -306,8 +305,14 @@ class IntentClassifier:
         table, emb = self.embed(texts)
         return table.head.confidences(emb, table.similarities(emb))
 
-    def predict(self, texts: Sequence[str], *, top_k: int = 10, progress: Progress | None = None) -> list[Prediction]:
-        """Classify texts; an intent whose best similarity is below the threshold becomes the OOS label."""
+    @overload
+    def predict(self, texts: str, *, top_k: int = ..., progress: Progress | None = ...) -> Prediction: ...
+    @overload
+    def predict(self, texts: Sequence[str], *, top_k: int = ..., progress: Progress | None = ...) -> list[Prediction]: ...
+    def predict(self, texts: str | Sequence[str], *, top_k: int = 10, progress: Progress | None = None) -> Any:
+        """Classify texts (one string: one prediction, as in SetFit); below the threshold is the OOS label."""
+        if isinstance(texts, str):
+            return self.predict([texts], top_k=top_k, progress=progress)[0]
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise FewIntentError(f"top_k must be a whole number of at least 1, got {top_k!r:.20}")
         texts = check_texts(texts)  # once: a generator must not be consumed twice
@@ -384,8 +389,9 @@ class IntentClassifier:
         if not isinstance(name, str) or not name.strip():
             raise FewIntentError(f"an intent needs a non-empty name (a string), got {name!r:.40}")
         name = check_intent_name(name.strip(), known=[x for x in self.labels if x != name.strip()])
-        if name.casefold() == self.oos_label.casefold():
-            raise FewIntentError(f"'{name}' is the out-of-scope label and cannot be an intent")
+        if name.casefold() == self.oos_label.casefold() or (self.config.multi_label and "+" in name):
+            why = "is the out-of-scope label" if "+" not in name else "joins two intents in multi-label files"
+            raise FewIntentError(f"'{name}' {why} and cannot be an intent")
         examples = check_texts(examples)  # a bare string is refused, not split into characters
         clean = list(dict.fromkeys(" ".join(t.split()) for t in examples if t.strip()))
         if not clean:

@@ -14,6 +14,7 @@ import numpy as np
 
 from fewintent.data.intentset import IntentSet
 from fewintent.errors import FewIntentError
+from fewintent.model.evaluation import score_label_sets
 
 if TYPE_CHECKING:
     from fewintent.model.classifier import IntentClassifier, Progress
@@ -39,6 +40,10 @@ class CrossValidationResult:
     """The most frequent (gold, predicted) mistakes, with example texts."""
     warnings: list[str] = field(default_factory=list)
     """What makes these numbers less telling (folds reduced, intents held out with no example left to train on)."""
+    micro_f1: float | None = None
+    """A multi-label model's F1 over (message, intent) pairs (None for single-label; accuracies are then the share
+    of messages whose set of intents is exactly right)."""
+    macro_f1: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,7 +78,7 @@ def cross_validate(
     labels = data.labels
     index = {label: i for i, label in enumerate(labels)}
     y = np.array([index[i] for i in data.intents], dtype=np.int64)
-    counts = np.bincount(y, minlength=len(labels))
+    counts = np.array([data.counts()[label] for label in labels], dtype=np.int64)  # multi-label: each intent
     if not (folds == "loo" or (isinstance(folds, int) and not isinstance(folds, bool) and folds >= 2)):
         raise FewIntentError(f"--cv takes a number of folds (2 or more) or 'loo', got {folds!r}")
     # The first fold holds out one example of every intent: an intent trains in it only with two or more.
@@ -95,13 +100,10 @@ def cross_validate(
             f"{len(singles)} intent(s) have one example ({shown}): held out, no example of them is left to train "
             "on, so they always count as errors"
         )
-    if data.is_multi_label:
-        raise FewIntentError(
-            f"{data.source} gives several intents per message: cross-validation scores single-label models only; "
-            "hold out a file and run `fewintent evaluate MODEL_DIR TEST_FILE`"
-        )
     emb = clf.encode(data.texts + data.oos_texts, progress)  # once, for every fold
     support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
+    if data.is_multi_label:
+        return _cross_validate_sets(clf, data, support, oos, fold_of(y, k), k, warnings)
     fold = fold_of(y, k)
     top1 = np.empty(len(y), dtype=np.int64)
     kept = np.empty(len(y), dtype=bool)
@@ -131,6 +133,50 @@ def cross_validate(
         per_intent=_per_intent(labels, gold, pred),
         confused_pairs=_confusions(labels, data.texts, gold, pred, top_confusions),
         warnings=warnings,
+    )
+
+
+def _cross_validate_sets(
+    clf: IntentClassifier,
+    data: IntentSet,
+    support: np.ndarray,
+    oos: np.ndarray,
+    fold: np.ndarray,
+    k: int,
+    warnings: list[str],
+) -> CrossValidationResult:
+    """Cross-validation of a multi-label model: each fold's predicted intent sets against the held-out ones."""
+    if not clf.config.multi_label:
+        raise FewIntentError(f"{data.source} gives several intents per message: cross-validate the multi-label head")
+    labels = data.labels
+    index = {label: i for i, label in enumerate(labels)}
+    sets = np.zeros((len(support), len(labels)), dtype=bool)
+    for row, names in enumerate(data.sets()):
+        sets[row, [index[x] for x in names]] = True
+    y = sets.argmax(axis=1)
+    predicted: list[set[str]] = [set() for _ in range(len(support))]
+    for f in range(k):
+        train, held = fold != f, fold == f
+        present = np.flatnonzero(sets[train].any(axis=0))
+        if not bool(held.any()) or len(present) < 2:
+            continue
+        kept = sets[train][:, present]
+        clf.fit_embeddings([labels[i] for i in present], support[train], kept.argmax(axis=1), oos, sets=kept)
+        for at, p in zip(np.flatnonzero(held), clf.decide([""] * int(held.sum()), clf.table, support[held])):
+            predicted[int(at)] = {x.name for x in p.intents or []}
+    clf.fit_embeddings(labels, support, y, oos, sets=sets)  # the model the file gives
+    scores = score_label_sets([set(s) for s in data.sets()], predicted, labels)
+    return CrossValidationResult(
+        folds=k,
+        n=len(support),
+        top1_accuracy=scores.exact_match,
+        accuracy=scores.exact_match,
+        in_scope_kept=float(np.mean([bool(p) for p in predicted])),
+        threshold=clf.threshold,
+        per_intent=scores.per_intent,
+        warnings=warnings,
+        micro_f1=scores.micro_f1,
+        macro_f1=scores.macro_f1,
     )
 
 
