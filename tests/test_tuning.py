@@ -73,7 +73,7 @@ def test_tune_records_how_it_tuned_and_which_intents_it_saw():
     statuses: list[TrainingStatus] = []
     clf = _tuned(training=statuses.append)
     tune = clf.meta["tune"]
-    assert tune["recipe"] == DEFAULT_RECIPE.to_dict()
+    assert tune["recipe"] == {**DEFAULT_RECIPE.to_dict(), "layers": 0}  # the tiny base: its 2 layers, all tuned
     assert tune["epochs_run"] == DEFAULT_RECIPE.epochs and tune["stopped_by"] == "epochs"
     assert len(tune["held_out_accuracy"]) == tune["epochs_run"] + 1  # epoch 0 = before training
     assert tune["held_out_examples"] == 4 and tune["trained_examples"] == len(_data()) - 4  # one per intent
@@ -163,7 +163,7 @@ def test_tune_time_stops_cleanly_mid_epoch_with_the_best_state(monkeypatch):
     monkeypatch.setattr(tuning, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     recipe = TuneRecipe(batch_size=4, epochs=3)
     enc = make_tiny_encoder()
-    result = tune_encoder(enc, _data(), recipe, seed=0, time_budget=4.5)
+    result = tune_encoder(enc, _data(), recipe, seed=0, time_budget=14.5)  # each clock read is a second
     assert result.stopped_by == "time"
     assert 0 < result.steps < 3 * 5  # five batches an epoch: stopped inside the first
     assert result.epochs_run == 1 and len(result.held_out_accuracy) == 2  # the partial epoch was scored
@@ -306,3 +306,136 @@ def test_trainer_reuses_a_loaded_encoder_and_records_how_it_trained(tmp_path):
     clf.save(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["training"]["steps"] == 3 and "steps" not in saved["classifier"]
+
+
+# --------------------------------------------------------------------------- top layers, token cap, multi-label
+def test_a_layer_cut_reproduces_the_full_forward_pass_on_bert_and_mpnet():
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    from fewintent.encoder.cut import layer_cut
+    from fewintent.encoder.encoder import SentenceEncoder
+
+    texts = ["hi", "where is my card and when will it arrive", "refund my purchase please"]
+    bert = make_tiny_encoder(layers=3)
+    attach_lora(bert)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir()), local_files_only=True)
+    torch.manual_seed(0)
+    config = MPNetConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
+    mpnet = SentenceEncoder("tiny-mpnet", model=MPNetModel(config), tokenizer=tokenizer, device="cpu")
+    for enc in (bert, mpnet):
+        for layers, start in ((1, 2), (2, 1), (0, 0), (9, 0)):
+            cut = layer_cut(enc, layers, texts)
+            assert cut is not None and cut.start == start
+            with torch.no_grad():
+                assert torch.allclose(cut.upper(cut.lower(texts)), enc(texts), atol=1e-5)
+
+
+def test_only_the_top_layers_train_and_the_cut_is_recorded():
+    enc = make_tiny_encoder(layers=3)
+    recipe = TuneRecipe(layers=1, epochs=2, lr=1e-2, stopping="last")
+    result = tune_encoder(enc, _data(), recipe, seed=0)
+    assert result.recipe.layers == 1 and result.steps > 0
+    state = lora_state(enc)  # merged: the tensors as saved
+    moved = {int(n.split(".layer.")[1].split(".")[0]) for n, t in state.items() if "lora_B" in n and t.abs().sum() > 0}
+    assert moved == {2}  # layers 0 and 1 run once, cached; their fresh LoRA stays zero
+
+
+def test_batches_never_exceed_the_token_cap_and_come_length_sorted():
+    # 12 examples near 2,000 characters at --max-length 512: one batch of 12 x 512 tokens before the cap
+    labels = torch.tensor([i % 3 for i in range(12)])
+    lengths = [512] * 12
+    for cap in (4096, 1024, 300):
+        batches = tuning._batches(labels, lengths, DEFAULT_RECIPE, torch.Generator().manual_seed(0), cap)
+        assert sorted(i for b in batches for i in b) == list(range(12))
+        assert all(len(b) * max(lengths[i] for i in b) <= max(cap, 512) for b in batches)
+    # short and long mixed: padding follows the batch's own longest, and the cap holds for any mix
+    lengths = [8 if i % 2 else 400 for i in range(64)]
+    labels = torch.arange(64) % 8
+    batches = tuning._batches(labels, lengths, DEFAULT_RECIPE, torch.Generator().manual_seed(1), 2048)
+    assert all(len(b) * max(lengths[i] for i in b) <= 2048 for b in batches)
+    assert sum(len(b) * max(lengths[i] for i in b) for b in batches) < 64 * 400  # sorting saved padding
+
+
+def test_tuning_on_long_texts_runs_no_forward_pass_past_the_cap(monkeypatch):
+    from fewintent.encoder import cut as cut_module
+
+    seen: list[int] = []
+    upper = cut_module.LayerCut.upper
+
+    def spy(self, states):
+        seen.append(len(states) * max(len(s) for s in states))
+        return upper(self, states)
+
+    monkeypatch.setattr(cut_module.LayerCut, "upper", spy)
+    long = " ".join(["my card has not arrived and i need it for my trip abroad next week"] * 30)
+    data = IntentSet.from_pairs([(f"{i} {long}", f"intent{i % 3}") for i in range(12)])
+    enc = make_tiny_encoder()  # 128 positions: every text is cut at 128 tokens
+    result = tune_encoder(enc, data, TuneRecipe(epochs=1), seed=0, max_tokens=300)
+    assert result.steps >= 4 and seen and max(seen) <= 300
+
+
+def _multi() -> IntentSet:
+    rows = [
+        ("block my card", ("card", "block")),
+        ("freeze the card now", ("card", "block")),
+        ("i lost my card", ("card", "lost")),
+        ("my card is gone, lost it", ("card", "lost")),
+        ("send me a new card", ("card", "new")),
+        ("i need a replacement card", ("card", "new")),
+        ("lost my card, block it and send a new one", ("card", "lost", "block", "new")),
+        ("open a new account", ("account", "new")),
+        ("new savings account please", ("account", "new")),
+        ("close my account", ("account", "block")),
+        ("shut down the account", ("account", "block")),
+        ("my account was lost after the merge", ("account", "lost")),
+    ]
+    return IntentSet.from_pairs([(t, list(s)) for t, s in rows])
+
+
+def test_multi_label_tune_trains_a_sigmoid_per_intent_and_scores_micro_f1():
+    statuses: list[TrainingStatus] = []
+    data = _multi()
+    clf = IntentClassifier.adapt(
+        data, base=str(tiny_model_dir()), adapter="none", device="cpu", tune=True, seed=0, training=statuses.append
+    )
+    tune = clf.meta["tune"]
+    assert tune["recipe"]["objective"] == "bce" and tune["epochs_run"] == DEFAULT_RECIPE.epochs
+    assert all(0.0 <= a <= 1.0 for a in tune["held_out_accuracy"])
+    assert tune["held_out_examples"] > 0
+    ends = [s for s in statuses if s.epoch_end]
+    assert ends and all(s.metric == "micro-F1" for s in ends)
+    assert clf.config.head == "onevsrest"
+    pred = clf.predict(["lost my card, please block it"])[0]
+    assert isinstance(pred.intents, (list, tuple))
+
+
+def test_bce_loss_learns_the_sets_on_fixed_embeddings():
+    emb = torch.nn.functional.normalize(torch.randn(12, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    y = (torch.rand(12, 3, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    y[:, 0] = 1.0
+    head = tuning._start_head(emb, y, 3, DEFAULT_RECIPE)
+    first = torch.nn.functional.binary_cross_entropy_with_logits(head(emb), y)
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(emb), y)
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.5 * float(first.detach())
+
+
+def test_progress_says_time_per_epoch_time_left_and_the_held_out_score():
+    statuses: list[TrainingStatus] = []
+    _tuned(training=statuses.append)
+    ends = [s for s in statuses if s.epoch_end]
+    assert len(ends) == DEFAULT_RECIPE.epochs
+    assert all(s.epoch_seconds is not None and s.epoch_seconds > 0 and s.remaining is not None for s in ends)
+    assert ends[-1].remaining is not None and ends[-1].remaining < ends[0].remaining + 1e-9
+    info = ends[0].info()
+    assert "s/epoch" in info and "s left" in info and "held-out acc" in info

@@ -81,6 +81,9 @@ class BaseSpec:
     constants: BaseConstants = field(default_factory=BaseConstants)
     int8: Int8Recipe = INT8
     """How ``export --quantize int8`` quantises this base (chosen on ``valid``: scripts/valid_int8.py)."""
+    tune_layers: int = 0
+    """How many top layers ``adapt --tune`` trains (0: every layer); the layers below run once per example and their
+    output is cached (chosen on ``valid``: scripts/valid_tune.py)."""
     licence: str = "Apache-2.0"
 
     @property
@@ -116,6 +119,7 @@ class BaseSpec:
             "lora_targets": list(self.lora_targets),
             "constants": self.constants.to_dict(),
             "int8": self.int8.to_dict(),
+            "tune_layers": self.tune_layers,
         }
 
 
@@ -147,6 +151,7 @@ MINILM = BaseSpec(
     constants=BaseConstants(),
     # MiniLM loses little to int8: keeping layer 0's feed-forward output fp32 is enough (+1.7 MB, no slower path)
     int8=Int8Recipe(keep=(r"/layer\.0/output/dense/",)),
+    tune_layers=3,
 )
 
 MPNET = BaseSpec(
@@ -239,6 +244,16 @@ def lora_targets(spec: BaseSpec | None, module_names: list[str]) -> tuple[str, .
     raise FewIntentError(
         "cannot tell which modules of this encoder are its attention projections: set lora.target_modules"
     )
+
+
+GENERIC_TUNE_LAYERS = 3
+"""What an unregistered base tunes: MiniLM's cut (the only base measured when it was chosen)."""
+
+
+def tune_layers_for(name: str | None, sha256: str | None = None) -> int:
+    """How many top layers ``--tune`` trains on a base (by name, or by its weights for a copy at another path)."""
+    spec = (registered(name) if name else None) or spec_for_weights(sha256)
+    return spec.tune_layers if spec is not None else GENERIC_TUNE_LAYERS
 
 
 def constants_for(name: str | None, sha256: str | None = None) -> BaseConstants:

@@ -106,8 +106,6 @@ class Trainer:
                 )
             self.args = replace(self.args, head=MULTI_LABEL_HEAD)  # multi-label data: the multi-label head
         args = self.args
-        if args.multi_label and args.tune:
-            raise FewIntentError("--tune trains a single-label head; multi-label models adapt without it for now")
         loaded = self.encoder or self.load_encoder()
         encoder = loaded.encoder
         meta: dict[str, Any] = {**loaded.meta, "steps": 0, "seed": args.seed}

@@ -16,19 +16,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from fewintent.data.intentset import IntentSet, name_example
+from fewintent.encoder.cut import MAX_TRAIN_TOKENS, layer_cut, layer_of, token_capped, token_lengths
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import LoraSettings, load_lora_state, lora_parameters, lora_state, merge_stack, stack_lora
+from fewintent.encoder.registry import tune_layers_for
 from fewintent.errors import FewIntentError
 from fewintent.heads.linear import PrototypeLinearHead
 from fewintent.heads.logistic import fit_logistic
+from fewintent.heads.onevsrest import fit_one_vs_rest
 from fewintent.meta.inner import InnerLoopSettings, Updater, inner_loop
 
 
@@ -42,18 +46,30 @@ class TrainingStatus:
     epochs: int | None = None
     loss: float | None = None
     held_out_accuracy: float | None = None
-    """Accuracy on the held-out fold at the end of the last epoch (``--tune``)."""
+    """Held-out fold's score at the end of the last epoch (``--tune``): accuracy, or micro-F1 on multi-label data."""
     epoch_end: bool = False
     """True once per epoch, after the held-out fold was scored (the encoder is then in that epoch's state)."""
+    seconds: float | None = None
+    """Time since training began (the one-off pass through the frozen lower layers included)."""
+    epoch_seconds: float | None = None
+    """Mean time of a finished epoch (its steps and its held-out scoring); None before the first ends."""
+    remaining: float | None = None
+    """Estimated seconds left (steps at the measured rate, the evaluations still to come, within any time budget)."""
+    metric: str = "acc"
+    """What ``held_out_accuracy`` is: 'acc' or 'micro-F1'."""
 
     def info(self) -> str:
         parts = []
         if self.epoch is not None and self.epochs is not None:
             parts.append(f"epoch {self.epoch}/{self.epochs}")
+        if self.epoch_seconds is not None:
+            parts.append(f"{self.epoch_seconds:.1f} s/epoch")
+        if self.remaining is not None:
+            parts.append(f"~{self.remaining:.0f} s left")
         if self.loss is not None:
             parts.append(f"loss {self.loss:.3f}")
         if self.held_out_accuracy is not None:
-            parts.append(f"held-out acc {100 * self.held_out_accuracy:.1f}%")
+            parts.append(f"held-out {self.metric} {100 * self.held_out_accuracy:.1f}%")
         return "  ".join(parts)
 
 
@@ -135,6 +151,9 @@ class Objective(str, Enum):
     PROTO = "proto"
     """Cross-entropy against leave-one-out prototypes of every training example (ProtoNet on the examples: each is
     scored as a new message would be); the head follows on detached embeddings."""
+    BCE = "bce"
+    """A sigmoid per intent over the head's logits against each example's set of intents (binary cross-entropy):
+    what multi-label data trains with, whatever the recipe names."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,10 @@ class TuneRecipe:
     temperature: float = 20.0
     """Scale of the head's logits at initialisation (cosine to the prototypes times this)."""
     batch_size: int = 32
+    layers: int | None = None
+    """How many top layers are tuned: the lower ones run once per example and their output is cached, so an epoch
+    costs only the top layers' forward and backward. None: the base's registered cut (``BaseSpec.tune_layers``);
+    0: every layer."""
     per_intent: int = 4
     """Examples of one intent kept next to each other in a batch (positives for the contrastive loss)."""
     holdout: float = 0.2
@@ -182,6 +205,10 @@ class TuneRecipe:
             raise FewIntentError(f"unknown schedule '{self.schedule}': use constant or linear")
         if not 0.0 <= self.holdout < 1.0:
             raise FewIntentError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.layers is not None and (isinstance(self.layers, bool) or not isinstance(self.layers, int)):
+            raise FewIntentError(f"layers must be a whole number (0: every layer), got {self.layers!r:.30}")
+        if self.layers is not None and self.layers < 0:
+            raise FewIntentError(f"layers must be 0 (every layer) or more, got {self.layers}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -190,6 +217,8 @@ class TuneRecipe:
 
 
 DEFAULT_RECIPE = TuneRecipe()
+MULTI_LABEL_C = 10.0
+"""The one-vs-rest head's C when a multi-label held-out fold is scored between epochs (the middle of its grid)."""
 
 
 @dataclass
@@ -243,15 +272,31 @@ def held_out_fold(labels: torch.Tensor, share: float, generator: torch.Generator
     return out
 
 
-def _batches(labels: torch.Tensor, recipe: TuneRecipe, generator: torch.Generator) -> list[torch.Tensor]:
-    """One epoch's batches: each example once, an intent's examples in groups of ``per_intent``, groups shuffled."""
-    groups: list[torch.Tensor] = []
+def _batches(
+    labels: torch.Tensor,
+    lengths: list[int],
+    recipe: TuneRecipe,
+    generator: torch.Generator,
+    max_tokens: int = MAX_TRAIN_TOKENS,
+) -> list[list[int]]:
+    """One epoch's batches: each example once, an intent's examples in groups of ``per_intent``, groups shuffled;
+    within every window of four batches the groups are sorted by length (little padding), a batch holds at most
+    ``batch_size`` examples and ``max_tokens`` padded tokens, and the batches are shuffled."""
+    groups: list[list[int]] = []
     for c in torch.unique(labels).tolist():
         rows = torch.nonzero(labels == c).flatten()
         rows = rows[torch.randperm(len(rows), generator=generator)]
-        groups += list(rows.split(recipe.per_intent))
-    order = torch.randperm(len(groups), generator=generator).tolist()
-    return list(torch.cat([groups[i] for i in order]).split(recipe.batch_size))
+        groups += [g.tolist() for g in rows.split(recipe.per_intent)]
+    groups = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
+    window = max(1, 4 * recipe.batch_size // max(1, recipe.per_intent))
+    ordered: list[int] = []
+    for w in range(0, len(groups), window):
+        for g in sorted(groups[w : w + window], key=lambda g: max(lengths[i] for i in g)):
+            ordered += g
+    batches: list[list[int]] = []
+    for chunk in (ordered[i : i + recipe.batch_size] for i in range(0, len(ordered), recipe.batch_size)):
+        batches += token_capped(chunk, lengths, max_tokens)
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def supervised_contrastive(emb: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -292,28 +337,32 @@ class _Bank:
 
 
 def _loss(
-    encoder: SentenceEncoder,
+    embed: Callable[[list[int]], torch.Tensor],
     head: PrototypeLinearHead,
-    texts: list[str],
+    rows: list[int],
     y: torch.Tensor,
     recipe: TuneRecipe,
     bank: _Bank,
-    rows: torch.Tensor,
 ) -> torch.Tensor:
-    emb = encoder(texts)
+    """The recipe's loss on one batch (``rows`` of the training examples; ``embed`` runs the encoder on them)."""
+    emb = embed(rows)
+    index = torch.tensor(rows, dtype=torch.long, device=emb.device)
     obj = recipe.objective
+    if obj is Objective.BCE:  # y: multi-hot (rows, intents)
+        return nn.functional.binary_cross_entropy_with_logits(head(emb), y[index])
+    yb = y[index]
     if obj in (Objective.SUPCON, Objective.PROTO):  # the head keeps up on detached embeddings
-        ce = nn.functional.cross_entropy(head(emb.detach()), y, label_smoothing=recipe.label_smoothing)
+        ce = nn.functional.cross_entropy(head(emb.detach()), yb, label_smoothing=recipe.label_smoothing)
         if obj is Objective.PROTO:
-            return ce + bank.loss(emb, rows, recipe)
-        return ce + supervised_contrastive(emb, y, recipe.supcon_temperature)
+            return ce + bank.loss(emb, index, recipe)
+        return ce + supervised_contrastive(emb, yb, recipe.supcon_temperature)
     logits = head(emb)
-    loss = nn.functional.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+    loss = nn.functional.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing)
     if obj is Objective.CE_SUPCON:
-        loss = loss + recipe.supcon_weight * supervised_contrastive(emb, y, recipe.supcon_temperature)
+        loss = loss + recipe.supcon_weight * supervised_contrastive(emb, yb, recipe.supcon_temperature)
     elif obj is Objective.RDROP:
-        logits2 = head(encoder(texts))
-        loss = 0.5 * (loss + nn.functional.cross_entropy(logits2, y, label_smoothing=recipe.label_smoothing))
+        logits2 = head(embed(rows))
+        loss = 0.5 * (loss + nn.functional.cross_entropy(logits2, yb, label_smoothing=recipe.label_smoothing))
         p, q = logits.log_softmax(-1), logits2.log_softmax(-1)
         kl = nn.functional.kl_div(p, q, log_target=True, reduction="batchmean")
         kl = kl + nn.functional.kl_div(q, p, log_target=True, reduction="batchmean")
@@ -321,23 +370,80 @@ def _loss(
     return loss
 
 
-def _held_out_accuracy(
-    encoder: SentenceEncoder,
-    texts: list[str],
-    y: torch.Tensor,
-    held_texts: list[str],
-    held_y: torch.Tensor,
-    n_classes: int,
-    head_c: float,
-) -> float | None:
-    """Accuracy on the held-out fold of the head as deployed (logistic regression, L-BFGS) fitted on the
-    training rows' embeddings as the encoder is now: what the stopping rule compares between epochs."""
-    if not held_texts:
-        return None
-    emb = encoder.encode(texts + held_texts).numpy()
-    train, held = emb[: len(texts)], emb[len(texts) :]
-    weight, bias = fit_logistic(train, y.cpu().numpy(), n_classes, c=head_c)  # started from 20 x the prototypes
+def _held_out_score(
+    emb: np.ndarray, n_train: int, y: torch.Tensor, held_y: torch.Tensor, n_classes: int, head_c: float
+) -> float:
+    """The held-out fold's score under the head as deployed, fitted on the training rows' embeddings as the encoder
+    is now (what the stopping rule compares between epochs): accuracy of the linear head (logistic regression,
+    L-BFGS); on multi-label data (multi-hot ``y``), micro-F1 of one-vs-rest logistic regressions at probability 0.5."""
+    train, held = emb[:n_train], emb[n_train:]
+    if y.ndim == 2:
+        weight, bias = fit_one_vs_rest(train, y.cpu().numpy(), c=MULTI_LABEL_C)
+        passed, truth = (held @ weight.T + bias) >= 0, held_y.cpu().numpy().astype(bool)
+        tp, wrong = int((passed & truth).sum()), int((passed != truth).sum())
+        return 2 * tp / max(2 * tp + wrong, 1)
+    weight, bias = fit_logistic(train, y.cpu().numpy(), n_classes, c=head_c)
     return float(((held @ weight.T + bias).argmax(-1) == held_y.cpu().numpy()).mean())
+
+
+def _targets(data: IntentSet) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per example: its (first) intent's index, and on multi-label data its multi-hot set of intents."""
+    labels = _label_tensor(data)
+    if not data.is_multi_label:
+        return labels, None
+    index = {label: i for i, label in enumerate(data.labels)}
+    hot = torch.zeros(len(data.texts), len(data.labels))
+    for row, intents in enumerate(data.sets()):
+        hot[row, [index[i] for i in intents]] = 1.0
+    return labels, hot
+
+
+def _start_head(emb: torch.Tensor, y: torch.Tensor, n: int, recipe: TuneRecipe) -> PrototypeLinearHead:
+    """The head tuning starts from: the prototypes' cosine times the temperature; for the per-intent sigmoid, each
+    intent's bias set halfway between its examples' and the others' mean logit, so each starts near a fair cut."""
+    if y.ndim == 1:
+        return PrototypeLinearHead.from_support(emb, y, n, temperature=recipe.temperature)
+    protos = (y.T @ emb) / y.sum(0).clamp(min=1)[:, None]
+    head = PrototypeLinearHead.from_prototypes(protos, temperature=recipe.temperature)
+    with torch.no_grad():
+        logits = emb @ head.weight.T
+        pos = (logits * y).sum(0) / y.sum(0).clamp(min=1)
+        neg = (logits * (1 - y)).sum(0) / (1 - y).sum(0).clamp(min=1)
+        head.bias.copy_(-(pos + neg) / 2)
+    return head
+
+
+class _Clock:
+    """Where the time goes (steps, held-out scoring) and what is left of it: the progress display's estimates."""
+
+    def __init__(self, total_steps: int, epochs: int, deadline: float | None) -> None:
+        self.start = time.perf_counter()
+        self.total, self.epochs, self.deadline = total_steps, epochs, deadline
+        self.step_time, self.steps, self.eval_time, self.evals = 0.0, 0, 0.0, 0
+        self.epoch_times: list[float] = []
+
+    def remaining(self, steps_done: int, evals_done: int) -> float:
+        rate = self.step_time / self.steps if self.steps else 0.0
+        per_eval = self.eval_time / self.evals if self.evals else 0.0
+        left = rate * (self.total - steps_done) + per_eval * max(0, self.epochs + 1 - evals_done)
+        if self.deadline is not None:  # the budget stops the steps; the last evaluation still runs
+            left = min(left, max(0.0, self.deadline - time.perf_counter()) + per_eval)
+        return left
+
+    def status(self, steps: int, epoch: int, loss: float | None, score: float | None, **kw: Any) -> TrainingStatus:
+        mean = sum(self.epoch_times) / len(self.epoch_times) if self.epoch_times else None
+        return TrainingStatus(
+            steps,
+            self.total,
+            epoch,
+            self.epochs,
+            loss,
+            score,
+            seconds=time.perf_counter() - self.start,
+            epoch_seconds=mean,
+            remaining=self.remaining(steps, len(self.epoch_times) + 1),
+            **kw,
+        )
 
 
 def tune_encoder(
@@ -351,11 +457,15 @@ def tune_encoder(
     head_c: float = 30.0,
     time_budget: float | None = None,
     progress: TrainingProgress | None = None,
+    max_tokens: int = MAX_TRAIN_TOKENS,
 ) -> TuneResult:
     """``--tune``: train fresh LoRA layers (on top of the encoder's adapter, described by ``below``) and a linear
     head on ``data`` and, with ``names``, each intent's name; keep the epoch the held-out fold likes best; leave
-    the encoder merged (inference form). ``head_c`` is the deployed linear head's (the held-out fold is scored with
-    it). ``time_budget`` (seconds) stops training early with the best state so far.
+    the encoder merged (inference form). Only the top ``recipe.layers`` layers train (the base's registered cut when
+    None): the lower layers' output is computed once per example and cached. Multi-label data trains a sigmoid per
+    intent (:attr:`Objective.BCE`) and scores the held-out fold by micro-F1. ``head_c`` is the deployed linear
+    head's (the held-out fold is scored with it). ``time_budget`` (seconds) stops training early with the best state
+    so far. No forward pass holds more than ``max_tokens`` padded tokens.
 
     Example:
         >>> result = tune_encoder(encoder, read_intent_file("train_10.jsonl"))  # doctest: +SKIP
@@ -365,58 +475,123 @@ def tune_encoder(
         raise FewIntentError("tuning needs at least 2 intents")
     start = time.perf_counter()
     deadline = None if time_budget is None else start + time_budget
+    if recipe.layers is None:
+        recipe = replace(recipe, layers=tune_layers_for(encoder.name, encoder.sha256))
+    if data.is_multi_label:
+        recipe = replace(recipe, objective=Objective.BCE)
     torch.manual_seed(seed)  # dropout
     generator = torch.Generator().manual_seed(seed)
-    labels = _label_tensor(data)
+    labels, hot = _targets(data)
     held = held_out_fold(labels, recipe.holdout, generator)
-    texts = [t for t, h in zip(data.texts, held.tolist()) if not h]
-    y = labels[~held]
+    keep = (~held).tolist()
+    texts = [t for t, k in zip(data.texts, keep) if k]
+    target = labels if hot is None else hot
+    y, held_y = target[~held], target[held]
+    n = len(data.labels)
     if names:
         named = [(i, text) for i, label in enumerate(data.labels) if (text := name_example(label)) is not None]
         texts += [text for _, text in named]
-        y = torch.cat([y, torch.tensor([i for i, _ in named], dtype=torch.long)])
+        name_y = torch.tensor([i for i, _ in named], dtype=torch.long)
+        y = torch.cat([y, name_y if hot is None else nn.functional.one_hot(name_y, n).float()])
     held_texts = [t for t, h in zip(data.texts, held.tolist()) if h]
     device = encoder.device
-    y, held_y = y.to(device), labels[held].to(device)
+    y, held_y = y.to(device), held_y.to(device)
+    group = y if y.ndim == 1 else y.argmax(1)  # an example's first intent: how batches group examples
 
     stack = stack_lora(encoder, LoraSettings(r=recipe.rank, alpha=recipe.alpha, dropout=recipe.lora_dropout), below)
+    cut = layer_cut(encoder, int(recipe.layers or 0), texts, max_tokens)
+    if cut is None:
+        recipe = replace(recipe, layers=0)  # this encoder cannot run in two parts: every layer, every step
+    else:
+        recipe = replace(recipe, layers=cut.layers if cut.start > 0 else 0)
     result = TuneResult(stack.top, held.tolist(), recipe)
-    n = len(data.labels)
-    per_epoch = len(_batches(y.cpu(), recipe, torch.Generator().manual_seed(seed)))
-    total = recipe.epochs * per_epoch
-    with trainable(encoder, dropout=recipe.dropout) as params:
-        start_emb = encoder.encode(texts).to(device)
-        head = PrototypeLinearHead.from_support(start_emb, y, n, temperature=recipe.temperature)
-        bank = _Bank(start_emb, y, n)
-        best_acc = _held_out_accuracy(encoder, texts, y, held_texts, held_y, n, head_c)
+    lengths = token_lengths(encoder, texts)
+    per_epoch = len(_batches(group.cpu(), lengths, recipe, torch.Generator().manual_seed(seed), max_tokens))
+    clock = _Clock(recipe.epochs * per_epoch, recipe.epochs, deadline)
+    metric = "micro-F1" if hot is not None else "acc"
+    with trainable(encoder, dropout=recipe.dropout) as lora:
+        if cut is not None:
+            states = cut.lower(texts + held_texts, max_tokens)
+            params: list[torch.Tensor] = [
+                p for name, p in lora_parameters(encoder).items() if (layer_of(name) or 0) >= cut.start
+            ]
+            train_states = states[: len(texts)]
+
+            def embed(rows: list[int]) -> torch.Tensor:
+                return cut.upper([train_states[i] for i in rows])
+
+            @torch.no_grad()
+            def encode_all() -> np.ndarray:
+                was = encoder.model.training
+                encoder.model.eval()
+                try:
+                    out = np.empty((len(states), encoder.dim), dtype=np.float32)
+                    order = sorted(range(len(states)), key=lambda i: len(states[i]))
+                    for rows in token_capped(order, [len(s) for s in states], max_tokens):
+                        out[rows] = cut.upper([states[i] for i in rows]).cpu().numpy()
+                    return out
+                finally:
+                    encoder.model.train(was)
+
+        else:
+            params = lora
+            every_len = lengths + token_lengths(encoder, held_texts)
+
+            def embed(rows: list[int]) -> torch.Tensor:
+                return encoder([texts[i] for i in rows])
+
+            def encode_all() -> np.ndarray:
+                every = texts + held_texts
+                out = np.empty((len(every), encoder.dim), dtype=np.float32)
+                for rows in token_capped(sorted(range(len(every)), key=lambda i: every_len[i]), every_len, max_tokens):
+                    out[rows] = np.asarray(encoder.encode([every[i] for i in rows], batch_size=len(rows)))
+                return out
+
+        def score() -> float | None:
+            if not held_texts:
+                return None
+            begin = time.perf_counter()
+            value = _held_out_score(encode_all(), len(texts), y, held_y, n, head_c)
+            clock.eval_time += time.perf_counter() - begin
+            clock.evals += 1
+            return value
+
+        start_emb = torch.from_numpy(encode_all()[: len(texts)]).to(device)
+        head = _start_head(start_emb, y, n, recipe)
+        bank = _Bank(start_emb, group, n)
+        best_acc = score()
         result.held_out_accuracy.append(best_acc)
         best = (lora_state(encoder), 0)
-        updater = Updater([*params, head.weight, head.bias], [recipe.lr] * len(params) + [recipe.head_lr] * 2, "adam")
+        weights = [*params, head.weight, head.bias]
+        updater = Updater(weights, [recipe.lr] * len(params) + [recipe.head_lr] * 2, "adam")
         loss_value: float | None = None
         for epoch in range(1, recipe.epochs + 1):
-            for batch in _batches(y.cpu(), recipe, generator):
+            epoch_start = time.perf_counter()
+            for batch in _batches(group.cpu(), lengths, recipe, generator, max_tokens):
                 if deadline is not None and time.perf_counter() >= deadline:
                     result.stopped_by = "time"
                     break
-                rows = batch.to(device)
-                loss = _loss(encoder, head, [texts[int(i)] for i in batch], y[rows], recipe, bank, rows)
-                grads = torch.autograd.grad(loss, [*params, head.weight, head.bias], allow_unused=True)
-                progress_share = result.steps / total if total else 0.0
+                begin = time.perf_counter()
+                loss = _loss(embed, head, batch, y, recipe, bank)
+                grads = torch.autograd.grad(loss, weights, allow_unused=True)
+                progress_share = result.steps / clock.total if clock.total else 0.0
                 updater.step(grads, 1.0 - progress_share if recipe.schedule == "linear" else 1.0)
                 result.steps += 1
+                clock.step_time += time.perf_counter() - begin
+                clock.steps += 1
                 loss_value = float(loss.detach())
                 if progress is not None:
-                    status = TrainingStatus(result.steps, total, epoch, recipe.epochs, loss_value, best_acc)
-                    progress(status)
+                    progress(clock.status(result.steps, epoch, loss_value, best_acc, metric=metric))
             if result.stopped_by == "time" and result.steps == (epoch - 1) * per_epoch:
                 break  # nothing trained since the last evaluation
-            acc = _held_out_accuracy(encoder, texts, y, held_texts, held_y, n, head_c)
+            acc = score()
+            clock.epoch_times.append(time.perf_counter() - epoch_start)
             result.held_out_accuracy.append(acc)
             result.epochs_run = epoch
             if recipe.stopping == "last" or acc is None or best_acc is None or acc >= best_acc:
                 best_acc, best = acc, (lora_state(encoder), epoch)
             if progress is not None:
-                progress(TrainingStatus(result.steps, total, epoch, recipe.epochs, loss_value, acc, epoch_end=True))
+                progress(clock.status(result.steps, epoch, loss_value, acc, epoch_end=True, metric=metric))
             if result.stopped_by == "time":
                 break
         load_lora_state(encoder, best[0])
