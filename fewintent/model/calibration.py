@@ -15,9 +15,9 @@ from fewintent.heads.prototypes import class_means, l2_normalize
 
 if TYPE_CHECKING:
     from fewintent.data.intentset import IntentSet
-    from fewintent.model.classifier import IntentClassifier
     from fewintent.model.config import ClassifierConfig
     from fewintent.model.oos import HeadFitter, OosScorer
+    from fewintent.model.protocols import Classifier
 
 
 def leave_one_out_scores(
@@ -222,7 +222,7 @@ class CalibrationReport:
 
 
 def calibrate_classifier(
-    clf: IntentClassifier,
+    clf: Classifier,
     data: IntentSet,
     *,
     objective: str = "auto",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -24,6 +24,7 @@ from fewintent.model.discovery import DiscoveryResult, discover
 from fewintent.model.oos import oos_score_class
 from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
+from fewintent.model.protocols import Progress
 from fewintent.model.table import IntentScore, Prediction, Rows, ScoringTable, head_rows
 from fewintent.model.traffic import calibrate_on_logs
 
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from fewintent.model.tuning import TrainingProgress
 
 __all__ = ["AdaptArguments", "ClassifierConfig", "IntentClassifier", "IntentScore", "Prediction"]
-
-Progress = Callable[[int], None]
 
 
 class IntentClassifier:

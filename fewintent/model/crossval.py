@@ -17,7 +17,7 @@ from fewintent.errors import FewIntentError
 from fewintent.model.evaluation import score_label_sets
 
 if TYPE_CHECKING:
-    from fewintent.model.classifier import IntentClassifier, Progress
+    from fewintent.model.protocols import Classifier, Progress
 
 
 @dataclass
@@ -59,7 +59,7 @@ def fold_of(labels: np.ndarray, folds: int) -> np.ndarray:
 
 
 def cross_validate(
-    clf: IntentClassifier,
+    clf: Classifier,
     data: IntentSet,
     folds: int | str = 5,
     *,
@@ -137,7 +137,7 @@ def cross_validate(
 
 
 def _cross_validate_sets(
-    clf: IntentClassifier,
+    clf: Classifier,
     data: IntentSet,
     support: np.ndarray,
     oos: np.ndarray,

@@ -20,7 +20,7 @@ from fewintent.errors import FewIntentError
 from fewintent.heads.prototypes import l2_normalize
 
 if TYPE_CHECKING:
-    from fewintent.model.classifier import IntentClassifier, Progress
+    from fewintent.model.protocols import Classifier, Progress
 
 PCA_DIMS = 32
 """Dimensions the embeddings are projected to before clustering (density estimates degrade in 384 dims)."""
@@ -78,7 +78,7 @@ class DiscoveryResult:
 
 
 def discover(
-    clf: IntentClassifier,
+    clf: Classifier,
     texts: Sequence[str],
     *,
     min_cluster_size: int = 5,

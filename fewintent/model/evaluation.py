@@ -14,7 +14,7 @@ from fewintent.data.intentset import IntentSet
 from fewintent.errors import FewIntentError
 
 if TYPE_CHECKING:
-    from fewintent.model.classifier import IntentClassifier, Progress
+    from fewintent.model.protocols import Classifier, Progress
 
 
 @dataclass
@@ -235,7 +235,7 @@ def score_predictions(
 
 
 def evaluate(
-    clf: IntentClassifier,
+    clf: Classifier,
     data: IntentSet | str | Path,
     *,
     progress: Progress | None = None,

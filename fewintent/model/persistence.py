@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from safetensors import SafetensorError
@@ -41,7 +42,9 @@ from fewintent.model.storage import (
 from fewintent.model.storage import is_model_dir as is_model_dir  # re-exported, as is model_dir_lock
 
 if TYPE_CHECKING:
-    from fewintent.model.classifier import IntentClassifier
+    from fewintent.model.protocols import Classifier
+
+    _C = TypeVar("_C", bound=Classifier)
 
 FORMAT_VERSION = 2
 """2: the classifier's settings are one ``classifier`` object (:class:`ClassifierConfig`); 1 had them at the top.
@@ -60,14 +63,14 @@ def _versions(encoder: Encoder) -> dict[str, str]:
     return {"fewintent": __version__, **{name: importlib.import_module(name).__version__ for name in libraries}}
 
 
-def save_model(clf: IntentClassifier, path: Path, *, card_extra: dict[str, Any] | None = None) -> Path:
+def save_model(clf: Classifier, path: Path, *, card_extra: dict[str, Any] | None = None) -> Path:
     """Write into a temporary sibling, then swap it in with renames: a crash leaves the old model loadable."""
     path = check_model_path(path)
     with model_dir_lock(path, exclusive=True), _SAVE_LOCK:  # this order: a transaction holding the first saves
         return _save_model(clf, path, card_extra or {})
 
 
-def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -> Path:
+def _save_model(clf: Classifier, path: Path, card_extra: dict[str, Any]) -> Path:
     table = clf.table
     settings = lora_settings(clf)
     config: dict[str, Any] = {
@@ -115,7 +118,7 @@ def _save_model(clf: IntentClassifier, path: Path, card_extra: dict[str, Any]) -
     return path
 
 
-def lora_settings(clf: IntentClassifier) -> LoraSettings | None:
+def lora_settings(clf: Classifier) -> LoraSettings | None:
     """The adapter the encoder carries: the tuned one (the base's adapter and the tuned layers as one) after
     ``tune``, else the base's; None without LoRA."""
     if not has_lora(clf.encoder):
@@ -138,7 +141,7 @@ def strict_json(obj: Any) -> str:
         raise FewIntentError(f"refusing to write a model config with a non-finite number ({e})") from e
 
 
-def load_model(path: Path, cls: type[IntentClassifier], *, device: str = "auto") -> IntentClassifier:
+def load_model(path: Path, cls: Callable[..., _C], *, device: str = "auto") -> _C:
     """Read a model directory into a new ``cls`` (IntentClassifier: passed in, so this module never imports it),
     under its shared lock."""
     path = path.expanduser().absolute()
@@ -146,7 +149,7 @@ def load_model(path: Path, cls: type[IntentClassifier], *, device: str = "auto")
         return _load_model(recover(path), cls, device)
 
 
-def _load_model(path: Path, cls: type[IntentClassifier], device: str) -> IntentClassifier:
+def _load_model(path: Path, cls: Callable[..., _C], device: str) -> _C:
     if not path.exists():
         raise CorruptModelError(f"{path}: no such model directory (create one with `fewintent adapt`)")
     if not path.is_dir():
@@ -221,8 +224,8 @@ def _restore(
     t: dict[str, np.ndarray],
     labels: tuple[str, ...],
     encoder: Encoder,
-    cls: type[IntentClassifier],
-) -> IntentClassifier:
+    cls: Callable[..., _C],
+) -> _C:
     settings, training = read
     try:
         threshold = check_threshold(config["threshold"], cosine=oos_score_class(settings.oos_score).cosine)
@@ -317,9 +320,7 @@ def _required_fields(path: Path, config: dict[str, Any]) -> list[str]:
     return required
 
 
-def export_model(
-    model_dir: Path, output: Path, cls: type[IntentClassifier], *, quantize: str | None = None
-) -> IntentClassifier:
+def export_model(model_dir: Path, output: Path, cls: Callable[..., _C], *, quantize: str | None = None) -> _C:
     """Write ``model_dir`` again with its encoder as an ONNX graph (LoRA merged; int8 with ``quantize``):
     same intents, head, threshold and config; every loader accepts the result."""
     output = check_model_path(output)
