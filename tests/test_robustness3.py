@@ -164,3 +164,27 @@ def test_meta_train_algo_choices_are_the_algorithms():
     from fewintent.meta.args import Algorithm
 
     assert ALGORITHMS == "<" + "|".join(a.value for a in Algorithm) + ">"
+
+
+# --- rough edges ----------------------------------------------------------------------------------------------------
+
+
+def test_a_threshold_is_checked_against_its_score_s_own_range(tiny_encoder, tmp_path):
+    clf = IntentClassifier(tiny_encoder, head="prototype", oos_score="mahalanobis").fit(DATA)
+    assert clf.threshold < 0  # minus a distance
+    with pytest.raises(FewIntentError, match="above the highest score"):
+        clf.threshold = 0.5  # every message would be out of scope
+    clf.threshold = -100.0  # any reachable value is fine
+    clf.save(tmp_path / "m")
+    _edit(tmp_path / "m", threshold=3.0)
+    with pytest.raises(CorruptModelError, match="above the highest score"):
+        IntentClassifier.load(tmp_path / "m")
+    energy = IntentClassifier(tiny_encoder, head="linear", oos_score="energy").fit(DATA)
+    energy.threshold = 5.0  # unbounded scores take any finite number
+
+
+def test_predict_with_one_string_returns_one_prediction(tiny_encoder):
+    clf = IntentClassifier(tiny_encoder, head="prototype").fit(DATA)
+    one = clf.predict("lost my card")
+    assert one.to_dict() == clf.predict(["lost my card"])[0].to_dict()
+    assert len(clf.predict(["hi"])) == 1

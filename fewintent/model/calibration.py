@@ -170,9 +170,10 @@ def sweep(in_scope_scores: np.ndarray, oos_scores: np.ndarray, points: int = 11)
     return [oos_counts(in_scope_scores, oos_scores, c) for c in cuts]
 
 
-def check_threshold(value: Any, *, cosine: bool = True) -> float:
+def check_threshold(value: Any, *, cosine: bool = True, highest: float | None = None) -> float:
     """An OOS threshold is a finite number, a cosine similarity in [-1, 1] for the cosine scores (NaN would
-    silently turn the fallback off)."""
+    silently turn the fallback off), and at most the score's ``highest`` value (above it, every message would be
+    out of scope)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise FewIntentError(f"the out-of-scope threshold must be a number, got {value!r:.40}")
     value = float(value)
@@ -180,6 +181,11 @@ def check_threshold(value: Any, *, cosine: bool = True) -> float:
         raise FewIntentError(f"the out-of-scope threshold must be a finite number, got {value}")
     if cosine and not -1.0 <= value <= 1.0:
         raise FewIntentError(f"the out-of-scope threshold must be a cosine similarity in [-1, 1], got {value}")
+    if highest is not None and value > highest:
+        raise FewIntentError(
+            f"the out-of-scope threshold {value} is above the highest score there can be ({highest}): every message "
+            "would be out of scope; the model's score is not a cosine (see its oos_score)"
+        )
     return value
 
 

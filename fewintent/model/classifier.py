@@ -305,9 +305,9 @@ class IntentClassifier:
         return table.head.confidences(emb, table.similarities(emb))
 
     @overload
-    def predict(self, texts: str, *, top_k: int = ..., progress: Progress | None = ...) -> Prediction: ...
+    def predict(self, texts: str, *, top_k: int = ..., progress: Any = ...) -> Prediction: ...  # type: ignore[overload-overlap]
     @overload
-    def predict(self, texts: Sequence[str], *, top_k: int = ..., progress: Progress | None = ...) -> list[Prediction]: ...
+    def predict(self, texts: Sequence[str], *, top_k: int = ..., progress: Any = ...) -> list[Prediction]: ...
     def predict(self, texts: str | Sequence[str], *, top_k: int = 10, progress: Progress | None = None) -> Any:
         """Classify texts (one string: one prediction, as in SetFit); below the threshold is the OOS label."""
         if isinstance(texts, str):

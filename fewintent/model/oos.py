@@ -40,6 +40,9 @@ class OosScorer:
     cosine: ClassVar[bool] = False
     """Scores are cosines in [-1, 1]: thresholds are checked against that range and confidences use the cosine
     scale; other scores are unbounded (confidence moves by their spread)."""
+    highest: ClassVar[float | None] = None
+    """The largest score there can be (a cosine's is 1, minus a distance's 0): a threshold above it would answer
+    every message out of scope, so it is refused."""
 
     def __init__(self, prototypes: np.ndarray) -> None:
         self.prototypes = prototypes
@@ -131,6 +134,7 @@ class NearestScore(OosScorer):
 class MahalanobisScore(OosScorer):
     name = "mahalanobis"
     description = "minus the smallest Mahalanobis distance to an intent mean (shared covariance, shrunk)"
+    highest = 0.0
 
     def __init__(self, prototypes: np.ndarray, means: np.ndarray, precision: np.ndarray) -> None:
         super().__init__(prototypes)

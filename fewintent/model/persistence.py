@@ -228,7 +228,8 @@ def _restore(
 ) -> _C:
     settings, training = read
     try:
-        threshold = check_threshold(config["threshold"], cosine=oos_score_class(settings.oos_score).cosine)
+        score = oos_score_class(settings.oos_score)
+        threshold = check_threshold(config["threshold"], cosine=score.cosine, highest=score.highest)
         clf = cls(encoder, settings, meta=config.get("meta") or {}, training=training)
     except (KeyError, ValueError, TypeError, FewIntentError) as e:
         raise CorruptModelError(f"{path}: {CONFIG} is corrupt ({e})") from e
@@ -287,7 +288,16 @@ def _format_1_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_config_types(path: Path, config: dict[str, Any]) -> None:
-    """Fields a hand-edited or damaged config.json could get wrong without breaking its JSON."""
+    """Fields a hand-edited or damaged config.json could get wrong without breaking its JSON, or leave out: a
+    missing field must not load as a default that answers differently (no adapter, default settings)."""
+    missing = [key for key in _required_fields(path, config) if config.get(key) is None]
+    if missing:
+        raise CorruptModelError(
+            f"{path}: {CONFIG} lacks {', '.join(map(repr, missing))}, which a format-{config['format_version']} "
+            "model needs (loading without would answer differently); restore the file or adapt the model again"
+        )
+    if config["format_version"] >= 2 and not isinstance(config["classifier"], dict):
+        raise CorruptModelError(f'{path}: {CONFIG} "classifier" must be an object of settings')
     labels = config.get("labels")
     if (
         not isinstance(labels, list)
@@ -420,27 +430,6 @@ def _multi_label_lines(config: dict[str, Any]) -> list[str]:
         + ". Every intent that passes is returned, most confident first (`intents` in `predict --json` and "
         f"`/predict`); when none passes, the message is out of scope (`{settings['oos_label']}`). Confidences are "
         "each intent's own probability and need not sum to 1."
-    ]
-
-
-def _share_record(config: dict[str, Any]) -> dict[str, Any] | None:
-    """How ``calibrate --logs`` set the threshold (``meta.calibration``), while it still describes the saved one."""
-    record = (config.get("meta") or {}).get("calibration")
-    if not isinstance(record, dict) or record.get("threshold") != config["threshold"]:
-        return None
-    return record
-
-
-def _share_lines(config: dict[str, Any]) -> list[str]:
-    record = _share_record(config)
-    if record is None:
-        return []
-    how = "estimated from them" if record.get("share_estimated") else "stated"
-    return [
-        f"The threshold was chosen on {record['messages']} unlabelled logged messages for an out-of-scope share of "
-        f"{100 * record['oos_share']:.1f}% ({how}), for the best expected {record['objective'].upper()} "
-        "(`fewintent calibrate --logs`).",
-        "",
     ]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -182,7 +181,7 @@ class MicroBatcher:
                     p.future.set_exception(e)
             return
         try:
-            predictions = await loop.run_in_executor(self._executor, functools.partial(clf.predict, texts, top_k=k))
+            predictions = await loop.run_in_executor(self._executor, lambda: clf.predict(texts, top_k=k))
         except Exception as e:
             if len(batch) == 1:  # the worker lives on; the caller gets the error
                 if not batch[0].future.done():
@@ -209,7 +208,7 @@ class MicroBatcher:
         if p.future.done():
             return
         try:
-            mine = await loop.run_in_executor(self._executor, functools.partial(clf.predict, p.texts, top_k=p.top_k))
+            mine = await loop.run_in_executor(self._executor, lambda: clf.predict(p.texts, top_k=p.top_k))
         except Exception as e:
             if not p.future.done():
                 p.future.set_exception(e)
