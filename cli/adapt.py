@@ -115,7 +115,7 @@ def adapt(
         "--in-scope-recall",
         min=0.5,
         max=1.0,
-        help="Share of in-scope messages the OOS threshold aims to keep. Default: the value tuned on the base (0.95 "
+        help="Share of in-scope messages the OOS threshold aims to keep. Default: the value tuned on the base (0.925 "
         "for minilm).",
     ),
 ) -> None:

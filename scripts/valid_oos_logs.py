@@ -36,10 +36,15 @@ from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.encoder.registry import registered
 from fewintent.errors import FewIntentWarning
 from fewintent.model import IntentClassifier
+from fewintent.model.calibration import calibrate_threshold
 from fewintent.model.evaluation import score_predictions
 from fewintent.model.traffic import calibrate_on_log_scores, fit_oos_share, support_held_out
 
 SHARES = (0.1, 0.3, 0.5)
+RECALL_GRID = (0.85, 0.9, 0.925, 0.95, 0.97, 0.99)
+"""``in_scope_recall`` targets of the support-only threshold, compared across corpora and shares."""
+LOG_SIZES = (100, 200, 400)
+"""Logs subsampled to these sizes: how far the estimated share strays with fewer messages."""
 CORPORA = {
     # name: (dataset, support split or None = sample 10 per intent from train, in-scope splits, OOS splits, left out)
     "clinc150": ("clinc150", "train_10", ("valid",), ("oos_valid", "oos_train"), "clinc150"),
@@ -151,7 +156,16 @@ def run_corpus(name: str, base: str, corpora: Corpora, seeds: list[int], cache: 
                 if stated is None:
                     row[key]["share"] = report.oos_share
             row["oracle"] = _oracle(gold, t1, scores)
-            row["em_share_on_eval"] = fit_oos_share(support_held_out(clf).scores, scores).share
+            # the support-only threshold at each in_scope_recall target (what _build_table computes from them)
+            row["recall"] = {
+                str(r): _metrics(gold, t1, scores, calibrate_threshold(held, None, in_scope_recall=r))
+                for r in RECALL_GRID
+            }
+            row["log_sizes"] = {}
+            for size in LOG_SIZES:
+                if size < len(logs):
+                    sub = rng.choice(logs, size, replace=False)
+                    row["log_sizes"][str(size)] = fit_oos_share(held, sub).share
             cells[str(share)].append(row)
     clf.threshold = support_threshold
     return {"adapter": adapter, "support_threshold": support_threshold, "bias": bias, "cells": cells}
@@ -174,6 +188,32 @@ def summary(result: dict[str, Any]) -> None:
             print(f"{float(share):6.2f} {est:6.3f} | " + " | ".join(vals))
 
 
+def recall_summary(result: dict[str, Any]) -> None:
+    """Support-only MCC / OOS F1 per in_scope_recall target, per corpus and share, and their mean."""
+    print(f"\nsupport-only threshold by in_scope_recall ({result['base']}): MCC / OOS F1, mean over seeds")
+    cells = [(name, share) for name, c in result["corpora"].items() for share in c["cells"]]
+    print(f"{'target':>7} " + " ".join(f"{n[:6]}@{float(s):.1f}".rjust(13) for n, s in cells) + f"{'mean':>13}")
+    for target in RECALL_GRID:
+        vals = []
+        for name, share in cells:
+            rows = result["corpora"][name]["cells"][share]
+            mcc = np.mean([x["recall"][str(target)]["mcc"] for x in rows])
+            vals.append((mcc, np.mean([x["recall"][str(target)]["oos_f1"] for x in rows])))
+        mean = (np.mean([v[0] for v in vals]), np.mean([v[1] for v in vals]))
+        print(f"{target:>7} " + " ".join(f"{m:6.1f}/{f:5.1f}".rjust(13) for m, f in [*vals, mean]))
+    print("\nestimated share by log size (mean abs error over seeds)")
+    for name, c in result["corpora"].items():
+        for share, rows in c["cells"].items():
+            errs = {}
+            for size in map(str, LOG_SIZES):
+                got = [abs(x["log_sizes"][size] - x["true_share"]) for x in rows if size in x["log_sizes"]]
+                if got:
+                    errs[size] = float(np.mean(got))
+            full = np.mean([abs(x["logs"]["share"] - x["true_share"]) for x in rows])
+            sizes = ", ".join(f"{k}: {v:.3f}" for k, v in errs.items())
+            print(f"{name} @{share}: {sizes}, all ({rows[0]['n_logs']}): {full:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="minilm")
@@ -191,6 +231,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     summary(result)
+    recall_summary(result)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def test_cli_calibrate_and_adapt_with_logs(tmp_path):
     model = tmp_path / "m"
     base = ["--base", str(tiny_model_dir()), "--adapter", "none"]
     result = runner.invoke(app, ["adapt", str(train), "-o", str(model), *base, "--logs", str(small)])
-    assert result.exit_code == 1 and "at least 100" in result.output and result.output.count("\n") == 1
+    assert result.exit_code == 1 and f"at least {MIN_LOG_MESSAGES}" in result.output and result.output.count("\n") == 1
     assert not model.exists()  # refused before adapting
     result = runner.invoke(app, ["adapt", str(train), "-o", str(model), *base, "--logs", str(logs)])
     assert result.exit_code == 0, result.output
