@@ -28,7 +28,7 @@ def benchmark(
         "fullway,episodic,oos,speed",
         "--protocols",
         help="Comma list of fullway, episodic, oos, speed, onnx (torch vs ONNX fp32 vs int8), discovery (discover, "
-        "to-label, --cv). The last two are not in the default.",
+        "to-label, --cv), multilabel (NLU++, every 20-fold and 10-fold split). The last three are not in the default.",
     ),
     methods: str = typer.Option(
         None,
@@ -36,7 +36,8 @@ def benchmark(
         help="Comma list (default: frozen-prototype, frozen-logreg, setfit, fewintent-linear (the product default), "
         "fewintent-protonet, fewintent-fomaml, fewintent-fomaml-steps5); also frozen-linear, "
         "fewintent-ALGO-linear-stepsN (ALGO: protonet, fomaml or ridge), a -oos-SCORE suffix, and a -tune suffix "
-        "(accurate mode, adapt --tune: fewintent-linear-tune, frozen-linear-tune).",
+        "(accurate mode, adapt --tune: fewintent-linear-tune, frozen-linear-tune). The multilabel protocol's "
+        "(default): frozen-onevsrest, setfit-onevsrest, fewintent-onevsrest.",
     ),
     datasets: str = typer.Option(None, "--datasets", help="Only these datasets (banking77, clinc150, hwu64, ...)."),
     shots: str = typer.Option("5,10", "--shots", help="Full-way shots (train_K files)."),

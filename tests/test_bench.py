@@ -482,3 +482,92 @@ def test_a_new_baseline_is_one_class_and_one_registry_line(tmp_path, monkeypatch
     assert {r.protocol for r in rows if not r.skipped} == {"fullway", "oos", "speed"}
     assert all(r.accuracy is not None for r in rows if r.protocol == "fullway")
     assert "`majority`" in (cfg.out / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------- steps on the pool's encoder
+
+
+def test_steps_train_the_pools_encoder_once_loaded_and_put_it_back(tmp_path):
+    """--steps rows go through the trainer on the run's shared encoder: no encoder load per support set, the
+    meta-learned LoRA weights restored after each, so every support set starts from the same weights."""
+    from fewintent.data import IntentSet
+    from fewintent.encoder.lora import lora_state
+
+    adapter = _tiny_adapter(tmp_path / "adapter", algorithm="protonet")
+    cfg = tiny_config(tmp_path, tmp_path / "out", adapters=parse_adapter_options([f"protonet={adapter}"]))
+    loads: list[int] = []
+
+    def factory():  # type: ignore[no-untyped-def]
+        loads.append(1)
+        return make_tiny_encoder()
+
+    ctx = BenchContext(cfg, Corpora(tmp_path), EncoderPool(factory), ResultStore(cfg.out, {"id": "t"}, append=False))
+    method = build_method(ctx, "fewintent-protonet-steps3", "fullway", "hwu64")
+    assert isinstance(method, ProductMethod) and method.adapter_dir == adapter
+    _, encoder = ctx.pool.get(adapter)
+    before = lora_state(encoder)
+    support = IntentSet.from_pairs([(f"{w} {i} now", w) for w in ("alpha", "beta", "gamma") for i in range(3)])
+    first = method.run(support, {"q": ["alpha 7", "beta now"]})
+    after = lora_state(encoder)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # put back
+    second = method.run(support, {"q": ["alpha 7", "beta now"]})
+    assert np.allclose(first.scores["q"], second.scores["q"]) and len(loads) == 1
+    assert first.extra["inner_lr"] is not None and first.adapt_seconds > 0
+    unstepped = build_method(ctx, "fewintent-protonet", "fullway", "hwu64")
+    assert isinstance(unstepped, Method)
+    assert not np.array_equal(unstepped.run(support, {"q": ["alpha 7", "beta now"]}).scores["q"], first.scores["q"])
+
+
+# --------------------------------------------------------------------------- multilabel (NLU++)
+
+
+def _tiny_nlupp(root: Path) -> Path:
+    """``nlupp/{banking,hotels}.jsonl`` shaped like NLU++: 20 folds, 0-2 intents per message."""
+    rng = random.Random(1)
+    for domain, labels in (("banking", ["card", "lost", "pin", "new"]), ("hotels", ["room", "book", "wifi"])):
+        rows = []
+        for fold in range(20):
+            for i in range(6):
+                picked = sorted(set(rng.sample(labels, rng.choice([1, 1, 2]))) if i else [])
+                text = " ".join(picked) + f" please {domain} {fold} {i} " + rng.choice(["now", "today", "again"])
+                rows.append({"text": text, "intents": picked, "domain": domain, "fold": fold})
+        _write(root / "nlupp" / f"{domain}.jsonl", rows)
+    return root
+
+
+def test_nlupp_splits_are_the_papers():
+    from fewintent.bench.multilabel import splits
+
+    assert splits(20) == [(k,) for k in range(20)]
+    assert splits(10) == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15), (16, 17), (18, 19)]
+    with pytest.raises(FewIntentError):
+        splits(5)
+
+
+def test_multilabel_protocol_scores_the_product_itself(tmp_path):
+    """Each cell's product row is the product's own evaluate on that split; single-label methods get a skip row;
+    the report gets the table."""
+    from fewintent.bench.multilabel import multilabel, read_domain, split_data
+    from fewintent.bench.tables import multilabel_table
+    from fewintent.data import IntentSet
+    from fewintent.model import IntentClassifier
+    from fewintent.model.evaluation import evaluate
+
+    root = _tiny_nlupp(tmp_path / "data")
+    names = ("frozen-onevsrest", "frozen-linear")
+    cfg = tiny_config(root, tmp_path / "out", datasets=("nlupp:hotels",), multilabel_methods=names, quick=True)
+    ctx = tiny_context(cfg)
+    multilabel(ctx)
+    rows = {(r.dataset, r.method): r for r in ctx.store.read()}
+    assert {d for d, _ in rows} == {"nlupp:hotels:20-fold", "nlupp:hotels:10-fold"}
+    assert rows[("nlupp:hotels:20-fold", "frozen-linear")].skipped
+    product = rows[("nlupp:hotels:20-fold", "frozen-onevsrest")]
+    assert product.get("splits") == 2 and "first 2 of the 20 splits" in (product.note or "")
+    support, test = split_data(read_domain(ctx, "hotels"), (0,), "fold 0")
+    clf = IntentClassifier(make_tiny_encoder(), head="onevsrest").fit(support)
+    pairs = [(text, list(intents)) for text, intents, _ in test]
+    own = evaluate(clf, IntentSet.from_pairs(pairs, for_training=False))
+    assert product.get("split_micro_f1")[0] == pytest.approx(own.micro_f1, abs=1e-4)
+    assert product.get("micro_f1") == pytest.approx(np.mean(product.get("split_micro_f1")), abs=1e-4)
+    table = "\n".join(multilabel_table(list(rows.values())))
+    assert "hotels 20-fold" in table and "`frozen-onevsrest`" in table and "`frozen-linear`" not in table

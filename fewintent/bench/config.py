@@ -20,8 +20,8 @@ from fewintent.encoder.registry import BASES, DEFAULT_BASE_NAME, BaseSpec
 from fewintent.errors import FewIntentError
 from fewintent.meta.args import Algorithm
 
-PROTOCOLS = ("fullway", "episodic", "oos", "speed", "onnx", "discovery")
-DEFAULT_PROTOCOLS = ("fullway", "episodic", "oos", "speed")  # onnx and discovery are asked for by name
+PROTOCOLS = ("fullway", "episodic", "oos", "speed", "onnx", "discovery", "multilabel")
+DEFAULT_PROTOCOLS = ("fullway", "episodic", "oos", "speed")  # onnx, discovery and multilabel are asked for by name
 ALGORITHMS = tuple(a.value for a in Algorithm)
 DEFAULT_ADAPTERS: dict[str, str] = {
     **{algo: "{leave_out}" for algo in ALGORITHMS},
@@ -40,6 +40,8 @@ class BenchConfig:
     """Registered encoder bases to measure, one after the other; every row records its base."""
     protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     methods: tuple[str, ...] = ()
+    multilabel_methods: tuple[str, ...] = ()
+    """The ``multilabel`` protocol's (``--methods`` when given, else its own default list)."""
     datasets: tuple[str, ...] = ()  # empty = every dataset of each protocol
     shots: tuple[int, ...] = (5, 10)
     episodes: int = 600

@@ -30,6 +30,7 @@ time (encoder load, training, encoding, head).
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import time
@@ -44,11 +45,12 @@ import numpy as np
 from fewintent.bench.config import ALGORITHMS, adapter_problem, adapter_template, resolve_adapter_for
 from fewintent.bench.context import BenchContext, Skip
 from fewintent.data.intentset import IntentSet
-from fewintent.encoder.lora import read_adapter
+from fewintent.encoder.lora import load_lora_state, lora_state, merge_lora, read_adapter
 from fewintent.errors import FewIntentError, FewIntentWarning
+from fewintent.model.adapting import LoadedEncoder, Trainer
 from fewintent.model.calibration import calibrate_threshold
 from fewintent.model.classifier import IntentClassifier
-from fewintent.model.config import ClassifierConfig
+from fewintent.model.config import AdaptArguments, ClassifierConfig
 
 LOGREG_C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 DEFAULT_METHODS = (
@@ -60,6 +62,8 @@ DEFAULT_METHODS = (
     "fewintent-fomaml",
     "fewintent-fomaml-steps5",
 )
+MULTILABEL_METHODS = ("frozen-onevsrest", "setfit-onevsrest", "fewintent-onevsrest")
+"""The ``multilabel`` protocol's methods when ``--methods`` is not given."""
 Predict = Callable[[list[str]], Any]
 Domains = tuple[str, ...]
 
@@ -77,6 +81,8 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
     oos_scores: dict[str, np.ndarray] | None = None
     """Per query set, the score the OOS threshold applies to when it is not the best intent score."""
+    intent_sets: dict[str, list[tuple[str, ...]]] | None = None
+    """Multi-label methods: per query set, the intents each query is given (empty: none, out of scope)."""
 
     def oos_score(self, key: str) -> np.ndarray:
         """Higher = more in scope; ``support_threshold`` cuts this."""
@@ -105,6 +111,8 @@ class Method:
     """The method whose adaptation time the report compares the others' with (SetFit)."""
     budget_flag: ClassVar[str] = ""
     """The option that limits how many episodes it runs (:meth:`episodes`)."""
+    multi_label = False
+    """It names any number of intents per message (the ``multilabel`` protocol runs it; the others do not)."""
 
     def __init__(self, name: str, ctx: BenchContext, dataset: str = "") -> None:
         self.name, self.ctx, self.dataset = name, ctx, dataset
@@ -140,14 +148,21 @@ class Method:
 
 
 _PRODUCT = re.compile(
-    rf"^(?:frozen-(?P<frozen>prototype|linear)|fewintent-(?:(?P<algo>{'|'.join(ALGORITHMS)})(?P<linear>-linear)?"
-    r"(?:-steps(?P<steps>\d+))?|(?P<default>linear)))(?:-oos-(?P<oos>[a-z]+))?(?P<tune>-tune)?$"
+    rf"^(?:frozen-(?P<frozen>prototype|linear|onevsrest)|fewintent-(?:(?P<algo>{'|'.join(ALGORITHMS)})"
+    r"(?P<linear>-linear)?(?:-steps(?P<steps>\d+))?|(?P<default>linear|onevsrest)))(?:-oos-(?P<oos>[a-z]+))?"
+    r"(?P<tune>-tune)?$"
 )
+
+
+def _head(m: re.Match[str]) -> str:
+    return m["frozen"] or m["default"] or ("linear" if m["linear"] else "prototype")
 
 
 class ProductMethod(Method):
     """The product, ``IntentClassifier``: ``frozen-*`` on the encoder alone (``--adapter none``), ``fewintent-*``
-    with the meta-learned adapter of its algorithm left out of the scored dataset."""
+    with the meta-learned adapter of its algorithm left out of the scored dataset (the base's default adapter on
+    multi-label data, which none of them saw). ``*-onevsrest`` is the multi-label head that ``fewintent adapt``
+    picks by itself on multi-label data."""
 
     budget_flag = "steps-episodes"
 
@@ -155,9 +170,11 @@ class ProductMethod(Method):
         super().__init__(name, ctx, dataset)
         m = self._match(name)
         self.algorithm = None if m["frozen"] else m["algo"] or ALGORITHMS[0]
-        self.head = m["frozen"] or ("linear" if m["linear"] or m["default"] else "prototype")
-        self.oos_score, self.steps, self.tune = m["oos"] or "prototype", int(m["steps"] or 0), bool(m["tune"])
-        self.intent_names = self.head == "linear"  # the configuration each name was first measured with
+        self.head = _head(m)
+        self.oos_score = ClassifierConfig(head=self.head, oos_score=m["oos"] or "prototype").oos_score
+        self.steps, self.tune = int(m["steps"] or 0), bool(m["tune"])
+        self.multi_label = ClassifierConfig(head=self.head).multi_label
+        self.intent_names = self.head != "prototype"  # the configuration each name was first measured with
         self.adapter_dir: Path | None = None
 
     @classmethod
@@ -170,8 +187,7 @@ class ProductMethod(Method):
             )
         if m["tune"] and m["steps"]:
             raise FewIntentError(f"'{name}': only fewintent and frozen-prototype/-linear methods without steps tune")
-        head = m["frozen"] or ("linear" if m["linear"] or m["default"] else "prototype")
-        ClassifierConfig(head=head, oos_score=m["oos"] or "prototype")  # refuses an unknown or unfit OOS score
+        ClassifierConfig(head=_head(m), oos_score=m["oos"] or "prototype")  # refuses an unknown or unfit OOS score
         return m
 
     @classmethod
@@ -184,11 +200,15 @@ class ProductMethod(Method):
         if method.algorithm is None:
             return method
         template = adapter_template(cfg.adapters, protocol, method.algorithm)
+        if protocol == "multilabel" and f"multilabel:{method.algorithm}" not in cfg.adapters:
+            if method.algorithm != ALGORITHMS[0] or base.default_adapter is None:  # the product's own adapter
+                return Skip(f"the {base.name} base ships no {method.algorithm} adapter for multi-label data", True)
+            template = base.default_adapter
         path, asked = resolve_adapter_for(template, dataset, cfg.adapter_dirs, base)
         if path is None and "{leave_out}" in template and base.leave_out_adapter is None:
             return Skip(f"the {base.name} base ships no leave-one-dataset-out adapters (its product is frozen)", True)
         if path is None:
-            flag = f"{protocol}:{method.algorithm}" if protocol == "episodic" else method.algorithm
+            flag = f"{protocol}:{method.algorithm}" if protocol in ("episodic", "multilabel") else method.algorithm
             return Skip(f"adapter '{asked}' not found (pass --adapter {flag}=NAME_OR_PATH once it exists)", True)
         # speed measures time only: any adapter of the right layout times the same, so "saw the data" is no bar
         config, _ = read_adapter(path)
@@ -203,6 +223,11 @@ class ProductMethod(Method):
         budget = ctx.config.steps_episodes
         return min(n, budget) if budget and cls._match(name)["steps"] else n
 
+    def refuse(self, support: IntentSet) -> str | None:
+        if self.multi_label and self.tune:
+            return "--tune trains a single-label head; multi-label models adapt without it for now"
+        return None
+
     @property
     def cached(self) -> bool:
         """Nothing trains on the support set: the run's shared encoder and its embedding cache serve."""
@@ -211,41 +236,49 @@ class ProductMethod(Method):
     def warm_key(self) -> str | None:
         return self.ctx.pool.get(self.adapter_dir)[0] if self.cached else None
 
-    def arguments(self, device: str) -> dict[str, Any]:
+    def arguments(self, device: str) -> AdaptArguments:
         """What ``fewintent adapt`` is told for this method."""
         adapter = "none" if self.adapter_dir is None else str(self.adapter_dir)
-        return {**self.settings, "base": self.ctx.base.name, "adapter": adapter, "seed": self.ctx.config.seed,
-                "steps": self.steps, "tune": self.tune, "device": device}  # fmt: skip
+        return AdaptArguments(**self.settings, base=self.ctx.base.name, adapter=adapter, seed=self.ctx.config.seed,
+                              steps=self.steps, tune=self.tune, device=device)  # fmt: skip
 
     @property
     def settings(self) -> dict[str, Any]:
         return {"head": self.head, "oos_score": self.oos_score, "intent_names": self.intent_names}
 
+    def loaded(self, key: str, encoder: Any) -> LoadedEncoder:
+        """The pool's encoder as the trainer takes it, with its adapter recorded as ``Trainer.load_encoder`` would."""
+        if self.adapter_dir is None:
+            return LoadedEncoder(encoder)
+        return LoadedEncoder(
+            encoder, {"adapter": {**self.ctx.pool.adapter_config(key), "source": adapter_note(self.adapter_dir)}}
+        )
+
     def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
         fields: dict[str, Any] = {"adapter": adapter_note(self.adapter_dir)}
+        pool = self.ctx.pool
+        key, encoder = pool.get(self.adapter_dir)
         if self.cached:
-            pool = self.ctx.pool
-            key, encoder = pool.get(self.adapter_dir)
             index = {label: i for i, label in enumerate(support.labels)}
             emb, seconds = pool.embed(key, support.texts)
             oos_emb, oos_seconds = pool.embed(key, support.oos_texts)
+            sets = None
+            if self.multi_label:  # each example's intents, as IntentClassifier.fit passes them
+                sets = np.zeros((len(support.texts), len(index)), dtype=bool)
+                for row, names in enumerate(support.sets()):
+                    sets[row, [index[x] for x in names]] = True
             start = time.perf_counter()
             clf = IntentClassifier(encoder, **self.settings)
             with warnings.catch_warnings():  # 1-shot episodes are 1-shot on purpose: no warning per episode
                 warnings.simplefilter("ignore", FewIntentWarning)
-                clf.fit_embeddings(support.labels, emb, [index[i] for i in support.intents], oos_emb)
+                clf.fit_embeddings(support.labels, emb, [index[i] for i in support.intents], oos_emb, sets=sets)
             # encoding time as if uncached (remembered per text) + the head's own time
             seconds += oos_seconds + time.perf_counter() - start
             decided = {k: clf.decide(v, clf.table, pool.embed(key, v)[0], len(index)) for k, v in queries.items()}
             if self.adapter_dir is not None:
                 fields["adapter_created"] = pool.adapter_config(key).get("created")
         else:
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FewIntentWarning)
-                clf = IntentClassifier.adapt(support, **self.arguments(self.ctx.config.device))
-            seconds = time.perf_counter() - start
-            decided = {k: clf.predict(v, top_k=len(clf.labels)) for k, v in queries.items()}
+            clf, seconds, decided = self._trained(key, encoder, support, queries)
             meta = clf.meta
             if self.adapter_dir is not None:
                 fields["adapter_created"] = (meta.get("adapter") or {}).get("created")
@@ -262,24 +295,49 @@ class ProductMethod(Method):
             for row, p in enumerate(predictions):
                 scores[k][row, [index[s.name] for s in p.intent_ranking]] = [s.confidence for s in p.intent_ranking]
             oos[k] = np.array([p.oos_score for p in predictions])
+        sets_out = None
+        if self.multi_label:
+            sets_out = {k: [tuple(s.name for s in p.intents or []) for p in v] for k, v in decided.items()}
         kind = "cosine" if self.head == "prototype" else "logit"
         extra = {**fields, **self.settings}
-        return Outcome(clf.labels, scores, seconds, clf.threshold, kind, extra, oos)
+        return Outcome(clf.labels, scores, seconds, clf.threshold, kind, extra, oos, sets_out)
+
+    def _trained(self, key: str, encoder: Any, support: IntentSet, queries: dict[str, list[str]]) -> tuple:
+        """``--steps`` / ``--tune`` through the trainer on the pool's encoder (loaded once per run, not per support
+        set): steps leave its LoRA live and are undone after the queries are scored; tune merges its layers into the
+        weights, so it trains a copy. The time is the trainer's: training, encoding and the head (no load)."""
+        loaded = self.loaded(key, encoder)
+        if self.tune:
+            loaded = LoadedEncoder(copy.deepcopy(encoder), loaded.meta)
+        saved = lora_state(encoder) if self.steps else None
+        try:
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FewIntentWarning)
+                clf = Trainer(self.arguments(self.ctx.config.device), encoder=loaded).train(support)
+            seconds = time.perf_counter() - start
+            decided = {k: clf.predict(v, top_k=len(clf.labels)) for k, v in queries.items()}
+        finally:
+            if saved is not None:
+                load_lora_state(encoder, saved)  # the next support set starts from the meta-learned weights again
+        return clf, seconds, decided
 
     def speed(self, device: str, support: IntentSet, cell: tuple[str, int]) -> SpeedPlan | Skip:
         if self.tune:
             return Skip("a -tune method's adapt time (minutes of training) is in its fullway and oos rows")
         fields = {**self.settings, "adapter": adapter_note(self.adapter_dir)}
         args = self.arguments(device)
-        if self.steps:  # the steps train the encoder: adapt loads its own (the load is in its time)
-            fields["adapt_timed"] = "IntentClassifier.adapt, encoder load included"
+        if self.steps:  # loaded before the clock; the steps, the merge (as adapt does after them) and the fit timed
+            fields["adapt_timed"] = "Trainer.train (steps, LoRA merge, encoding, head), encoder loaded before"
+            loaded = Trainer(args).load_encoder()
 
             def adapt_with_steps() -> Predict:
-                clf = IntentClassifier.adapt(support, **args)
+                clf = Trainer(args, encoder=loaded).train(support)
+                merge_lora(loaded.encoder)
                 return lambda texts: clf.predict(texts, top_k=1)
 
             return SpeedPlan(adapt_with_steps, fields)
-        clf = IntentClassifier.unfitted(**args)  # loaded (and its adapter merged) before the clock starts
+        clf = Trainer(args).unfitted()  # loaded (and its adapter merged) before the clock starts
 
         def adapt() -> Predict:
             clf.fit(support)
@@ -509,14 +567,69 @@ class SetFitMethod(Method):
         return SpeedPlan(adapt, fields)
 
 
+class SetFitOvrMethod(SetFitMethod):
+    """``setfit-onevsrest``: SetFit with ``multi_target_strategy="one-vs-rest"`` on the same base (contrastive pairs,
+    then one logistic regression per intent, an intent passing at probability >= 0.5). ``--setfit-iterations``
+    sets its ``num_iterations`` as for ``setfit``; ``--setfit-episodes`` limits it to the first N splits."""
+
+    multi_label = True
+
+    def load(self):  # type: ignore[no-untyped-def]
+        from setfit import SetFitModel
+
+        from fewintent.encoder.encoder import resolve_base
+
+        location = str(resolve_base(self.ctx.base.name).location)
+        return SetFitModel.from_pretrained(location, device=self.device, multi_target_strategy="one-vs-rest")
+
+    def refuse(self, support: IntentSet) -> str | None:
+        n, budget = len(support.texts) + len(support.oos_texts), self.ctx.config.setfit_max_support
+        return None if n <= budget else f"support of {n} texts is over --setfit-max-support {budget}"
+
+    def run(self, support: IntentSet, queries: dict[str, list[str]], *, want_threshold: bool = False) -> Outcome:
+        from datasets import Dataset
+        from setfit import Trainer, TrainingArguments
+
+        labels = support.labels
+        index = {label: i for i, label in enumerate(labels)}
+        y = np.zeros((len(support.texts) + len(support.oos_texts), len(labels)), dtype=int)
+        for row, names in enumerate(support.sets()):
+            y[row, [index[x] for x in names]] = 1
+        model = self.load()
+        args = TrainingArguments(seed=self.ctx.config.seed, report_to="none")
+        if self.iterations is not None:
+            args.num_iterations = self.iterations
+        data = Dataset.from_dict({"text": support.texts + support.oos_texts, "label": y.tolist()})
+        trainer = Trainer(model=model, args=args, train_dataset=data)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        sets, scores = {}, {}
+        for k, v in queries.items():
+            passed = np.asarray(model.predict(v, batch_size=64, as_numpy=True))
+            scores[k] = passed.astype(float)
+            sets[k] = [tuple(labels[i] for i in np.flatnonzero(p)) for p in passed]
+        extra = {"recipe": "default" if self.iterations is None else f"num_iterations={self.iterations}"}
+        self.last_model, self.last_seconds = model, seconds
+        return Outcome(labels, scores, seconds, None, "probability", extra, intent_sets=sets)
+
+
 METHODS: dict[str, type[Method]] = {
     "frozen-logreg": LogRegMethod,
     "setfit": SetFitMethod,
+    "setfit-onevsrest": SetFitOvrMethod,
     "frozen": ProductMethod,
     "fewintent": ProductMethod,
 }
 """Method names (or the family before the first ``-``) -> their class; the first match wins."""
-METHODS_SHOWN = ("frozen-prototype", "frozen-linear", "frozen-logreg", "setfit", "fewintent-linear")
+METHODS_SHOWN = (
+    "frozen-prototype",
+    "frozen-linear",
+    "frozen-logreg",
+    "setfit",
+    "fewintent-linear",
+    *MULTILABEL_METHODS,
+)
 
 
 def method_class(name: str) -> type[Method]:
@@ -529,5 +642,11 @@ def method_class(name: str) -> type[Method]:
 def build_method(
     ctx: BenchContext, name: str, protocol: str, dataset: str, heldout: tuple[str, ...] = ()
 ) -> Method | Skip:
-    """``name`` for one dataset of one protocol, with its leave-out adapter, or why it is skipped there."""
-    return method_class(name).build(ctx, name, protocol, dataset, heldout)
+    """``name`` for one dataset of one protocol, with its leave-out adapter, or why it is skipped there. The
+    ``multilabel`` protocol runs the multi-label methods and only them."""
+    method = method_class(name).build(ctx, name, protocol, dataset, heldout)
+    if isinstance(method, Method) and method.multi_label != (protocol == "multilabel"):
+        if method.multi_label:
+            return Skip("a multi-label method: the multilabel protocol measures it")
+        return Skip(f"it names one intent per message; multi-label methods: {', '.join(MULTILABEL_METHODS)}")
+    return method

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fewintent.bench.methods import DEFAULT_METHODS, METHODS
+from fewintent.bench.methods import DEFAULT_METHODS, METHODS, MULTILABEL_METHODS
 from fewintent.bench.results import DEFAULT_ROW_BASE, ResultRow
 
 PUBLISHED_FILE = Path(__file__).with_name("published.json")
@@ -41,7 +41,7 @@ def dataset_name(dataset: str) -> str:
 def method_rank(method: str) -> tuple[str, int, str]:
     """Order in tables: the default base's rows first, then each other base's, each in the methods' order."""
     name, _, base = method.partition("@")
-    order = (RAW, *DEFAULT_METHODS)
+    order = (RAW, *DEFAULT_METHODS, *MULTILABEL_METHODS)
     return (base, order.index(name) if name in order else len(order), name)
 
 

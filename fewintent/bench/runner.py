@@ -12,7 +12,8 @@ from fewintent.bench.context import BenchContext
 from fewintent.bench.data import Corpora
 from fewintent.bench.encoders import EncoderFactory, EncoderPool
 from fewintent.bench.lean import onnx
-from fewintent.bench.methods import DEFAULT_METHODS, method_class
+from fewintent.bench.methods import DEFAULT_METHODS, MULTILABEL_METHODS, method_class
+from fewintent.bench.multilabel import multilabel
 from fewintent.bench.protocols import episodic, fullway, oos
 from fewintent.bench.results import ResultStore, run_metadata
 from fewintent.bench.speed import speed
@@ -28,6 +29,7 @@ RUNNERS: dict[str, Callable[[BenchContext], None]] = {
     "speed": speed,
     "onnx": onnx,
     "discovery": discovery,
+    "multilabel": multilabel,
 }
 
 
@@ -50,10 +52,11 @@ def run_benchmark(
     for p in config.protocols:
         if p not in PROTOCOLS:
             raise FewIntentError(f"unknown protocol '{p}': choose from {', '.join(PROTOCOLS)}")
+    config.multilabel_methods = config.multilabel_methods or config.methods or MULTILABEL_METHODS
     config.methods = config.methods or DEFAULT_METHODS
     if config.quick:
         config.apply_quick()
-    for m in config.methods:
+    for m in {*config.methods, *config.multilabel_methods}:
         method_class(m)  # an unknown name is refused before anything runs
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if config.threads:
