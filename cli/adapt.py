@@ -19,7 +19,7 @@ from fewintent.cli._common import (
     training_bar,
 )
 from fewintent.cli.calibrate import print_report, print_share
-from fewintent.data import read_intent_file
+from fewintent.data import read_intent_file, read_intent_files
 from fewintent.data.io import read_messages
 from fewintent.errors import FewIntentError
 from fewintent.heads.registry import DEFAULT_HEAD, HEADS
@@ -34,7 +34,12 @@ MANY_INTENTS = 2_000
 
 @guarded
 def adapt(
-    train_file: Path = typer.Argument(..., help="Examples per intent: .jsonl, .csv (text,intent) or Rasa nlu.yml."),
+    train_files: list[Path] = typer.Argument(
+        ...,
+        metavar="TRAIN_FILE...",
+        help="Examples per intent: .jsonl, .csv (text,intent) or Rasa nlu.yml; several files, or a folder of them "
+        "(a Rasa project's data/nlu), are read as one.",
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (replaced atomically)."),
     base: str = typer.Option(
         None,
@@ -125,9 +130,19 @@ def adapt(
     your examples alone (leave-one-out).
     """
     set_threads(threads)
+    if tune_time is not None and not tune:
+        raise FewIntentError("--tune-time is the time budget of --tune; add --tune, or drop --tune-time")
     check_model_path(output)
-    data = read_intent_file(train_file, oos_label=oos_label)
+    data = read_intent_files(train_files, oos_label=oos_label)
     print_warnings(data.warnings)
+    if in_scope_recall is not None and data.oos_texts and calibrate_file is None:
+        print_warnings(
+            [
+                f"--in-scope-recall {in_scope_recall} is only a floor here: the file's {len(data.oos_texts)} "
+                f"'{oos_label}' rows set the threshold (the cut that best separates them from the examples, keeping "
+                f"at least {in_scope_recall / 2:.3g} of in-scope messages); without them it is the target"
+            ]
+        )
     held_out = None
     if calibrate_file is not None:  # read (and validated) before minutes of work
         held_out = read_intent_file(calibrate_file, oos_label=oos_label, for_training=False)

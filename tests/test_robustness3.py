@@ -148,7 +148,7 @@ def test_every_help_reads_well_at_80_columns():
         assert max(map(len, text.splitlines())) <= 80, (path, text)
         assert "-h, --help" in text
     adapt = runner.invoke(app, ["adapt", "--help"], terminal_width=80).output
-    assert adapt.startswith("Usage: fewintent adapt [OPTIONS] TRAIN_FILE\n") and len(adapt.splitlines()) < 90
+    assert adapt.startswith("Usage: fewintent adapt [OPTIONS] TRAIN_FILE...\n") and len(adapt.splitlines()) < 90
     assert "--device <auto|cpu|cuda>" in adapt and "--head <linear|prototype" in adapt
     assert "--json  " in runner.invoke(app, ["predict", "-h"]).output  # a flag takes no value
     predict = runner.invoke(app, ["predict", "-h"]).output
@@ -188,3 +188,75 @@ def test_predict_with_one_string_returns_one_prediction(tiny_encoder):
     one = clf.predict("lost my card")
     assert one.to_dict() == clf.predict(["lost my card"])[0].to_dict()
     assert len(clf.predict(["hi"])) == 1
+
+
+RASA = """version: "3.1"
+nlu:
+- intent: greet
+  examples: |
+    - hello there
+    - hi
+- synonym: credit
+  examples: |
+    - credit card
+- regex: account_number
+  examples: |
+    - \\d{10,12}
+- lookup: city
+  examples: |
+    - Berlin
+"""
+
+
+def test_rasa_synonym_regex_and_lookup_blocks_are_reported_as_skipped(tmp_path):
+    from fewintent.data import read_intent_file
+
+    (tmp_path / "nlu.yml").write_text(RASA + "- intent: bye\n  examples: |\n    - goodbye\n    - see you\n")
+    data = read_intent_file(tmp_path / "nlu.yml")
+    note = next(w for w in data.warnings if "skipped" in w)
+    assert "1 synonym block" in note and "1 regex block" in note and "1 lookup block" in note
+
+
+def test_adapt_reads_several_files_or_a_rasa_folder_as_one(tmp_path):
+    from fewintent.data import read_intent_files
+
+    nlu = tmp_path / "data" / "nlu"
+    nlu.mkdir(parents=True)
+    (nlu / "greet.yml").write_text(RASA)
+    (nlu / "card.yml").write_text("nlu:\n- intent: card\n  examples: |\n    - lost my card\n    - hi\n")
+    (tmp_path / "data" / "stories.yml").write_text("stories:\n- story: happy\n  steps: []\n")
+    data = read_intent_files([tmp_path / "data"])
+    assert sorted(data.labels) == ["card", "greet"]
+    assert data.texts.count("hi") == 1  # cleaning runs across files: 'hi' under two intents keeps the first
+    assert any("stories.yml: skipped" in w for w in data.warnings)
+    csv = tmp_path / "more.csv"
+    csv.write_text("text,intent\nwhat is the weather,weather\nwill it rain,weather\n")
+    both = read_intent_files([nlu / "greet.yml", csv])
+    assert sorted(both.labels) == ["greet", "weather"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FewIntentError, match="no intent files"):
+        read_intent_files([tmp_path / "empty"])
+
+
+def test_adapt_flags_that_would_be_ignored_are_not_silent(tmp_path):
+    train = tmp_path / "train.csv"
+    rows = [f"{w} {i},{w}" for w in ("alpha", "beta") for i in range(3)] + ["write a poem,oos"] * 1
+    train.write_text("text,intent\n" + "\n".join(rows) + "\n")
+    result = runner.invoke(app, ["adapt", str(train), "-o", str(tmp_path / "m"), "--tune-time", "30"])
+    assert result.exit_code == 1 and "--tune-time is the time budget of --tune" in result.output
+    from conftest import tiny_model_dir
+
+    base = ["--base", str(tiny_model_dir()), "--adapter", "none", "--head", "prototype"]
+    result = runner.invoke(app, ["adapt", str(train), "-o", str(tmp_path / "m"), *base, "--in-scope-recall", "0.9"])
+    assert result.exit_code == 0, result.output
+    assert "--in-scope-recall 0.9 is only a floor here: the file's 1 'oos' rows set the threshold" in result.output
+
+
+def test_a_mis_cased_base_name_suggests_the_registered_one(monkeypatch):
+    from fewintent.encoder.encoder import resolve_base
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FewIntentError, match="did you mean 'mpnet'"):
+        resolve_base("MPNET")
+    with pytest.raises(FewIntentError, match="registered bases: minilm, mpnet"):
+        resolve_base("mpnett")

@@ -8,7 +8,7 @@ import json
 import re
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -62,19 +62,63 @@ def read_intent_file_with_records(
     content = _read_text(p)
     if not content.strip():
         raise FewIntentError(f"{p}: the file is empty")
-    fmt = _detect_format(p, content)
-    records: list[JsonlRecord] = []
     notes: list[str] = []
-    if fmt == "jsonl":
-        records = jsonl_records(p, content)
-        rows = _jsonl_rows(records, p, text_column, intent_column)
-    elif fmt == "csv":
-        rows = _csv_rows(content, p, text_column, intent_column, notes)
-    else:
-        rows = _rasa_rows(content, p)
+    records, rows = _file_rows(p, content, text_column, intent_column, notes)
     data = IntentSet.from_pairs(rows, oos_label=oos_label, source=str(p), for_training=for_training)
     data.warnings += notes
     return data, records
+
+
+def _file_rows(
+    p: Path, content: str, text_column: str | None, intent_column: str | None, notes: list[str]
+) -> tuple[list[JsonlRecord], Iterator[Any]]:
+    fmt = _detect_format(p, content)
+    if fmt == "jsonl":
+        records = jsonl_records(p, content)
+        return records, _jsonl_rows(records, p, text_column, intent_column)
+    if fmt == "csv":
+        return [], _csv_rows(content, p, text_column, intent_column, notes)
+    return [], _rasa_rows(content, p, notes)
+
+
+INTENT_SUFFIXES = (".jsonl", ".csv", ".tsv", ".yml", ".yaml")
+
+
+def read_intent_files(
+    paths: Sequence[str | Path], *, oos_label: str = DEFAULT_OOS_LABEL, for_training: bool = True
+) -> IntentSet:
+    """Several intent files, or folders of them (a Rasa project's ``data/nlu/*.yml``), read as one set: cleaning
+    (duplicates, a text under two intents) runs across files. In a folder, YAML without an ``nlu:`` list (Rasa
+    stories, rules, domain) is skipped with a note.
+
+    Example:
+        >>> examples = read_intent_files(["data/nlu"])  # doctest: +SKIP
+    """
+    files: list[tuple[Path, bool]] = []  # (file, found in a folder)
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in INTENT_SUFFIXES)
+            if not found:
+                raise FewIntentError(f"{path}: a folder with no intent files ({', '.join(INTENT_SUFFIXES)})")
+            files += [(f, True) for f in found]
+        else:
+            files.append((path, False))
+    if len(files) == 1 and not files[0][1]:
+        return read_intent_file(files[0][0], oos_label=oos_label, for_training=for_training)
+    rows: list[Any] = []
+    notes: list[str] = []
+    for f, in_folder in files:
+        content = _read_text(f)
+        if in_folder and f.suffix.lower() in (".yml", ".yaml") and not re.search(r"(?m)^nlu:", content):
+            notes.append(f"{f}: skipped (no 'nlu:' list: Rasa stories, rules or domain)")
+            continue
+        if not content.strip():
+            raise FewIntentError(f"{f}: the file is empty")
+        rows += _file_rows(f, content, None, None, notes)[1]
+    source = ", ".join(str(f) for f, _ in files)
+    data = IntentSet.from_pairs(rows, oos_label=oos_label, source=source, for_training=for_training)
+    data.warnings += notes
+    return data
 
 
 def jsonl_records(path: str | Path, content: str | None = None) -> list[JsonlRecord]:
@@ -337,7 +381,7 @@ def _string_loader() -> Any:
     return StringLoader
 
 
-def _rasa_rows(content: str, p: Path) -> Iterator[tuple[str, str]]:
+def _rasa_rows(content: str, p: Path, notes: list[str]) -> Iterator[tuple[str, str]]:
     import yaml
 
     try:
@@ -346,9 +390,12 @@ def _rasa_rows(content: str, p: Path) -> Iterator[tuple[str, str]]:
         raise FewIntentError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("nlu"), list):
         raise FewIntentError(f"{p}: not a Rasa NLU file (expected a top-level 'nlu:' list of '- intent:' blocks)")
+    skipped: dict[str, int] = {}
     for block in doc["nlu"]:
-        if not isinstance(block, dict) or "intent" not in block:
-            continue  # synonyms, regexes and lookup tables are not intent examples
+        if not isinstance(block, dict) or "intent" not in block:  # synonyms, regexes, lookup tables: not examples
+            kind = next((k for k in ("synonym", "regex", "lookup") if isinstance(block, dict) and k in block), "other")
+            skipped[kind] = skipped.get(kind, 0) + 1
+            continue
         if not isinstance(block["intent"], str):
             raise FewIntentError(f"{p}: an intent name must be plain text, got {block['intent']!r:.60}")
         examples = block.get("examples", "")
@@ -361,6 +408,9 @@ def _rasa_rows(content: str, p: Path) -> Iterator[tuple[str, str]]:
             elif line == "-":
                 line = ""
             yield _RASA_ENTITY.sub(r"\1", line), block["intent"]
+    if skipped:
+        what = ", ".join(f"{n} {kind} block{'s' * (n > 1)}" for kind, n in skipped.items())
+        notes.append(f"{p}: skipped {what}: fewintent reads intent examples only (entities are not used)")
 
 
 def load_hf_intents(

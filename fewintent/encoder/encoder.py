@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fewintent.encoder.base import configured_threads, encode_sorted
-from fewintent.encoder.registry import WEIGHTS_FILE, BaseSpec, registered, spec_for_weights
+from fewintent.encoder.registry import BASES, WEIGHTS_FILE, BaseSpec, registered, spec_for_weights
 from fewintent.encoder.sources import check_hub_reachable, file_sha256, hub_offline, hub_snapshot
 from fewintent.errors import FewIntentError, FewIntentWarning
 
@@ -121,6 +121,14 @@ def resolve_base(name_or_path: str | Path | None) -> ResolvedBase:
         return ResolvedBase(str(location), location, spec_for_weights(weights_sha256(location)))
     if value.startswith((".", "/", "~")) or value.count("/") > 1:
         raise FewIntentError(f"{value}: no such model directory")
+    names = {n.casefold(): spec.name for spec in BASES.values() for n in spec.names()}
+    if value.casefold() in names:  # MPNET, MiniLM: a registered name in other letters, never a hub download
+        raise FewIntentError(f"unknown base '{value}': did you mean '{names[value.casefold()]}'? (names are exact)")
+    if "/" not in value:  # a bare word is more likely a mistyped name than a legacy hub id: say both
+        try:
+            return ResolvedBase(value, _hub_location(value), None)
+        except FewIntentError as e:
+            raise FewIntentError(f"{e} (registered bases: {', '.join(BASES)}; see `fewintent bases`)") from e
     return ResolvedBase(value, _hub_location(value), None)
 
 
