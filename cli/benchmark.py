@@ -37,7 +37,7 @@ def benchmark(
         "fewintent-protonet, fewintent-fomaml, fewintent-fomaml-steps5); also frozen-linear, "
         "fewintent-ALGO-linear-stepsN (ALGO: protonet, fomaml or ridge), a -oos-SCORE suffix, and a -tune suffix "
         "(accurate mode, adapt --tune: fewintent-linear-tune, frozen-linear-tune). The multilabel protocol's "
-        "(default): frozen-onevsrest, setfit-onevsrest, fewintent-onevsrest.",
+        "(default): frozen-onevsrest, frozen-ovr-logreg, setfit-onevsrest, fewintent-onevsrest.",
     ),
     datasets: str = typer.Option(None, "--datasets", help="Only these datasets (banking77, clinc150, hwu64, ...)."),
     shots: str = typer.Option("5,10", "--shots", help="Full-way shots (train_K files)."),

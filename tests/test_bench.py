@@ -545,8 +545,8 @@ def test_nlupp_splits_are_the_papers():
 
 
 def test_multilabel_protocol_scores_the_product_itself(tmp_path):
-    """Each cell's product row is the product's own evaluate on that split; single-label methods get a skip row;
-    the report gets the table."""
+    """Each cell's product row is the product's own evaluate on that split; the baseline picks C on the training
+    fold; single-label methods get a skip row; the report gets the table."""
     from fewintent.bench.multilabel import multilabel, read_domain, split_data
     from fewintent.bench.tables import multilabel_table
     from fewintent.data import IntentSet
@@ -554,7 +554,7 @@ def test_multilabel_protocol_scores_the_product_itself(tmp_path):
     from fewintent.model.evaluation import evaluate
 
     root = _tiny_nlupp(tmp_path / "data")
-    names = ("frozen-onevsrest", "frozen-linear")
+    names = ("frozen-onevsrest", "frozen-ovr-logreg", "frozen-linear")
     cfg = tiny_config(root, tmp_path / "out", datasets=("nlupp:hotels",), multilabel_methods=names, quick=True)
     ctx = tiny_context(cfg)
     multilabel(ctx)
@@ -569,5 +569,7 @@ def test_multilabel_protocol_scores_the_product_itself(tmp_path):
     own = evaluate(clf, IntentSet.from_pairs(pairs, for_training=False))
     assert product.get("split_micro_f1")[0] == pytest.approx(own.micro_f1, abs=1e-4)
     assert product.get("micro_f1") == pytest.approx(np.mean(product.get("split_micro_f1")), abs=1e-4)
+    baseline = rows[("nlupp:hotels:10-fold", "frozen-ovr-logreg")]
+    assert set(np.atleast_1d(baseline.get("C"))) <= {1.0, 10.0, 100.0} and 0 <= baseline.get("micro_f1") <= 1
     table = "\n".join(multilabel_table(list(rows.values())))
-    assert "hotels 20-fold" in table and "`frozen-onevsrest`" in table and "`frozen-linear`" not in table
+    assert "hotels 20-fold" in table and "`frozen-ovr-logreg`" in table and "`frozen-linear`" not in table
