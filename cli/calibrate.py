@@ -78,6 +78,7 @@ def calibrate(
     objective: str = typer.Option(
         "auto",
         "--objective",
+        metavar="<auto|f1|recall|mcc>",
         help="f1: best OOS F1 on the file (needs oos rows); recall: keep --in-scope-recall of its in-scope rows; "
         "auto: f1 when the file has oos rows, else recall. With --logs: mcc (auto) or f1, expected.",
     ),
