@@ -67,6 +67,9 @@ def test_logs_too_small_or_too_alike_are_refused_in_one_line(tiny_encoder):
     with pytest.raises(FewIntentError, match="unknown objective 'recall'"):
         clf.calibrate(logs=LOGS, objective="recall")
     assert clf.threshold == before and not clf.threshold_manual
+    multi = IntentClassifier(tiny_encoder, head="onevsrest").fit(SUPPORT)
+    with pytest.raises(FewIntentError, match="multi-label"):
+        multi.calibrate(logs=LOGS)
 
 
 def test_logs_calibration_survives_save_and_load(tiny_encoder, tmp_path):

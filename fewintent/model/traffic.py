@@ -261,6 +261,11 @@ def calibrate_on_logs(
         raise FewIntentError("calibrate on a labelled file or on unlabelled logs (logs=..., --logs FILE)")
     if labelled is not None:
         raise FewIntentError("calibrate on a labelled file or on unlabelled logs, not both")
+    if clf.table.head.multi_label:
+        raise FewIntentError(
+            "calibrate --logs sets a single-label model's out-of-scope threshold; a multi-label model says out of "
+            "scope when no intent passes its own threshold (calibrate it on a labelled file)"
+        )
     objective = "mcc" if objective == "auto" else objective
     if objective not in LOG_OBJECTIVES:
         raise FewIntentError(f"unknown objective '{objective}' for logs: use {', '.join(LOG_OBJECTIVES)}")
