@@ -94,6 +94,16 @@ def tiny_encoder():
     return make_tiny_encoder()
 
 
+@pytest.fixture
+def small_file(tmp_path) -> Path:
+    """Four examples of two intents (card, balance) as a JSONL file."""
+    from helpers import SMALL
+
+    p = tmp_path / "small.jsonl"
+    p.write_text(SMALL)
+    return p
+
+
 @pytest.fixture(scope="session")
 def real_encoder():
     """The packaged all-MiniLM-L6-v2 (loaded once; tests must not attach LoRA to it)."""
