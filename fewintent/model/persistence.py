@@ -368,9 +368,17 @@ def _tuning_lines(config: dict[str, Any]) -> list[str]:
     seen = config.get("tuned_intents", [])
     added = [label for label in config["labels"] if label not in set(seen)]
     held = tune["held_out_accuracy"][tune["kept_epoch"]] if tune["held_out_accuracy"] else None
+    saved = (tune.get("lora") or {}).get("r")
+    stacked = ""
+    if (config.get("meta") or {}).get("adapter"):  # the adapter and the tuned layers are saved joined as one
+        stacked = " on top of the adapter" + (
+            f" (saved joined with it as one rank-{saved} adapter: `tuning.lora.r` above)"
+            if saved and saved != recipe["rank"]
+            else ""
+        )
     lines = [
         f"The encoder was tuned on these examples (`fewintent adapt --tune`): rank-{recipe['rank']} LoRA layers"
-        f"{' on top of the adapter' if (config.get('meta') or {}).get('adapter') else ''} trained with the head "
+        f"{stacked} trained with the head "
         f"({recipe['objective']}, learning rate {recipe['lr']:g}) for {tune['epochs_run']} epoch(s)"
         + (" until the time budget ran out" if tune["stopped_by"] == "time" else "")
         + f"; epoch {tune['kept_epoch']} was kept"
@@ -401,6 +409,34 @@ def _share_lines(config: dict[str, Any]) -> list[str]:
         f"The threshold was chosen on {record['messages']} unlabelled logged messages for an out-of-scope share of "
         f"{100 * record['oos_share']:.1f}% ({how}), for the best expected {record['objective'].upper()} "
         "(`fewintent calibrate --logs`).",
+        "",
+    ]
+
+
+def _onnx_front(config: dict[str, Any]) -> dict[str, Any]:
+    """The card's front-matter entries for an exported model (``fewintent export``): ONNX, and int8 when quantized."""
+    spec = config.get("encoder")
+    if not isinstance(spec, dict) or spec.get("format") != "onnx":
+        return {}
+    return {"encoder_format": "onnx", "quantize": spec.get("quantize")}
+
+
+def _onnx_lines(config: dict[str, Any]) -> list[str]:
+    front = _onnx_front(config)
+    if not front:
+        return []
+    source = (config.get("meta") or {}).get("exported_from")
+    return [
+        "The encoder is an ONNX graph"
+        + (" with int8-quantized weights" if front["quantize"] == "int8" else " (float32)")
+        + " written by `fewintent export`"
+        + (f" from `{source}`" if source else "")
+        + ": it runs on onnxruntime without torch, its adapter merged into the graph"
+        + (
+            "; int8 answers can differ slightly from the torch model's, check them with `fewintent evaluate`."
+            if front["quantize"] == "int8"
+            else "."
+        ),
         "",
     ]
 
@@ -440,17 +476,20 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
     adapter = (config.get("meta") or {}).get("adapter") or {}
     settings = config["classifier"]
     multi = _multi_label_front(settings)
+    onnx = _onnx_front(config)
+    exported = ["onnx", *([onnx["quantize"]] if onnx.get("quantize") else [])] if onnx else []
     front = {
         "library_name": "fewintent",
         "pipeline_tag": "text-classification",
         "base_model": config["base_model"],
-        "tags": ["intent-classification", "few-shot", "fewintent", *(["multi-label"] if multi else [])],
+        "tags": ["intent-classification", "few-shot", "fewintent", *(["multi-label"] if multi else []), *exported],
         "labels": config["labels"],
         "examples_per_intent": config["counts"],
         "oos_label": settings["oos_label"],
         "oos_threshold": round(config["threshold"], 4),
         **({"oos_share": (_share_record(config) or {}).get("oos_share")} if _share_record(config) else {}),
         "adapter": adapter.get("source"),
+        **onnx,
         **multi,
         "settings": settings,
         "training": config.get("training"),
@@ -479,6 +518,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
             ]
         ),
         "",
+        *_onnx_lines(config),
         *_tuning_lines(config),
         *_share_lines(config),
         "```bash",
