@@ -573,3 +573,7 @@ def test_multilabel_protocol_scores_the_product_itself(tmp_path):
     assert set(np.atleast_1d(baseline.get("C"))) <= {1.0, 10.0, 100.0} and 0 <= baseline.get("micro_f1") <= 1
     table = "\n".join(multilabel_table(list(rows.values())))
     assert "hotels 20-fold" in table and "`frozen-ovr-logreg`" in table and "`frozen-linear`" not in table
+    from fewintent.bench.report import headline
+
+    assert "Several intents per message" in headline(list(rows.values()), "x.png")
+    assert "Several intents per message" not in headline([r for r in rows.values() if r.protocol != "multilabel"], "x")

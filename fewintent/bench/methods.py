@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -638,10 +639,12 @@ class SetFitOvrMethod(SetFitMethod):
         if self.iterations is not None:
             args.num_iterations = self.iterations
         data = Dataset.from_dict({"text": support.texts + support.oos_texts, "label": y.tolist()})
-        trainer = Trainer(model=model, args=args, train_dataset=data)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
+        with tempfile.TemporaryDirectory(prefix="setfit-") as scratch:  # its checkpoints, not in the working dir
+            args.output_dir = scratch
+            trainer = Trainer(model=model, args=args, train_dataset=data)
+            start = time.perf_counter()
+            trainer.train()
+            seconds = time.perf_counter() - start
         sets, scores = {}, {}
         for k, v in queries.items():
             passed = np.asarray(model.predict(v, batch_size=64, as_numpy=True))

@@ -107,6 +107,9 @@ def headline(rows: list[ResultRow], image: str) -> str:
         f"![accuracy vs examples per intent]({image})",
         "",
     ]
+    several = multilabel_table(rows, details=False)
+    if several:
+        lines += ["Several intents per message:", "", *several, ""]
     return "\n".join(lines)
 
 
