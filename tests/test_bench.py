@@ -518,6 +518,22 @@ def test_steps_train_the_pools_encoder_once_loaded_and_put_it_back(tmp_path):
     assert not np.array_equal(unstepped.run(support, {"q": ["alpha 7", "beta now"]}).scores["q"], first.scores["q"])
 
 
+def test_tune_trains_a_copy_of_the_pools_encoder(tmp_path):
+    """--tune merges its layers into the weights: it trains a copy, and the shared (cached) encoder stays as it was."""
+    from fewintent.data import IntentSet
+    from fewintent.encoder.lora import has_lora
+
+    ctx = tiny_context(tiny_config(tmp_path, tmp_path / "out"))
+    method = ProductMethod("frozen-linear-tune", ctx)
+    key, encoder = ctx.pool.get(None)
+    texts = ["alpha 7", "beta now"]
+    before = encoder.encode(texts)
+    support = IntentSet.from_pairs([(f"{w} {i} now", w) for w in ("alpha", "beta", "gamma") for i in range(4)])
+    outcome = method.run(support, {"q": texts})
+    assert outcome.extra["tune"]["epochs_run"] >= 0 and outcome.adapt_seconds > 0
+    assert not has_lora(encoder) and torch.allclose(encoder.encode(texts), before)
+
+
 # --------------------------------------------------------------------------- multilabel (NLU++)
 
 
