@@ -12,6 +12,10 @@ rates at the support-calibrated threshold. Never reads a ``test`` split. One JSO
     python scripts/valid_tune.py --name ce --recipe '{"objective": "ce"}' --out tune_valid.jsonl --threads 2
     python scripts/valid_tune.py --summary tune_valid.jsonl
 
+The top-layer cut (``TuneRecipe.layers``; the registered default is ``BaseSpec.tune_layers``) is screened the same way:
+
+    python scripts/valid_tune.py --name layers=3 --recipe '{"layers": 3}' --out tune_valid.jsonl --threads 2
+
 The cross-corpus rule picks a recipe: the best mean over the six cells (BANKING77 / CLINC150 / HWU64 x 5 / 10 shots).
 """
 
