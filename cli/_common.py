@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 # emoji=False: a message's ":thumbs_up:" is text the user typed, not a picture to draw
 console = Console(emoji=False)
+# Piped or redirected, a line is never wrapped (a path cut onto the next line breaks the scripts reading it);
+# tables still fit the width.
+console.soft_wrap = not console.is_terminal
 err_console = Console(stderr=True, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -20,17 +20,21 @@ from fewintent.cli._common import (
 )
 from fewintent.data.io import read_messages
 from fewintent.errors import FewIntentError
+from fewintent.model.discovery import LOOK_MARGIN
 from fewintent.model.discovery import discover as run_discovery
 from fewintent.model.storage import is_model_dir, real_path
 
 
-def check_output(output: Path, messages_file: Path, *, force: bool = False) -> None:
-    """Refuse an ``-o`` that cannot be written, before minutes of encoding; never overwrite the messages read, an
-    existing file without ``--force``, or anything inside a model directory."""
+def check_output(
+    output: Path, read: Path | list[Path], *, force: bool = False, flag: str = "-o", what: str = "messages file"
+) -> None:
+    """Refuse an output file that cannot be written, before minutes of encoding; never overwrite a file being read,
+    an existing file without ``--force``, or anything inside a model directory."""
     if output.is_dir():
-        raise FewIntentError(f"{output}: is a directory; -o names the JSONL file to write")
-    if str(messages_file) != "-" and output.exists() and output.resolve() == messages_file.resolve():
-        raise FewIntentError(f"{output}: -o would overwrite the messages file being read; write elsewhere")
+        raise FewIntentError(f"{output}: is a directory; {flag} names the JSONL file to write")
+    for source in read if isinstance(read, list) else [read]:
+        if str(source) != "-" and output.exists() and output.resolve() == source.resolve():
+            raise FewIntentError(f"{output}: {flag} would overwrite the {what} being read; write elsewhere")
     inside = next((d for d in real_path(output).parents if is_model_dir(d)), None)
     if inside is not None:
         raise FewIntentError(
@@ -42,6 +46,17 @@ def check_output(output: Path, messages_file: Path, *, force: bool = False) -> N
     parent = next((p for p in output.absolute().parents if p.exists()), None)
     if parent is None or not os.access(parent, os.W_OK):
         raise FewIntentError(f"{output}: cannot write there (parent directory {parent} is not writable)")
+
+
+def write_jsonl(output: Path, rows: list[dict]) -> None:
+    """Write ``rows`` to ``output`` whole or not at all (a full disk leaves no half file behind)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @guarded
@@ -62,7 +77,13 @@ def discover(
         False, "--json", help='Print one JSON object {"clusters": [...], "to_label": [...]}.'
     ),
     min_cluster_size: int = typer.Option(5, "--min-cluster-size", min=2, help="Fewest messages that make a cluster."),
-    to_label: int = typer.Option(20, "--to-label", min=0, help="How many in-scope messages to suggest for labelling."),
+    to_label: int = typer.Option(
+        20,
+        "--to-label",
+        min=0,
+        help="At most this many in-scope messages to suggest for labelling: answers whose best intent leads the "
+        f"runner-up by less than {LOOK_MARGIN}, the most uncertain first.",
+    ),
     min_confidence: float = typer.Option(
         0.0,
         "--min-confidence",
@@ -91,13 +112,7 @@ def discover(
             progress=advance,
         )
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp")
-        try:
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.to_jsonl_rows()))
-            tmp.replace(output)
-        finally:
-            tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
+        write_jsonl(output, result.to_jsonl_rows())
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return
@@ -111,9 +126,19 @@ def discover(
         highlight=False,
     )
     if result.to_label:
-        labels = Table("text", "model's guess", "confidence", title="label these next")
+        labels = Table("text", "model's guess", "confidence", title="label these next (most uncertain first)")
         for item in result.to_label:
             labels.add_row(plain(item.text), plain(item.intent), f"{item.confidence:.2f}")
         console.print(labels)
+    elif to_label:
+        console.print(
+            f"no in-scope answer needs a look: each leads its runner-up by {LOOK_MARGIN} or more", highlight=False
+        )
     if output is not None:
-        console.print(plain(f"wrote {output}: edit the intent names, then `fewintent adapt` with it"), highlight=False)
+        todo = (
+            f'; the {len(result.to_label)} messages to label have "intent": null with the model\'s guess beside '
+            "it: fill each in (adapt skips a row without an intent)"
+            if result.to_label
+            else ""
+        )
+        console.print(plain(f"wrote {output}: rename the new_* intents{todo}, then `fewintent adapt` with it"))

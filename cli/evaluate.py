@@ -19,6 +19,7 @@ from fewintent.cli._common import (
     read_labelled,
     set_threads,
 )
+from fewintent.cli.discover import check_output, write_jsonl
 from fewintent.data import read_intent_file
 from fewintent.errors import FewIntentError
 from fewintent.heads.registry import DEFAULT_HEAD, HEADS, MULTI_LABEL_HEAD
@@ -43,25 +44,43 @@ def _cross_validate(
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return
-    table = Table(
-        "metric", "value", title=plain(f"{train_file}: {result.folds}-fold cross-validation, {result.n} examples")
+    scheme = (
+        f"leave-one-out cross-validation ({result.folds} rounds: round i holds out the i-th example of every intent, "
+        "so each example is predicted once by a model that never saw it)"
+        if folds == "loo"
+        else f"{result.folds}-fold cross-validation"
     )
+    table = Table("metric", "value", title=plain(f"{train_file}: {scheme}, {result.n} examples"))
     multi = ("micro_f1", "macro_f1") if result.micro_f1 is not None else ()
     for key in (*multi, "top1_accuracy", "accuracy", "in_scope_kept", "threshold"):
         table.add_row("exact_match" if multi and key == "accuracy" else key, _fmt(getattr(result, key)))
     console.print(table)
-    weakest = sorted(result.per_intent.items(), key=lambda kv: kv[1]["f1"])[:15]
-    per = Table("intent", "precision", "recall", "f1", "examples", title="weakest intents")
+    _print_per_intent(result.per_intent, "examples")
+    _print_confused(result.confused_pairs)
+
+
+WEAKEST = 15
+"""Intents the per-intent table shows, weakest F1 first (--json lists them all)."""
+
+
+def _print_per_intent(per_intent: dict[str, dict[str, float]], support: str = "support") -> None:
+    weakest = sorted(per_intent.items(), key=lambda kv: (kv[1]["f1"], kv[0]))[:WEAKEST]
+    more = len(per_intent) - len(weakest)
+    title = f"weakest intents ({more} more in --json)" if more > 0 else "per intent"
+    per = Table("intent", "precision", "recall", "f1", support, title=title)
     for name, m in weakest:
         per.add_row(plain(name), _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(int(m["support"])))
     console.print(per)
-    if result.confused_pairs:
-        confused = Table("gold", "predicted", "count", "examples", title="most confused intents")
-        for pair in result.confused_pairs:
-            confused.add_row(
-                plain(pair["gold"]), plain(pair["predicted"]), str(pair["count"]), plain("\n".join(pair["examples"]))
-            )
-        console.print(confused)
+
+
+def _print_confused(pairs: list[dict]) -> None:
+    if not pairs:
+        return
+    confused = Table("gold", "predicted", "count", "examples", title="most confused intents")
+    for pair in pairs:
+        examples = pair.get("examples", [])
+        confused.add_row(plain(pair["gold"]), plain(pair["predicted"]), str(pair["count"]), plain("\n".join(examples)))
+    console.print(confused)
 
 
 def _fmt(x: float | None) -> str:
@@ -120,6 +139,12 @@ def evaluate(
     show_sweep: bool = typer.Option(
         False, "--sweep", help="Also show what other OOS thresholds would do (needs 'oos' rows in the files)."
     ),
+    errors: Path = typer.Option(
+        None,
+        "--errors",
+        help="Write every misclassified row to this JSONL file (text, intent, predicted, confidence), as "
+        "`rasa test nlu` writes its errors file. Replaced if it exists.",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
@@ -132,11 +157,17 @@ def evaluate(
     if cv is not None:
         if test_files:
             raise FewIntentError("--cv cross-validates the training file alone: give no test files with it")
+        if errors is not None:
+            raise FewIntentError("--errors writes a model's mistakes on test files; with --cv see 'most confused'")
         _cross_validate(model_dir, cv, base, adapter, head, device, as_json)
         return
     if not test_files:
         raise FewIntentError("give one or more labelled test files (or --cv K to cross-validate a training file)")
+    if errors is not None:
+        check_output(errors, list(test_files), force=True, flag="--errors", what="test file")
     clf = load_classifier(model_dir, device)
+    if errors is not None and clf.config.multi_label:
+        raise FewIntentError("--errors is for single-label models; a multi-label model's --json lists each intent")
     data = read_labelled(test_files, clf.oos_label)
     with progress_bar("classifying", len(data)) as advance:
         result = run_evaluation(clf, data, progress=advance, sweep_points=11 if show_sweep else 0)
@@ -144,6 +175,8 @@ def evaluate(
     if result.unknown_intents:
         unknown = ", ".join(result.unknown_intents[:10])
         print_warnings([f"{len(result.unknown_intents)} test intent(s) unknown to the model: {unknown}"])
+    if errors is not None and not isinstance(result, MultiLabelResult):
+        write_jsonl(errors, result.errors)
     if as_json:
         print(json.dumps(result.to_dict()))
         return
@@ -169,8 +202,7 @@ def evaluate(
                 *(f"{100 * row[k]:.1f}" for k in ("in_scope_recall", "oos_recall", "oos_precision", "oos_f1")),
             )
         console.print(sweep)
-    if result.confused_pairs:
-        confused = Table("gold", "predicted", "count", title="most confused intents")
-        for pair in result.confused_pairs:
-            confused.add_row(plain(pair["gold"]), plain(pair["predicted"]), str(pair["count"]))
-        console.print(confused)
+    _print_per_intent(result.per_intent)
+    _print_confused(result.confused_pairs)
+    if errors is not None:
+        console.print(plain(f"wrote {len(result.errors)} misclassified rows to {errors}"))

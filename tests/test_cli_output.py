@@ -267,3 +267,67 @@ def test_meta_train_algo_choices_are_the_algorithms():
     from fewintent.meta.args import Algorithm
 
     assert ALGORITHMS == "<" + "|".join(a.value for a in Algorithm) + ">"
+
+
+# --- evaluate: the report `rasa test nlu` gives --------------------------------------------------------------------
+
+
+def test_evaluate_prints_a_per_intent_report_confusions_with_examples_and_writes_the_errors(tmp_path):
+    model = fit().save(tmp_path / "m")
+    rows = [*ROWS, ("block my card now", "card"), ("money money", "balance"), ("tell me a joke", "oos")]
+    test = write_rows(tmp_path / "test.jsonl", rows)
+    errors = tmp_path / "out" / "errors.jsonl"
+    result = run("evaluate", model, test, "--errors", errors, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "per intent" in result.output and "precision" in result.output
+    written = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert all(set(e) == {"text", "intent", "predicted", "confidence"} for e in written)
+    assert all(e["intent"] != e["predicted"] for e in written)
+    assert result.output.rstrip().endswith(f"wrote {len(written)} misclassified rows to {errors}")
+    as_json = json.loads(run("evaluate", model, test, "--json").stdout)
+    assert set(as_json["per_intent"]) >= {"card", "balance", "oos"} and "errors" not in as_json
+    assert sum(e["intent"] == "card" for e in written) == round(
+        as_json["per_intent"]["card"]["support"] * (1 - as_json["per_intent"]["card"]["recall"])
+    )
+    for pair in as_json["confused_pairs"]:
+        assert pair["examples"] and all(
+            {"text": t, "intent": pair["gold"], "predicted": pair["predicted"]}.items() <= e.items()
+            for t in pair["examples"]
+            for e in written
+            if e["text"] == t
+        )
+    one_line_error(run("evaluate", model, test, "--errors", test), "would overwrite the test file")
+    one_line_error(run("evaluate", model, test, "--errors", model / "errors.jsonl"), "inside the model directory")
+    one_line_error(run("evaluate", test, "--cv", "2", "--errors", errors), "--errors")
+
+
+def test_evaluate_cv_loo_says_what_a_round_is(tmp_path):
+    data = write_rows(tmp_path / "t.jsonl", [*ROWS, ("my card is lost", "card")])
+    result = run("evaluate", data, "--cv", "loo", "--base", tiny_model_dir(), "--adapter", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "leave-one-out cross-validation (3 rounds: round i holds out the i-th example of every intent" in (
+        result.output
+    )
+
+
+def test_plain_output_never_wraps_a_path_onto_a_new_line(tmp_path):
+    """Piped (not a terminal), at 40 columns: each command's last line holds its whole path."""
+    import os
+    import subprocess
+    import sys
+
+    deep = tmp_path / ("a-rather-long-directory-name-" * 3) / "model"
+    model = fit().save(deep)
+    review = deep.parent / "review-file-with-a-long-name.jsonl"
+    (tmp_path / "logs.txt").write_text("where is my card\nhello\n")
+    env = {**os.environ, "COLUMNS": "40"}
+    for args, tail in [
+        (["discover", str(model), str(tmp_path / "logs.txt"), "-o", str(review)], f"wrote {review}: "),
+        (["export", str(model), "-o", f"{deep}-onnx"], f"-> {deep}-onnx ("),
+    ]:
+        if args[0] == "export":
+            pytest.importorskip("onnxruntime")
+        command = [sys.executable, "-m", "fewintent.cli.main", *args]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert tail in done.stdout.splitlines()[-1], done.stdout

@@ -231,3 +231,27 @@ def test_cli_data_validate_prints_findings(tmp_path):
     assert set(d) >= {"intents", "warnings", "confusable", "near_duplicates", "weak"}
     result = runner.invoke(app, ["data", "validate", str(ROOT / "data" / "demo_company.jsonl"), "--no-overlap"])
     assert result.exit_code == 0 and "check:" not in result.output
+
+
+def test_label_these_next_lists_only_unsure_answers_and_an_unedited_file_trains_no_guess(demo, tmp_path):
+    from fewintent.data import read_intent_file
+    from fewintent.model.discovery import LOOK_MARGIN, margin
+
+    logs = (ROOT / "data" / "demo_company_logs.txt").read_text().splitlines()
+    result = demo.discover(logs, min_cluster_size=3, min_confidence=0.5, n_to_label=20)
+    picked = {item.text for item in result.to_label}
+    by_text = {p.text: p for p in demo.predict(logs, top_k=2)}
+    assert picked and all(margin(by_text[t]) < LOOK_MARGIN for t in picked)
+    sure = [p.text for p in by_text.values() if not p.is_oos and margin(p) >= LOOK_MARGIN]
+    assert sure and not picked & set(sure)  # 'what time do you open on sunday' at 0.97 is not worth a look
+    assert [c.confidence for c in result.to_label] == sorted(c.confidence for c in result.to_label)
+    rows = result.to_jsonl_rows()
+    marked = [r for r in rows if r.get("to_label")]
+    assert len(marked) == len(picked) and all(r["intent"] is None and r["guess"] in demo.labels for r in marked)
+    appended = tmp_path / "v2.jsonl"
+    appended.write_text(
+        (ROOT / "data" / "demo_company.jsonl").read_text() + "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    data = read_intent_file(appended)
+    assert not picked & set(data.texts)  # skipped, with a warning, until a person fills in the intent
+    assert any("dropped" in w for w in data.warnings)

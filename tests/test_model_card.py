@@ -37,3 +37,16 @@ def test_an_int8_export_says_onnx_and_int8(tiny_encoder, tmp_path):
     IntentClassifier.export(tmp_path / "m", tmp_path / "fp32")
     front, body = _card(tmp_path / "fp32")
     assert front["quantize"] is None and "ONNX graph (float32)" in body
+
+
+def test_the_card_shows_rounded_numbers_and_config_json_keeps_them_whole(tmp_path):
+    import json
+
+    clf = _tuned()
+    clf.meta["tune"]["held_out_accuracy"] = [0.1 + 0.2, 0.9999999999999999] + clf.meta["tune"]["held_out_accuracy"][2:]
+    clf.save(tmp_path / "m")
+    front, _ = _card(tmp_path / "m")
+    assert front["tuning"]["held_out_accuracy"][:2] == [0.3, 1.0]
+    assert "0.9999999999999999" not in (tmp_path / "m" / "README.md").read_text()
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["meta"]["tune"]["held_out_accuracy"][:2] == [0.1 + 0.2, 0.9999999999999999]

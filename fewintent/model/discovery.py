@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 PCA_DIMS = 32
 """Dimensions the embeddings are projected to before clustering (density estimates degrade in 384 dims)."""
+LOOK_MARGIN = 0.7
+"""An in-scope answer is worth a human look when its best intent leads the runner-up by less than this (in
+confidence): a 0.95 answer with a 0.02 runner-up is not, however few messages there are to pick from."""
 
 
 @dataclass
@@ -41,7 +44,8 @@ class Cluster:
 
 @dataclass
 class LabelCandidate:
-    """An in-scope message the model is least sure about, with its guess: label it to improve the model most."""
+    """An in-scope message the model is unsure about (its two best intents are close), with its guess: label it to
+    improve the model most."""
 
     text: str
     intent: str
@@ -67,12 +71,15 @@ class DiscoveryResult:
 
     def to_jsonl_rows(self) -> list[dict[str, Any]]:
         """Rows a person edits and feeds back to ``fewintent adapt``: each cluster's messages under a draft intent
-        name (rename, merge or delete them), then the messages to label under the model's guess."""
+        name (rename, merge or delete them), then the messages to label with ``"intent": null`` and the model's
+        ``guess`` beside it: a reader skips a row without an intent, so a file appended unedited never trains on
+        guesses."""
         rows: list[dict[str, Any]] = []
         for c in self.clusters:
             rows += [{"text": t, "intent": f"new_{c.id}_{c.name_hint}", "cluster": c.id} for t in c.texts]
         rows += [
-            {"text": c.text, "intent": c.intent, "to_label": True, "confidence": c.confidence} for c in self.to_label
+            {"text": c.text, "intent": None, "guess": c.intent, "confidence": c.confidence, "to_label": True}
+            for c in self.to_label
         ]
         return rows
 
@@ -88,7 +95,8 @@ def discover(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> DiscoveryResult:
-    """Cluster the messages ``clf`` answers out of scope; rank the in-scope ones worth labelling.
+    """Cluster the messages ``clf`` answers out of scope; rank the in-scope ones worth labelling (at most
+    ``n_to_label``, only answers whose two best intents are within :data:`LOOK_MARGIN`, most uncertain first).
 
     ``min_confidence``: in-scope answers less confident than this are clustered too (a new intent close to
     existing ones is often answered in scope with a low confidence rather than sent out of scope).
@@ -115,8 +123,9 @@ def discover(
     unsure = [p.is_oos or p.intent.confidence < min_confidence for p in predictions]
     oos = [i for i, u in enumerate(unsure) if u]
     clusters, noise = _clusters(emb[oos], [texts[i] for i in oos], weight[oos], min_cluster_size, n_examples, seed)
-    in_scope = [i for i, u in enumerate(unsure) if not u]
-    to_label = rank_to_label(emb, predictions, in_scope, n_to_label)
+    worth_a_look = [i for i, u in enumerate(unsure) if not u and margin(predictions[i]) < LOOK_MARGIN]
+    to_label = rank_to_label(emb, predictions, worth_a_look, n_to_label)
+    to_label.sort(key=lambda c: c.confidence)  # the spread picked them; a person reads the most uncertain first
     n_oos = int(sum(w for p, w in zip(predictions, weight) if p.is_oos))
     return DiscoveryResult(clusters, to_label, len(first), n_oos, noise)
 
@@ -182,17 +191,18 @@ def _name_hints(docs: list[list[str]], words: int = 3) -> list[str]:
     return hints
 
 
+def margin(prediction: Any) -> float:
+    """How far the best intent leads the runner-up, in confidence (1 with a single intent)."""
+    ranking = prediction.intent_ranking
+    return float(ranking[0].confidence - (ranking[1].confidence if len(ranking) > 1 else 0.0))
+
+
 def rank_to_label(emb: np.ndarray, predictions: list[Any], candidates: list[int], n: int) -> list[LabelCandidate]:
     """The least certain in-scope messages (smallest margin between the two best intents), spread out: from the
     most uncertain quarter, greedily the one farthest from those already picked (cosine)."""
     if not candidates or n <= 0:
         return []
-
-    def margin(i: int) -> float:
-        ranking = predictions[i].intent_ranking
-        return ranking[0].confidence - (ranking[1].confidence if len(ranking) > 1 else 0.0)
-
-    pool = sorted(candidates, key=margin)[: max(4 * n, n)]
+    pool = sorted(candidates, key=lambda i: margin(predictions[i]))[: max(4 * n, n)]
     vectors = l2_normalize(emb[pool])
     chosen = [0]
     nearest = vectors @ vectors[0]

@@ -39,9 +39,17 @@ class EvaluationResult:
     """With ``sweep_points``: in-scope kept / OOS recall / precision / F1 at other thresholds (``current`` marked)."""
     unknown_intents: list[str] = field(default_factory=list)
     confused_pairs: list[dict[str, Any]] = field(default_factory=list)
+    """The most frequent (gold, predicted) mistakes, the OOS label included, with up to three example texts."""
+    per_intent: dict[str, dict[str, float]] = field(default_factory=dict)
+    """precision / recall / f1 / support of each intent and of the OOS label (``rasa test nlu``'s intent report)."""
+    errors: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    """Every misclassified row: text, intent (gold), predicted, confidence (``evaluate --errors FILE``; not in
+    :meth:`to_dict`)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("errors")
+        return out
 
 
 @dataclass
@@ -214,6 +222,17 @@ def score_predictions(
         _safe_div(2 * recall * precision, recall + precision) if recall is not None and precision is not None else None
     )
     confusions = Counter((g, p) for g, p in zip(gold, pred) if g != p)
+    per: dict[str, dict[str, float]] = {}
+    for label in sorted(set(gold) | set(pred)):
+        tp = sum(g == label and p == label for g, p in zip(gold, pred))
+        fp = sum(g != label and p == label for g, p in zip(gold, pred))
+        fn = sum(g == label and p != label for g, p in zip(gold, pred))
+        per[label] = {
+            "precision": _safe_div(tp, tp + fp),
+            "recall": _safe_div(tp, tp + fn),
+            "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
+            "support": tp + fn,
+        }
     return EvaluationResult(
         n=n,
         accuracy=_safe_div(correct, n),
@@ -231,6 +250,7 @@ def score_predictions(
         confused_pairs=[
             {"gold": g, "predicted": p, "count": c} for (g, p), c in confusions.most_common(top_confusions)
         ],
+        per_intent=per,
     )
 
 
@@ -267,6 +287,15 @@ def evaluate(
     pred = [p.intent.name for p in predictions]
     top1 = [p.intent_ranking[0].name for p in predictions]
     result = score_predictions(gold, pred, clf.oos_label, top1=top1)
+    result.errors = [
+        {"text": p.text, "intent": g, "predicted": p.intent.name, "confidence": p.intent.confidence}
+        for g, p in zip(gold, predictions)
+        if g != p.intent.name
+    ]
+    for pair in result.confused_pairs:
+        pair["examples"] = [
+            e["text"] for e in result.errors if (e["intent"], e["predicted"]) == (pair["gold"], pair["predicted"])
+        ][:3]
     if data.oos_texts and data.texts:
         scores = np.array([p.oos_score for p in predictions], dtype=np.float64)
         n_in = len(data.texts)

@@ -469,6 +469,18 @@ def _multi_label_lines(config: dict[str, Any]) -> list[str]:
     ]
 
 
+def _shown(obj: Any) -> Any:
+    """Floats at 6 significant digits for people to read (0.9999999999999999 reads 1.0); config.json keeps them
+    whole."""
+    if isinstance(obj, float):
+        return float(f"{obj:.6g}")
+    if isinstance(obj, dict):
+        return {k: _shown(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_shown(v) for v in obj]
+    return obj
+
+
 def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
     """README with YAML front matter, in the style of Hugging Face model cards."""
     import yaml
@@ -498,7 +510,7 @@ def model_card(config: dict[str, Any], extra: dict[str, Any]) -> str:
     }
     lines = [
         "---",
-        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),
+        yaml.safe_dump(_shown(front), sort_keys=False, allow_unicode=True).rstrip(),
         "---",
         "",
         "# fewintent intent classifier",
