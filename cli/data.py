@@ -14,6 +14,7 @@ from rich.text import Text
 
 from fewintent.cli._common import console, guarded, plain, print_warnings, progress_bar
 from fewintent.data import IntentSet, read_intent_file
+from fewintent.errors import TRAINING_INSTALL, FewIntentError
 from fewintent.model import IntentClassifier
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and validate intent files.")
@@ -76,7 +77,16 @@ def validate(
         table.add_row(oos, str(len(data.oos_texts)), plain(data.oos_texts[0]))
     report = None
     if overlap:
-        clf = IntentClassifier.unfitted(adapter=adapter, base=base, oos_label=oos_label)
+        try:
+            clf = IntentClassifier.unfitted(adapter=adapter, base=base, oos_label=oos_label)
+        except FewIntentError as e:  # a runtime-only install: the file itself can still be checked
+            missing = e.__cause__
+            if not isinstance(missing, ModuleNotFoundError):
+                raise
+            raise FewIntentError(
+                f"{file}: the overlap check embeds the examples with a torch encoder ({missing.name} is not "
+                f"installed): add --no-overlap to check the file without it, or {TRAINING_INSTALL}"
+            ) from e
         with progress_bar("encoding examples", len(data)) as advance:
             report = clf.overlaps(data, progress=advance)
     if as_json:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from fewintent.cli._common import check_threads, err_console, guarded, set_threads
-from fewintent.errors import FewIntentError
+from fewintent.errors import FewIntentError, extra_install
 from fewintent.model.persistence import is_model_dir
 
 
@@ -80,7 +80,7 @@ def serve(
         from fewintent.serve.memory import return_freed_memory
     except ImportError as e:
         raise FewIntentError(
-            f"`fewintent serve` needs the [serve] extra ({e.name} is missing): pip install 'fewintent[serve]'"
+            f"`fewintent serve` needs the [serve] extra ({e.name} is missing): {extra_install('serve')}"
         ) from e
     if log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
         raise FewIntentError(f"unknown --log-level '{log_level}': use critical, error, warning, info or debug")

@@ -10,6 +10,15 @@ TRAINING_STACK = ("torch", "transformers", "peft", "sentence_transformers", "dat
 TRAINING_INSTALL = "reinstall fewintent with its dependencies (`pip install .` in the checkout, without --no-deps)"
 
 
+def extra_install(extra: str) -> str:
+    """How to add an optional extra to this install: fewintent is installed from its checkout (editable or not),
+    so ``pip install 'fewintent[extra]'`` would look for it on a package index."""
+    from pathlib import Path
+
+    editable = "site-packages" not in Path(__file__).resolve().parts
+    return f"`pip install {'-e ' if editable else ''}'.[{extra}]'` in the fewintent checkout"
+
+
 class FewIntentError(Exception):
     """A problem caused by input the user controls (a file, a model directory, an argument).
 

@@ -85,3 +85,10 @@ def test_a_model_that_cannot_be_saved_answers_507_or_503(client, monkeypatch, ca
             assert "previous model is unchanged" in r.json()["error"]["message"]
     assert caplog.records and not any(rec.exc_info for rec in caplog.records)  # understood: no traceback
     assert [i["name"] for i in client.get("/intents").json()["intents"]] == ["card", "balance", "greet"]
+
+
+def test_docs_says_what_it_is_and_links_the_schema(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "<script" not in page.text
+    assert "lists every endpoint" in page.text and "href='/openapi.json'" in page.text
+    assert client.get("/openapi.json").json()["paths"]["/predict"]

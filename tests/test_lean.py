@@ -182,6 +182,7 @@ def test_a_server_process_hands_freed_memory_back_unless_malloc_was_configured()
         (["predict", "{model}/torch", "hello"], "a torch encoder"),
         (["meta-train", "-o", "{tmp}/a"], "fewintent meta-train"),
         (["benchmark", "--out", "{tmp}/b"], "fewintent benchmark"),
+        (["data", "validate", "data/demo_company.jsonl"], "add --no-overlap to check the file without it"),
     ],
 )
 def test_training_commands_name_what_to_install_in_one_line(int8_model, tmp_path, argv, what):

@@ -141,7 +141,11 @@ def test_missing_onnxruntime_says_how_to_install(torch_model, tmp_path, monkeypa
     IntentClassifier.export(torch_model, tmp_path / "onnx")
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
     result = runner.invoke(app, ["predict", str(tmp_path / "onnx"), "hello"])
-    assert result.exit_code == 1 and "pip install 'fewintent[onnx]'" in result.output
+    assert result.exit_code == 1 and "'.[onnx]'` in the fewintent checkout" in result.output  # what works from a clone
+    assert "pip install -e '.[onnx]'" in result.output  # this checkout is installed editable
+    result = runner.invoke(app, ["export", str(torch_model), "-o", str(tmp_path / "again")])
+    assert result.exit_code == 1 and "exporting to ONNX needs onnxruntime" in result.output
+    assert "torch model directory" not in result.output  # advice that does not apply to export
 
 
 def test_real_minilm_int8_agrees_with_torch(tmp_path):

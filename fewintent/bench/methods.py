@@ -47,7 +47,7 @@ from fewintent.bench.config import ALGORITHMS, adapter_problem, adapter_template
 from fewintent.bench.context import BenchContext, Skip
 from fewintent.data.intentset import IntentSet
 from fewintent.encoder.lora import load_lora_state, lora_state, merge_lora, read_adapter
-from fewintent.errors import FewIntentError, FewIntentWarning
+from fewintent.errors import FewIntentError, FewIntentWarning, extra_install
 from fewintent.model.adapting import LoadedEncoder, Trainer
 from fewintent.model.calibration import calibrate_threshold
 from fewintent.model.classifier import IntentClassifier
@@ -498,7 +498,7 @@ class SetFitMethod(Method):
         try:
             import setfit  # noqa: F401
         except ImportError:
-            return Skip("setfit is not installed: pip install 'fewintent[bench]'")
+            return Skip(f"setfit is not installed: {extra_install('bench')}")
         if protocol == "episodic" and not ctx.config.setfit_episodes:
             return Skip("SetFit trains once per episode: give --setfit-episodes N to run it on N episodes")
         return cls(name, ctx)

@@ -25,6 +25,7 @@ from fewintent.bench.tables import (
 )
 from fewintent.bench.traffic import discovery_table
 from fewintent.encoder.registry import BASES
+from fewintent.errors import extra_install
 
 LEAVE_OUT_NAMES = ", ".join(
     f"`{spec.leave_out_adapter.format(dataset='<dataset>')}`" for spec in BASES.values() if spec.leave_out_adapter
@@ -125,7 +126,7 @@ def write_report(out: str | Path, *, readme: str | Path | None = None) -> Path:
     no_plots: list[str] = []
     if made is None:  # tables still work; plots need the [bench] extra
         made = {}
-        no_plots = ["*Plots skipped: matplotlib is not installed (`pip install 'fewintent[bench]'`).*", ""]
+        no_plots = [f"*Plots skipped: matplotlib is not installed ({extra_install('bench')}).*", ""]
     sections: list[tuple[str, list[str], str | None]] = [
         ("Full-way K-shot", fullway_tables(rows) if ok_rows(rows, "fullway") else [], "shots"),
         ("Adaptation time vs accuracy", [], "time"),

@@ -56,7 +56,7 @@ def export_encoder(encoder: SentenceEncoder, directory: Path, *, quantize: str |
         raise FewIntentError(f"unknown --quantize '{quantize}': use {', '.join(QUANTIZE)}")
     if encoder.merged_lora is None and any("lora_" in n for n, _ in encoder.model.named_parameters()):
         raise FewIntentError("merge the LoRA adapter before exporting (IntentClassifier.load does)")
-    onnxruntime_module()
+    onnxruntime_module(export=True)
     if not getattr(encoder.tokenizer, "is_fast", False):
         raise FewIntentError(f"{encoder.name}: ONNX export needs a fast (tokenizer.json) tokenizer")
     recipe = encoder.spec.int8 if encoder.spec is not None else INT8

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fewintent.encoder.base import encode_sorted, num_threads
-from fewintent.errors import CorruptModelError, FewIntentError
+from fewintent.errors import CorruptModelError, FewIntentError, extra_install
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +36,15 @@ with their square) and onnxruntime keeps the largest run's, so this caps a serve
 text as larger ones."""
 
 
-def onnxruntime_module() -> Any:
+def onnxruntime_module(*, export: bool = False) -> Any:
     """``import onnxruntime``, or the one-line error saying how to install it."""
     try:
         import onnxruntime
     except ImportError as e:
         raise FewIntentError(
-            "ONNX models need onnxruntime: pip install 'fewintent[onnx]' (or use the torch model directory)"
+            f"exporting to ONNX needs onnxruntime: {extra_install('onnx')}"
+            if export
+            else f"ONNX models need onnxruntime: {extra_install('onnx')} (or use the torch model directory)"
         ) from e
     return onnxruntime
 

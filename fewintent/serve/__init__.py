@@ -24,10 +24,10 @@ def __getattr__(name: str) -> Any:
         try:
             from fewintent.serve import app
         except ImportError as e:  # pragma: no cover - depends on the install
-            from fewintent.errors import FewIntentError
+            from fewintent.errors import FewIntentError, extra_install
 
             raise FewIntentError(
-                f"the HTTP server needs the [serve] extra ({e.name} is missing): pip install 'fewintent[serve]'"
+                f"the HTTP server needs the [serve] extra ({e.name} is missing): {extra_install('serve')}"
             ) from e
         return getattr(app, name)
     raise AttributeError(f"module 'fewintent.serve' has no attribute '{name}'")

@@ -415,8 +415,10 @@ def api_reference_html(schema: dict[str, Any]) -> str:
         "</head><body style='font-family:sans-serif;max-width:60em;margin:auto'>"
         f"<h1>{html.escape(info.get('title', ''))} {html.escape(str(info.get('version', '')))}</h1>"
         f"<p>{html.escape(info.get('summary', ''))}</p>"
-        "<p>Request and response schemas: <a href='/openapi.json'>/openapi.json</a> "
-        "(load it into any OpenAPI viewer).</p>" + "".join(rows) + "</body></html>"
+        "<p>This page lists every endpoint of this server with what it does: a plain page that works offline "
+        "(the installed FastAPI loads Swagger UI from a CDN, so it is not served here). The full OpenAPI schema, "
+        "request and response bodies included, is <a href='/openapi.json'>/openapi.json</a>: load it into any "
+        "OpenAPI viewer or client generator.</p>" + "".join(rows) + "</body></html>"
     )
 
 
