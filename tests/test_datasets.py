@@ -332,3 +332,20 @@ def test_full_conversion_from_a_local_mirror_reproduces_the_pins(name: str, tmp_
 def _rel(f: SourceFile) -> str:
     r = REPOS[f.repo]
     return f"{r.owner}/{r.name}/{r.commit}/{f.path}"
+
+
+def test_a_mirror_file_that_never_ends_is_one_error_not_a_full_memory(
+    isolated: Path, tiny_corpus: CorpusSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(MIRROR, mirror)
+    f = tiny_corpus.files[0]
+    r = REPOS[f.repo]
+    (mirror / r.owner / r.name / r.commit / f.path).unlink()
+    (mirror / r.owner / r.name / r.commit / f.path).symlink_to("/dev/zero")
+    monkeypatch.setattr(dl, "MAX_SOURCE_BYTES", 3 << 20)  # the real cap is 64 MiB: the same code path, faster
+    result = runner.invoke(app, ["datasets", "download", "tiny", "--mirror", str(mirror)])
+    assert result.exit_code == 1 and "larger than any pinned source file" in result.output, result.output
+    assert not isolated.exists() or list(isolated.iterdir()) == []

@@ -361,3 +361,39 @@ def test_full_disk_on_a_new_directory_says_nothing_was_written(tmp_path, monkeyp
     with pytest.raises(storage.StorageError, match="nothing was written") as e:
         fit().save(tmp_path / "new")
     assert e.value.no_space and not (tmp_path / "new").exists() and no_leftovers(tmp_path) == []
+
+
+# --- an exported (ONNX) directory's config.json -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime")
+    root = tmp_path_factory.mktemp("onnx")
+    fit().save(root / "torch")
+    IntentClassifier.export(root / "torch", root / "onnx")
+    return root / "onnx"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("file", "../torch/model.safetensors", "must be a file name inside the model directory"),
+        ("file", "/etc/passwd", "must be a file name inside the model directory"),
+        ("data", "..", "must be a file name inside the model directory"),
+        ("file", 7, "must be a file name inside the model directory"),
+        ("sha256", ..., "lacks 'encoder.sha256'"),
+        ("data_sha256", None, "lacks 'encoder.data_sha256'"),
+    ],
+)
+def test_an_onnx_config_naming_other_files_or_lacking_their_hash_is_refused(onnx_dir, tmp_path, key, value, message):
+    model = Path(shutil.copytree(onnx_dir, tmp_path / "o"))
+    config = json.loads((model / "config.json").read_text())
+    if value is ...:
+        del config["encoder"][key]
+    else:
+        config["encoder"][key] = value
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CorruptModelError, match=message):
+        IntentClassifier.load(model)
+    one_line_error(run("predict", model, "hello"), message)

@@ -29,6 +29,8 @@ RAW_BASE = "https://raw.githubusercontent.com"
 MIRROR_ENV = "FEWINTENT_DATASETS_MIRROR"
 TIMEOUT_S = 5.0
 """Per request: offline, the first file fails within this, and nothing is retried."""
+MAX_SOURCE_BYTES = 64 << 20
+"""No pinned source file is near this size (the largest are a few MB): anything longer is not it."""
 MANIFEST = "fewintent-corpus.json"
 
 
@@ -90,8 +92,18 @@ def fetch(url: str, timeout: float = TIMEOUT_S) -> bytes:
     where = url.split("://", 1)[-1].split("/", 1)[0] or "the mirror"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            data: bytes = response.read()
             expected = response.headers.get("Content-Length")
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := response.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_SOURCE_BYTES:  # a mirror serving /dev/zero or a wrong file must not fill the memory
+                    raise FewIntentError(
+                        f"{url}: more than {MAX_SOURCE_BYTES >> 20} MiB, larger than any pinned source file: "
+                        f"not the file pinned (check the mirror, {MIRROR_ENV})"
+                    )
+                chunks.append(chunk)
+            data = b"".join(chunks)
     except IncompleteRead as e:
         raise FewIntentError(f"partial download of {url} ({len(e.partial)} bytes arrived): try again") from e
     except urllib.error.HTTPError as e:

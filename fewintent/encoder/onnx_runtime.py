@@ -237,6 +237,18 @@ def read_spec(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if not isinstance(spec, dict) or spec.get("format") != "onnx" or "dim" not in spec:
         raise CorruptModelError(f'config.json has an invalid "encoder" section: {json.dumps(spec)[:80]}')
+    # The graph and its weights are files of this directory, each with the sha256 every export records: a name
+    # that points elsewhere (another model's files, /etc/...) or a missing hash would load unchecked bytes.
+    for key, digest, default in (("file", "sha256", GRAPH), ("data", "data_sha256", None)):
+        name = spec.get(key, default)
+        if key == "data" and not name:
+            continue  # an export before external data: the weights are inside the graph
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise CorruptModelError(
+                f'config.json\'s "encoder.{key}" must be a file name inside the model directory, got {name!r:.60}'
+            )
+        if not isinstance(spec.get(digest), str):
+            raise CorruptModelError(f"config.json lacks 'encoder.{digest}', which every export writes for {name}")
     tokenizer = config.get("tokenizer_sha256")
     if tokenizer is not None and not isinstance(tokenizer, str):
         raise CorruptModelError(f'config.json has an invalid "tokenizer_sha256" ({tokenizer!r:.30})')
