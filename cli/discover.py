@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import typer
@@ -41,19 +42,35 @@ def check_output(
             f"{output}: inside the model directory {inside}, which is replaced whole on its next save (and whose "
             "files must not change); write the file elsewhere"
         )
-    if output.exists() and not force:
+    if _regular_file(output) and not force:  # a stream (/dev/stdout, a pipe) is written, not replaced
         raise FewIntentError(f"{output}: exists; pass --force to replace it, or write elsewhere")
     parent = next((p for p in output.absolute().parents if p.exists()), None)
     if parent is None or not os.access(parent, os.W_OK):
         raise FewIntentError(f"{output}: cannot write there (parent directory {parent} is not writable)")
 
 
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
 def write_jsonl(output: Path, rows: list[dict]) -> None:
-    """Write ``rows`` to ``output`` whole or not at all (a full disk leaves no half file behind)."""
+    """Write ``rows`` to ``output`` whole or not at all (a full disk leaves no half file behind). A device, a pipe
+    or a symbolic link (/dev/stdout) is written through in place: renaming a file over it would replace it."""
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if output.is_symlink() or (output.exists() and not _regular_file(output)):
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            raise FewIntentError(f"{output}: {e.strerror or e}") from e
+        return
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
     try:
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        tmp.write_text(text)
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
@@ -132,7 +149,8 @@ def discover(
         console.print(labels)
     elif to_label:
         console.print(
-            f"no in-scope answer needs a look: each leads its runner-up by {LOOK_MARGIN} or more", highlight=False
+            f"no answer to label: none in scope whose best intent leads the runner-up by less than {LOOK_MARGIN}",
+            highlight=False,
         )
     if output is not None:
         todo = (

@@ -331,3 +331,28 @@ def test_plain_output_never_wraps_a_path_onto_a_new_line(tmp_path):
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stderr
         assert tail in done.stdout.splitlines()[-1], done.stdout
+
+
+def test_output_files_that_are_links_or_pipes_are_written_through_not_replaced(tmp_path):
+    import os
+    import stat
+    import threading
+
+    model = fit().save(tmp_path / "m")
+    test = write_rows(tmp_path / "test.jsonl", [*ROWS, ("tell me a joke", "oos"), ("sing a song", "oos")])
+    real = tmp_path / "real.jsonl"
+    (tmp_path / "link.jsonl").symlink_to(real)
+    assert run("evaluate", model, test, "--errors", tmp_path / "link.jsonl").exit_code == 0
+    assert (tmp_path / "link.jsonl").is_symlink() and real.is_file()  # the link was followed, not replaced
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    logs = tmp_path / "logs.txt"
+    logs.write_text("where is my card\nsing me a song\n")
+    result = run("discover", model, logs, "-o", fifo)  # a pipe needs no --force: it is written, not replaced
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and got and got[0].startswith(b"{")
+    assert not list(tmp_path.glob(".pipe*"))
