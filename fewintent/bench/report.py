@@ -74,7 +74,11 @@ MULTILABEL_NOTES = [
     '`frozen-ovr-logreg` is scikit-learn\'s `OneVsRestClassifier(LogisticRegression(class_weight="balanced"))` '
     "on the frozen embeddings, an intent passing at probability >= 0.5, its C (1, 10, 100) chosen by 5-fold "
     "cross-validation (micro-F1) on the training fold(s). A message with no intent trains as out of scope and "
-    "counts as right when nothing is named. No threshold, C or other choice reads the test folds.",
+    "counts as right when nothing is named. No threshold, C or other choice reads the test folds. "
+    '`setfit-onevsrest` is SetFit with `multi_target_strategy="one-vs-rest"` on the same base, scaled down for a '
+    "CPU (the row's `recipe`, e.g. `num_iterations=3`, and its note: the first splits only, `--setfit-episodes`), "
+    "its head the same balanced logistic regression as `frozen-ovr-logreg` (SetFit's default unweighted head "
+    "named almost no intent at p >= 0.5 from one or two folds: 0.3-17% micro-F1 on MiniLM).",
 ]
 
 
