@@ -201,7 +201,8 @@ def adapt(
         plain(
             f"adapted {len(clf.labels)} intents from {len(data.texts)} examples"
             f"{f' + {len(data.oos_texts)} out-of-scope' if data.oos_texts else ''} in {seconds:.2f}s "
-            f"(adapter: {adapter_name}, head: {clf.config.head}, {_training(clf.meta, steps)}, "
+            f"(adapter: {adapter_name}, head: {clf.config.head}, "
+            f"{_training(clf.meta, steps, clf.config.multi_label)}, "
             + ("one threshold per intent" if clf.config.multi_label else f"OOS threshold {clf.threshold:.3f}")
             + f") -> {output}"
         ),
@@ -210,12 +211,13 @@ def adapt(
     )
 
 
-def _training(meta: dict[str, Any], steps: int) -> str:
+def _training(meta: dict[str, Any], steps: int, multi_label: bool = False) -> str:
     """What training at adapt time did, in a few words."""
     tune = meta.get("tune")
     if not tune:
         return f"steps: {steps}"
     held = tune["held_out_accuracy"][tune["kept_epoch"]]
-    accuracy = f", held-out accuracy {100 * held:.1f}%" if held is not None else ""
+    metric = "micro-F1" if multi_label else "accuracy"  # what tuning measured on its held-out examples
+    accuracy = f", held-out {metric} {100 * held:.1f}%" if held is not None else ""
     why = " (time budget reached)" if tune["stopped_by"] == "time" else ""
     return f"tuned {tune['epochs_run']} epochs{why}, kept epoch {tune['kept_epoch']}{accuracy}"

@@ -186,6 +186,10 @@ def evaluate(
         table.add_row(key, str(value) if key == "n" else _fmt(value))
     console.print(table)
     if isinstance(result, MultiLabelResult):
+        if show_sweep:
+            print_warnings(
+                ["--sweep is for single-label models (one OOS threshold); a multi-label model has one per intent"]
+            )
         per = Table("intent", "precision", "recall", "F1", "support", title="per intent")
         for name, m in sorted(result.per_intent.items(), key=lambda kv: kv[1]["f1"]):
             per.add_row(plain(name), *(_fmt(m[k]) for k in ("precision", "recall", "f1")), str(int(m["support"])))

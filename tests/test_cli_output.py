@@ -356,3 +356,23 @@ def test_output_files_that_are_links_or_pipes_are_written_through_not_replaced(t
     assert result.exit_code == 0, result.output
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and got and got[0].startswith(b"{")
     assert not list(tmp_path.glob(".pipe*"))
+
+
+def test_a_multi_label_model_says_micro_f1_after_tuning_and_that_sweep_does_not_apply(tmp_path):
+    rows = []
+    for i in range(5):
+        rows += [
+            {"text": f"block my card {i}", "intents": ["card"]},
+            {"text": f"refund me {i}", "intents": ["refund"]},
+            {"text": f"block my card and refund me {i}", "intents": ["card", "refund"]},
+        ]
+    data = tmp_path / "ml.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = ["--base", tiny_model_dir(), "--adapter", "none", "--device", "cpu"]
+    result = run("adapt", data, "-o", tmp_path / "m", *base, "--tune")
+    assert result.exit_code == 0, result.output
+    assert "held-out micro-F1" in result.output and "held-out accuracy" not in result.output
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "(held-out micro-F1" in card and "held-out accuracy" not in card
+    result = run("evaluate", tmp_path / "m", data, "--sweep")
+    assert result.exit_code == 0 and "--sweep is for single-label models" in result.stderr

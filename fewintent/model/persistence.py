@@ -382,7 +382,11 @@ def _tuning_lines(config: dict[str, Any]) -> list[str]:
         f"({recipe['objective']}, learning rate {recipe['lr']:g}) for {tune['epochs_run']} epoch(s)"
         + (" until the time budget ran out" if tune["stopped_by"] == "time" else "")
         + f"; epoch {tune['kept_epoch']} was kept"
-        + (f" (held-out accuracy {100 * held:.1f}%)" if held is not None else "")
+        + (
+            f" (held-out {'micro-F1' if _multi_label_front(config['classifier']) else 'accuracy'} {100 * held:.1f}%)"
+            if held is not None
+            else ""
+        )
         + f". {tune['held_out_examples']} examples were held out of training; the out-of-scope threshold "
         "comes from them.",
         f"Intents seen in tuning: {len(seen)} of {len(config['labels'])}"
