@@ -3,6 +3,7 @@ as it was."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import unicodedata
@@ -17,7 +18,9 @@ from helpers import (
     SMALL,
     edit_config,
     fit,
+    one_line_error,
     read_intent_file_from_text,
+    run,
     write_rows,
 )
 
@@ -213,3 +216,14 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
         exec("\n".join(lines), namespace)  # noqa: S102 - our own README
     assert namespace["found"].clusters, "the demo's logs give candidate intents"
     assert IntentClassifier.load(tmp_path / "models" / "demo").labels == namespace["clf"].labels
+
+
+def test_a_fewintent_model_given_as_base_names_its_base(tmp_path):
+    from fewintent.encoder.encoder import resolve_base
+
+    model = fit().save(tmp_path / "m")
+    base = json.loads((model / "config.json").read_text())["base_model"]
+    with pytest.raises(FewIntentError, match=rf"is a fewintent model, not an encoder base: .*\(--base {base}\)"):
+        resolve_base(model)
+    data = write_rows(tmp_path / "d.jsonl", ROWS)
+    one_line_error(run("adapt", data, "-o", tmp_path / "x", "--base", model), "is a fewintent model")

@@ -116,6 +116,7 @@ def resolve_base(name_or_path: str | Path | None) -> ResolvedBase:
     if p.exists():
         if not (p / "config.json").is_file():
             raise FewIntentError(f"{p}: not a Hugging Face model directory (no config.json)")
+        _refuse_fewintent_model(p)
         location = p.resolve()
         # a byte-identical copy of a registered base is that base (its adapters and constants apply)
         return ResolvedBase(str(location), location, spec_for_weights(weights_sha256(location)))
@@ -130,6 +131,22 @@ def resolve_base(name_or_path: str | Path | None) -> ResolvedBase:
         except FewIntentError as e:
             raise FewIntentError(f"{e} (registered bases: {', '.join(BASES)}; see `fewintent bases`)") from e
     return ResolvedBase(value, _hub_location(value), None)
+
+
+def _refuse_fewintent_model(path: Path) -> None:
+    """A directory ``fewintent adapt`` wrote is a classifier, not an encoder: name its base instead of failing on
+    a tokenizer it does not have."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(config, dict) and config.get("format") == "fewintent-model":
+        base = config.get("base_model")
+        raise FewIntentError(
+            f"{path} is a fewintent model, not an encoder base: give the base it was adapted from"
+            + (f" (--base {base})" if isinstance(base, str) else "")
+            + ", or use the model itself with predict, evaluate, calibrate or serve"
+        )
 
 
 def _registered_location(spec: BaseSpec) -> Path:
