@@ -225,11 +225,6 @@ class ProductMethod(Method):
         budget = ctx.config.steps_episodes
         return min(n, budget) if budget and cls._match(name)["steps"] else n
 
-    def refuse(self, support: IntentSet) -> str | None:
-        if self.multi_label and self.tune:
-            return "--tune trains a single-label head; multi-label models adapt without it for now"
-        return None
-
     @property
     def cached(self) -> bool:
         """Nothing trains on the support set: the run's shared encoder and its embedding cache serve."""
