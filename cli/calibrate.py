@@ -19,7 +19,7 @@ from fewintent.cli._common import (
     read_labelled,
     set_threads,
 )
-from fewintent.data.io import read_messages
+from fewintent.data.io import INTENT_COLUMNS, read_messages
 from fewintent.errors import FewIntentError
 from fewintent.model.calibration import OBJECTIVES, CalibrationReport
 from fewintent.model.persistence import model_dir_lock
@@ -61,6 +61,19 @@ def print_share(report: LogCalibrationReport, source: str) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _labelled(logs: Path) -> bool:
+    """Whether a --logs file's first message is a JSONL row with an intent label (a labelled file given as logs)."""
+    if str(logs) == "-":
+        return False
+    try:
+        with open(logs, encoding="utf-8-sig", errors="replace") as f:
+            head = f.read(1 << 16)  # the first rows are enough, however long the file
+        row = json.loads(next((line for line in head.splitlines() if line.strip()), ""))
+    except (OSError, ValueError):
+        return False
+    return isinstance(row, dict) and any(key in row for key in INTENT_COLUMNS)
 
 
 @guarded
@@ -110,6 +123,13 @@ def calibrate(
         raise FewIntentError("--in-scope-recall is for --objective recall on a labelled file, not for --logs")
     set_threads(threads)
     messages = check_logs(read_messages(logs), str(logs)) if logs is not None else None  # before the model loads
+    if logs is not None and _labelled(logs):
+        print_warnings(
+            [
+                f"{logs} has intent labels, which --logs ignores: if it is held-out labelled data, "
+                f"`fewintent calibrate {model_dir} {logs}` calibrates on the labels instead"
+            ]
+        )
     # one transaction: a server's edit saved between this load and this save would otherwise be lost
     with model_dir_lock(model_dir.expanduser().absolute(), exclusive=True):
         clf = load_classifier(model_dir, device)

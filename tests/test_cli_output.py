@@ -376,3 +376,14 @@ def test_a_multi_label_model_says_micro_f1_after_tuning_and_that_sweep_does_not_
     assert "(held-out micro-F1" in card and "held-out accuracy" not in card
     result = run("evaluate", tmp_path / "m", data, "--sweep")
     assert result.exit_code == 0 and "--sweep is for single-label models" in result.stderr
+
+
+def test_calibrate_logs_given_a_labelled_file_says_the_labels_are_ignored(tmp_path):
+    model = fit().save(tmp_path / "m")
+    labelled = write_rows(tmp_path / "held.jsonl", [(f"message number {i}", "card") for i in range(220)])
+    result = run("calibrate", model, "--logs", labelled)
+    assert result.exit_code == 0, result.output
+    assert "has intent labels, which --logs ignores" in result.stderr
+    plain_logs = tmp_path / "logs.txt"
+    plain_logs.write_text("".join(f"message number {i}\n" for i in range(220)))
+    assert "intent labels" not in run("calibrate", model, "--logs", plain_logs).stderr
