@@ -378,8 +378,10 @@ def test_a_multi_label_model_says_micro_f1_after_tuning_and_that_sweep_does_not_
     assert result.exit_code == 0 and "--sweep is for single-label models" in result.stderr
 
 
-def test_calibrate_logs_given_a_labelled_file_says_the_labels_are_ignored(tmp_path):
-    model = fit().save(tmp_path / "m")
+def test_calibrate_logs_given_a_labelled_file_says_the_labels_are_ignored(tiny_encoder, tmp_path):
+    from helpers import DATA
+
+    model = IntentClassifier(tiny_encoder).fit(DATA).save(tmp_path / "m")  # 12 examples: enough to calibrate
     labelled = write_rows(tmp_path / "held.jsonl", [(f"message number {i}", "card") for i in range(220)])
     result = run("calibrate", model, "--logs", labelled)
     assert result.exit_code == 0, result.output
