@@ -173,7 +173,16 @@ def evaluate(
         result = run_evaluation(clf, data, progress=advance, sweep_points=11 if show_sweep else 0)
     print_warnings(data.warnings)  # stderr: --json output on stdout stays one clean object
     if result.unknown_intents:
-        unknown = ", ".join(result.unknown_intents[:10])
+        known = {label.casefold(): label for label in clf.labels}
+        unknown = ", ".join(
+            name
+            + (
+                f" (the model has '{known[name.casefold()]}': only the case differs)"
+                if name.casefold() in known
+                else ""
+            )
+            for name in result.unknown_intents[:10]
+        )
         print_warnings([f"{len(result.unknown_intents)} test intent(s) unknown to the model: {unknown}"])
     if errors is not None and not isinstance(result, MultiLabelResult):
         write_jsonl(errors, result.errors)

@@ -389,3 +389,10 @@ def test_calibrate_logs_given_a_labelled_file_says_the_labels_are_ignored(tiny_e
     plain_logs = tmp_path / "logs.txt"
     plain_logs.write_text("".join(f"message number {i}\n" for i in range(220)))
     assert "intent labels" not in run("calibrate", model, "--logs", plain_logs).stderr
+
+
+def test_evaluate_names_the_model_intent_a_test_intent_differs_from_only_by_case(tmp_path):
+    model = fit().save(tmp_path / "m")
+    test = write_rows(tmp_path / "t.jsonl", [("where is my card", "Card"), ("what is my balance", "balance")])
+    result = run("evaluate", model, test)
+    assert result.exit_code == 0 and "Card (the model has 'card': only the case differs)" in result.stderr
