@@ -286,3 +286,16 @@ def test_bases_install_refuses_an_unknown_base() -> None:
 
     result = CliRunner().invoke(app, ["bases", "install", "bert-huge"])
     assert result.exit_code == 1 and result.output.startswith("error: unknown base 'bert-huge': use one of minilm")
+
+
+def test_meta_train_never_writes_into_a_model_directory(tmp_path: Path) -> None:
+    from conftest import make_tiny_encoder as tiny
+    from helpers import DATA, one_line_error, run
+
+    from fewintent import IntentClassifier
+
+    model = IntentClassifier(tiny()).fit(DATA).save(tmp_path / "m")
+    before = sorted(p.name for p in model.iterdir())
+    one_line_error(run("meta-train", "-o", model / "adapter", "--episodes", "1"), "is inside the model directory")
+    one_line_error(run("meta-train", "-o", model, "--episodes", "1"), "is the model directory")
+    assert sorted(p.name for p in model.iterdir()) == before
