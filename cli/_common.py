@@ -116,6 +116,20 @@ def _one_line(message: str) -> str:
     return escape(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
+def refuse_model_directory(output: Path, what: str) -> None:
+    """Refuse an output folder that is, or is inside, a model directory: the model's next save (calibrate, a live
+    edit) replaces that directory whole, and what was written there with it."""
+    from fewintent.model.storage import is_model_dir, real_path
+
+    target = real_path(output.expanduser().absolute())
+    owner = next((d for d in (target, *target.parents) if is_model_dir(d)), None)
+    if owner is not None:
+        raise FewIntentError(
+            f"{output}: {'is' if owner == target else 'is inside'} the model directory {owner}, which is replaced "
+            f"whole on its next save; write {what} beside it"
+        )
+
+
 def guarded(fn: F) -> F:
     """User mistakes print one line on stderr and exit 1, with no traceback; Ctrl-C exits 130."""
 

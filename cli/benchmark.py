@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from fewintent.cli._common import console, guarded
+from fewintent.cli._common import console, guarded, refuse_model_directory
 from fewintent.errors import training_parts
 
 
@@ -90,6 +90,7 @@ def benchmark(
     ),
 ) -> None:
     """Benchmark fewintent against frozen-embedding baselines and SetFit; writes JSON + Markdown + PNG."""
+    refuse_model_directory(out, "the results")
     with training_parts("`fewintent benchmark`"):
         from fewintent.bench import BenchConfig, parse_adapter_options, run_benchmark, write_report
         from fewintent.bench.data import default_data_dir

@@ -9,9 +9,8 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from fewintent.cli._common import console, guarded
+from fewintent.cli._common import console, guarded, refuse_model_directory
 from fewintent.errors import FewIntentError, training_parts
-from fewintent.model.storage import is_model_dir, real_path
 
 ALGORITHMS = "<protonet|fomaml|ridge>"
 """meta.args.Algorithm's values, written out: importing it here would load torch at CLI start (a test compares)."""
@@ -87,14 +86,7 @@ def meta_train(
     Validation episodes come from the `valid` split of the training datasets (never `test`); the adapter
     keeps the weights that scored best there. Runs under `accelerate launch` for several GPUs unchanged.
     """
-    target = real_path(output.expanduser().absolute())
-    owner = next((d for d in (target, *target.parents) if is_model_dir(d)), None)
-    if owner is not None:  # a model directory is replaced whole on its next save: the adapter would go with it
-        where = "is" if owner == target else "is inside"
-        raise FewIntentError(
-            f"{output}: {where} the model directory {owner}, which is replaced whole on its next save; "
-            "write the adapter beside it"
-        )
+    refuse_model_directory(output, "the adapter")
     with training_parts("`fewintent meta-train`"):
         from fewintent.meta.args import MetaTrainingArguments
         from fewintent.meta.trainer import MetaTrainer

@@ -298,4 +298,5 @@ def test_meta_train_never_writes_into_a_model_directory(tmp_path: Path) -> None:
     before = sorted(p.name for p in model.iterdir())
     one_line_error(run("meta-train", "-o", model / "adapter", "--episodes", "1"), "is inside the model directory")
     one_line_error(run("meta-train", "-o", model, "--episodes", "1"), "is the model directory")
+    one_line_error(run("benchmark", "--out", model / "bench"), "write the results beside it")  # the same rule
     assert sorted(p.name for p in model.iterdir()) == before
