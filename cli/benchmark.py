@@ -16,6 +16,10 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
 
 
+QUICK_OUT = Path("runs/benchmark-quick")
+"""Where ``--quick`` writes unless told otherwise: the committed data/benchmarks stays as it is."""
+
+
 @guarded
 def benchmark(
     data_dir: Path = typer.Option(
@@ -44,7 +48,12 @@ def benchmark(
     episode_ways: str = typer.Option("5,all", "--episode-ways", help="Episodic ways: numbers and/or 'all'."),
     episode_shots: str = typer.Option("1,5", "--episode-shots", help="Episodic shots."),
     quick: bool = typer.Option(False, "--quick", help="Tiny smoke run: one dataset, few episodes, no SetFit."),
-    out: Path = typer.Option(Path("data/benchmarks"), "--out", help="Where results.json, report.md, PNGs go."),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="Where results.json, report.md, PNGs go. Default: data/benchmarks (runs/benchmark-quick with --quick, "
+        "so a smoke run never replaces the committed results).",
+    ),
     episodes: int = typer.Option(600, "--episodes", min=1, help="Episodes per episodic setting."),
     base: str = typer.Option(
         "minilm",
@@ -90,6 +99,8 @@ def benchmark(
     ),
 ) -> None:
     """Benchmark fewintent against frozen-embedding baselines and SetFit; writes JSON + Markdown + PNG."""
+    if out is None:
+        out = QUICK_OUT if quick else Path("data/benchmarks")
     refuse_model_directory(out, "the results")
     with training_parts("`fewintent benchmark`"):
         from fewintent.bench import BenchConfig, parse_adapter_options, run_benchmark, write_report

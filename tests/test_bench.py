@@ -304,10 +304,10 @@ def test_results_are_upserted_and_kept(tmp_path):
     rows = load_rows(tmp_path / "results.json")
     assert sorted((r["shots"], r["accuracy"], r["run"]["id"]) for r in rows) == [(5, 0.3, "b"), (10, 0.2, "a")]
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
-    ResultStore(tmp_path, {"id": "c"}, append=False)  # a fresh run starts anew
-    assert load_rows(tmp_path / "results.json") == [] and sorted(p.name for p in tmp_path.iterdir()) == [
-        "results.json"
-    ]
+    fresh = ResultStore(tmp_path, {"id": "c"}, append=False)  # a fresh run starts anew at its first row
+    fresh.add({"protocol": "fullway", "dataset": "y", "shots": 5, "method": "m", "accuracy": 0.4})
+    assert [r["dataset"] for r in load_rows(tmp_path / "results.json")] == ["y"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
 
 def test_every_row_names_its_base_and_two_bases_never_overwrite_each_other(tmp_path):
@@ -593,3 +593,26 @@ def test_multilabel_protocol_scores_the_product_itself(tmp_path):
 
     assert "Several intents per message" in headline(list(rows.values()), "x.png")
     assert "Several intents per message" not in headline([r for r in rows.values() if r.protocol != "multilabel"], "x")
+
+
+def test_a_run_that_stops_before_its_first_row_keeps_the_results_and_quick_writes_aside(tmp_path, monkeypatch):
+    """A fresh run replaced results.json as soon as it started, so a missing corpus folder (or a typo) emptied the
+    committed results; and `benchmark --quick` as the README writes it replaced them with a smoke run's rows."""
+    from typer.testing import CliRunner
+
+    from fewintent.cli.benchmark import QUICK_OUT
+    from fewintent.cli.main import app
+
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "results.json").write_text('[{"protocol": "fullway", "method": "kept"}]\n')
+    before = (out / "results.json").read_text()
+    args = ["benchmark", "--data-dir", str(tmp_path / "missing"), "--out", str(out), "--protocols", "fullway"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "no such data directory" in result.output
+    assert (out / "results.json").read_text() == before
+    store = ResultStore(out, {"seed": 0}, append=False)
+    assert (out / "results.json").read_text() == before  # nothing written until the run has a row
+    store.add({"protocol": "fullway", "method": "new", "dataset": "x", "shots": 5})
+    assert [r.method for r in load_rows(out / "results.json")] == ["new"]
+    assert QUICK_OUT.parts[0] == "runs"  # gitignored: a smoke run never lands in data/benchmarks

@@ -186,8 +186,8 @@ def run_metadata(seed: int, argv: list[str] | None = None) -> dict[str, Any]:
 class ResultStore:
     """Rows of one ``results.json``; ``add`` upserts a row and rewrites the file atomically.
 
-    Without ``append`` the file starts empty; with it, rows of other runs are kept and a row with the same key
-    (:data:`KEY_FIELDS`) is replaced.
+    Without ``append`` the run's first row starts the file anew; with it, rows of other runs are kept and a row with
+    the same key (:data:`KEY_FIELDS`) is replaced.
     """
 
     def __init__(self, out_dir: str | Path, run: dict[str, Any], *, append: bool) -> None:
@@ -197,9 +197,9 @@ class ResultStore:
         self.run = run
         self.base: str | None = None
         """Written into every row added (the runner sets the base being measured)."""
-        if not append and self.path.exists():  # a fresh run; the committed file in git is the backup
-            with self._locked():
-                self._write([])
+        # A fresh run replaces the file's rows, from its first row on: a run that stops before any (a missing
+        # corpus, a wrong option) leaves the file as it was.
+        self._fresh = not append
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -233,7 +233,8 @@ class ResultStore:
     def add(self, row: ResultRow | Mapping[str, Any]) -> ResultRow:
         row = self.stamped(row)
         with self._locked():
-            rows = [r for r in self.read() if r.key != row.key]
+            rows = [] if self._fresh else [r for r in self.read() if r.key != row.key]
+            self._fresh = False
             rows.append(row)
             self._write(rows)
         return row

@@ -71,8 +71,8 @@ def run_benchmark(
         specs.append(spec)
     run = run_metadata(config.seed, argv)
     run["config"] = {k: v for k, v in config.to_dict().items() if k not in ("adapter_dirs",)}
+    corpora = Corpora(config.data_dir)  # a missing corpus folder is one line before anything is written
     store = ResultStore(config.out, run, append=config.append)
-    corpora = Corpora(config.data_dir)
     previous = _exit_on_sigterm()
     try:
         for spec in specs:
