@@ -69,3 +69,21 @@ def edit_config(model: Path, **changes: object) -> None:
         else:
             config[key] = value
     (model / "config.json").write_text(json.dumps(config))
+
+
+MULTI_LABEL_ROWS = [
+    ("my card never arrived", ["card", "arrival"]),
+    ("where is my new card", ["card", "arrival"]),
+    ("block my card please", ["card", "block"]),
+    ("freeze the card now", ["card", "block"]),
+    ("block my account", ["account", "block"]),
+    ("freeze my account", ["account", "block"]),
+    ("close my account", ["account"]),
+    ("open an account", ["account"]),
+    ("when will the transfer arrive", ["transfer", "arrival"]),
+    ("the transfer has not arrived", ["transfer", "arrival"]),
+    ("send a transfer", ["transfer"]),
+    ("make a transfer to my friend", ["transfer"]),
+    ("write me a poem", []),
+]
+"""A small multi-label support set: texts with their intents (an empty list: out of scope)."""

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from conftest import tiny_model_dir
+from helpers import MULTI_LABEL_ROWS
 from typer.testing import CliRunner
 
 from fewintent import FewIntentError, IntentClassifier, IntentSet
@@ -16,21 +17,7 @@ from fewintent.data.io import read_intent_file
 from fewintent.heads.onevsrest import OneVsRestHead, choose_thresholds, fit_one_vs_rest
 from fewintent.model.evaluation import MultiLabelResult, score_label_sets
 
-ROWS = [
-    ("my card never arrived", ["card", "arrival"]),
-    ("where is my new card", ["card", "arrival"]),
-    ("block my card please", ["card", "block"]),
-    ("freeze the card now", ["card", "block"]),
-    ("block my account", ["account", "block"]),
-    ("freeze my account", ["account", "block"]),
-    ("close my account", ["account"]),
-    ("open an account", ["account"]),
-    ("when will the transfer arrive", ["transfer", "arrival"]),
-    ("the transfer has not arrived", ["transfer", "arrival"]),
-    ("send a transfer", ["transfer"]),
-    ("make a transfer to my friend", ["transfer"]),
-    ("write me a poem", []),
-]
+ROWS = MULTI_LABEL_ROWS
 
 
 def _data() -> IntentSet:

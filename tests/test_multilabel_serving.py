@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import make_tiny_encoder
+from helpers import MULTI_LABEL_ROWS
 from typer.testing import CliRunner
 
 from fewintent import IntentClassifier, IntentSet
@@ -25,22 +26,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from fewintent.serve.app import ServeSettings, create_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ROWS = [
-    ("my card never arrived", ["card", "arrival"]),
-    ("where is my new card", ["card", "arrival"]),
-    ("block my card please", ["card", "block"]),
-    ("freeze the card now", ["card", "block"]),
-    ("block my account", ["account", "block"]),
-    ("freeze my account", ["account", "block"]),
-    ("close my account", ["account"]),
-    ("open an account", ["account"]),
-    ("when will the transfer arrive", ["transfer", "arrival"]),
-    ("the transfer has not arrived", ["transfer", "arrival"]),
-    ("send a transfer", ["transfer"]),
-    ("make a transfer to my friend", ["transfer"]),
-    ("write me a poem", []),
-    ("what is the weather", []),
-]
+ROWS = MULTI_LABEL_ROWS + [("what is the weather", [])]
 TEXTS = ["block my card", "did the transfer arrive", "close my account", "write me a poem", "card card card"]
 SINGLE = {"greet": ["hi there", "hello", "good morning"], "bye": ["goodbye", "see you", "bye bye"]}
 
