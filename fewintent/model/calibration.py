@@ -20,20 +20,20 @@ if TYPE_CHECKING:
     from fewintent.model.protocols import Classifier
 
 
-def leave_one_out_scores(
+def leave_one_out_similarities(
     embeddings: np.ndarray,
     labels: np.ndarray,
     n_classes: int,
     fixed: tuple[np.ndarray, np.ndarray] | None = None,
     *,
     rows: np.ndarray | None = None,
-) -> np.ndarray:
-    """Top cosine score each support example would get if it were a new query (its own class rebuilt without it).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of each support example to each prototype as if it were a new query (its own class rebuilt without
+    it), and the mask of the examples scored.
 
-    Examples of single-example intents have no leave-one-out prototype and are skipped. The spread of these
-    scores estimates how in-scope queries will score at test time. ``fixed`` rows (embeddings, labels: the
-    intents' names) are part of every prototype and never scored themselves; with ``rows`` (a mask), only those
-    examples are scored (the others still count in the prototypes).
+    Examples of single-example intents have no leave-one-out prototype and are skipped. ``fixed`` rows
+    (embeddings, labels: the intents' names) are part of every prototype and never scored themselves; with
+    ``rows`` (a mask), only those examples are scored (the others still count in the prototypes).
     """
     counts = np.bincount(labels, minlength=n_classes).astype(embeddings.dtype)
     sums = class_means(embeddings, labels, n_classes) * counts[:, None]
@@ -42,14 +42,26 @@ def leave_one_out_scores(
     keep = counts[labels] >= 2
     if rows is not None:
         keep &= rows
-    if not bool(keep.any()):
-        return np.empty(0)
     e, y = embeddings[keep], labels[keep]
     sims = e @ l2_normalize(sums).T  # scores against the full prototypes
     rest = sums[y] - e  # own class without this example
     own = np.sum(rest * e, axis=1) / np.maximum(np.linalg.norm(rest, axis=1) * np.linalg.norm(e, axis=1), 1e-8)
     sims[np.arange(len(y)), y] = own
-    return sims.max(axis=1)
+    return sims, keep
+
+
+def leave_one_out_scores(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    fixed: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """Top cosine score each support example would get if it were a new query (:func:`leave_one_out_similarities`):
+    the spread of these scores estimates how in-scope queries will score at test time."""
+    sims, keep = leave_one_out_similarities(embeddings, labels, n_classes, fixed, rows=rows)
+    return sims.max(axis=1) if bool(keep.any()) else np.empty(0)
 
 
 def support_threshold(

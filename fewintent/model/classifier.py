@@ -21,7 +21,7 @@ from fewintent.heads.registry import head_class
 from fewintent.model.calibration import CalibrationReport, calibrate_classifier, check_threshold, support_threshold
 from fewintent.model.config import AdaptArguments, ClassifierConfig, TrainingArguments
 from fewintent.model.discovery import DiscoveryResult, discover
-from fewintent.model.oos import oos_score_class
+from fewintent.model.oos import head_fitter, oos_score_class
 from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
 from fewintent.model.protocols import Progress
@@ -216,7 +216,7 @@ class IntentClassifier:
             return table(self._table.threshold, self._table.oos_temperature)
         if head_cls.multi_label:  # margins are log-odds over each intent's own threshold
             return table(0.0, 1.0)
-        fit_head = lambda x, y_, k: head_cls.fit(x, y_, k, l2_normalize(class_means(x, y_, k)), params)  # noqa: E731
+        fit_head = head_fitter(head_cls, params)
         draft = table(0.0, params.scale)
         threshold, temperature = support_threshold(
             score, (support, y, n), fit_head, names, tuned, draft.scorer(oos) if len(oos) else None, cfg

@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from fewintent.errors import FewIntentError
-from fewintent.heads.decision import DecisionHead
+from fewintent.heads.decision import DecisionHead, HeadParams
 from fewintent.heads.prototypes import class_means, l2_normalize, pooled_covariance
 from fewintent.model.calibration import leave_one_out_scores
 from fewintent.model.crossval import fold_of
@@ -29,6 +29,11 @@ _FOLDS = 5
 Rows = tuple[np.ndarray, np.ndarray]
 HeadFitter = Callable[[np.ndarray, np.ndarray, int], DecisionHead]
 """Fits the classifier's head on rows (embeddings, label indices, number of labels): what fitted scores need."""
+
+
+def head_fitter(head: type[DecisionHead], params: HeadParams) -> HeadFitter:
+    """Fits ``head`` with ``params`` on any rows, its prototypes their class means (each fold of a k-fold score)."""
+    return lambda x, y, k: head.fit(x, y, k, l2_normalize(class_means(x, y, k)), params)
 
 
 class OosScorer:

@@ -20,8 +20,8 @@ import numpy as np
 
 from fewintent.data.io import read_messages
 from fewintent.errors import FewIntentError
-from fewintent.heads.prototypes import class_means, l2_normalize
-from fewintent.model.calibration import MIN_IN_SCOPE_ROWS, CalibrationReport
+from fewintent.model.calibration import MIN_IN_SCOPE_ROWS, CalibrationReport, leave_one_out_similarities
+from fewintent.model.oos import head_fitter
 
 if TYPE_CHECKING:
     from fewintent.model.protocols import Classifier
@@ -191,35 +191,19 @@ def support_held_out(clf: Classifier) -> HeldOut:
     fitted set, never scored; after ``--tune`` only the examples the encoder never saw), and whether the nearest
     prototype without them still names them right (taken as right where the score's rows differ)."""
     table = clf.table
-    head = type(table.head)
-    params = table.head.params  # the settings the deployed head was fitted with
     names = (
         None if table.name_support is None or table.name_labels is None else (table.name_support, table.name_labels)
     )
     n = len(table.labels)
-
-    def fit_head(x: np.ndarray, y: np.ndarray, k: int):  # type: ignore[no-untyped-def]
-        return head.fit(x, y, k, l2_normalize(class_means(x, y, k)), params)
-
     unseen = None if table.tuned is None else ~table.tuned
     support, y = table.support, table.support_labels
+    # the settings the deployed head was fitted with
+    fit_head = head_fitter(type(table.head), table.head.params)
     scores = type(table.scorer).held_out(support, y, n, fit_head, names, unseen).astype(np.float64)
-    counts = np.bincount(y, minlength=n).astype(np.float64)
-    sums = class_means(support, y, n) * counts[:, None]
-    if names is not None:
-        np.add.at(sums, names[1], names[0].astype(sums.dtype))
-    keep = counts[y] >= 2
-    if unseen is not None:
-        keep &= unseen
+    sims, keep = leave_one_out_similarities(support, y, n, names, rows=unseen)
     correct = np.ones(scores.size, dtype=bool)
     if int(keep.sum()) == scores.size and scores.size:
-        e, own = support[keep], y[keep]
-        sims = e @ l2_normalize(sums).T
-        rest = sums[own] - e
-        sims[np.arange(own.size), own] = np.sum(rest * e, axis=1) / np.maximum(
-            np.linalg.norm(rest, axis=1) * np.linalg.norm(e, axis=1), 1e-8
-        )
-        correct = sims.argmax(axis=1) == own
+        correct = sims.argmax(axis=1) == y[keep]
     return HeldOut(scores, correct, n)
 
 
