@@ -52,6 +52,7 @@ from fewintent.model.adapting import LoadedEncoder, Trainer
 from fewintent.model.calibration import calibrate_threshold
 from fewintent.model.classifier import IntentClassifier
 from fewintent.model.config import AdaptArguments, ClassifierConfig
+from fewintent.model.rows import intent_rows
 
 LOGREG_C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 OVR_C_GRID = (1.0, 10.0, 100.0)
@@ -256,22 +257,19 @@ class ProductMethod(Method):
         pool = self.ctx.pool
         key, encoder = pool.get(self.adapter_dir)
         if self.cached:
-            index = {label: i for i, label in enumerate(support.labels)}
             emb, seconds = pool.embed(key, support.texts)
             oos_emb, oos_seconds = pool.embed(key, support.oos_texts)
-            sets = None
-            if self.multi_label:  # each example's intents, as IntentClassifier.fit passes them
-                sets = np.zeros((len(support.texts), len(index)), dtype=bool)
-                for row, names in enumerate(support.sets()):
-                    sets[row, [index[x] for x in names]] = True
+            y, sets = intent_rows(support, support.labels)  # as IntentClassifier.fit passes them
             start = time.perf_counter()
             clf = IntentClassifier(encoder, **self.settings)
             with warnings.catch_warnings():  # 1-shot episodes are 1-shot on purpose: no warning per episode
                 warnings.simplefilter("ignore", FewIntentWarning)
-                clf.fit_embeddings(support.labels, emb, [index[i] for i in support.intents], oos_emb, sets=sets)
+                clf.fit_embeddings(support.labels, emb, y, oos_emb, sets=sets if self.multi_label else None)
             # encoding time as if uncached (remembered per text) + the head's own time
             seconds += oos_seconds + time.perf_counter() - start
-            decided = {k: clf.decide(v, clf.table, pool.embed(key, v)[0], len(index)) for k, v in queries.items()}
+            decided = {
+                k: clf.decide(v, clf.table, pool.embed(key, v)[0], len(support.labels)) for k, v in queries.items()
+            }
             if self.adapter_dir is not None:
                 fields["adapter_created"] = pool.adapter_config(key).get("created")
         else:

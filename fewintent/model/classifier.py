@@ -25,6 +25,7 @@ from fewintent.model.oos import head_fitter, oos_score_class
 from fewintent.model.overlap import OverlapReport, find_overlaps
 from fewintent.model.persistence import export_model, load_model, save_model
 from fewintent.model.protocols import Progress
+from fewintent.model.rows import intent_rows
 from fewintent.model.table import IntentScore, Prediction, Rows, ScoringTable, head_rows
 from fewintent.model.traffic import calibrate_on_logs
 
@@ -130,21 +131,15 @@ class IntentClassifier:
                 f"or --multi-label), not '{self.config.head}'"
             )
         labels = tuple(data.labels)
-        index = {label: i for i, label in enumerate(labels)}
         emb = self.encode(data.texts + data.oos_texts, progress)
         support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
-        y = np.array([index[i] for i in data.intents], dtype=np.int64)
-        sets = None
-        if self.config.multi_label:
-            sets = np.zeros((len(y), len(labels)), dtype=bool)
-            for row, names in enumerate(data.sets()):
-                sets[row, [index[x] for x in names]] = True
+        y, sets = intent_rows(data, labels)
         mask = None
         if tuned is not None:
             if len(tuned) != len(data.texts):
                 raise FewIntentError(f"tuned has {len(tuned)} flags for {len(data.texts)} examples")
             mask = np.array([bool(t) for t in tuned], dtype=bool)
-        return self.fit_embeddings(labels, support, y, oos, tuned=mask, sets=sets)
+        return self.fit_embeddings(labels, support, y, oos, tuned=mask, sets=sets if self.config.multi_label else None)
 
     def fit_embeddings(
         self,

@@ -15,6 +15,7 @@ import numpy as np
 from fewintent.data.intentset import IntentSet
 from fewintent.errors import FewIntentError
 from fewintent.model.evaluation import score_label_sets
+from fewintent.model.rows import intent_rows
 
 if TYPE_CHECKING:
     from fewintent.model.protocols import Classifier, Progress
@@ -149,10 +150,7 @@ def _cross_validate_sets(
     if not clf.config.multi_label:
         raise FewIntentError(f"{data.source} gives several intents per message: cross-validate the multi-label head")
     labels = data.labels
-    index = {label: i for i, label in enumerate(labels)}
-    sets = np.zeros((len(support), len(labels)), dtype=bool)
-    for row, names in enumerate(data.sets()):
-        sets[row, [index[x] for x in names]] = True
+    sets = intent_rows(data, labels)[1]
     y = sets.argmax(axis=1)
     predicted: list[set[str]] = [set() for _ in range(len(support))]
     for f in range(k):
