@@ -83,6 +83,25 @@ def test_multi_label_model_names_several_intents_and_none_is_out_of_scope():
     assert "intents" not in single.predict(["x"])[0].to_dict()  # single-label answers keep their shape
 
 
+def test_messages_with_no_intent_train_the_multi_label_head_as_negatives(monkeypatch):
+    """NLU++ has them by the hundred (27% of hotels): the one-vs-rest head must learn that they name nothing,
+    not leave them to a threshold it does not have."""
+    seen = {}
+    fit = OneVsRestHead.fit.__func__
+
+    def spy(cls, x, y, n_labels, prototypes, params, messages=None):
+        seen.update(x=x, y=y, messages=messages)
+        return fit(cls, x, y, n_labels, prototypes, params, messages)
+
+    monkeypatch.setattr(OneVsRestHead, "fit", classmethod(spy))
+    clf = _adapt()
+    poem = clf.encode(["write me a poem"])[0]
+    negatives = np.flatnonzero(~seen["y"].any(axis=1))
+    assert len(negatives) == 1 and np.allclose(seen["x"][negatives[0]], poem, atol=1e-5)
+    assert seen["messages"][negatives[0]]  # a message: held out in the threshold folds like any example
+    assert len(seen["y"]) == len(ROWS) - 1 + 1 + len(clf.labels)  # examples, the OOS one, the intents' names
+
+
 def test_multi_label_model_saves_loads_and_edits(tmp_path):
     clf = _adapt()
     texts = ["block my card", "transfer arrived?", "poem"]

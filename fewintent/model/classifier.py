@@ -197,7 +197,7 @@ class IntentClassifier:
         decides out of scope itself (no intent passes its own threshold): the table's threshold is then 0."""
         cfg, n, params = self.config, len(labels), self._head_params()
         head_cls, score = head_class(cfg.head), oos_score_class(cfg.oos_score)
-        x, targets, messages = head_rows((support, y), names, sets, n)
+        x, targets, messages = head_rows((support, y), names, sets, n, oos)
         protos = l2_normalize(class_means(x, targets, n))
         head = head_cls.fit(x, targets, n, protos, params, messages)
 

@@ -261,10 +261,13 @@ class ScoringTable:
 
 
 def head_rows(
-    examples: Rows, names: Rows | None, sets: np.ndarray | None, n_labels: int
+    examples: Rows, names: Rows | None, sets: np.ndarray | None, n_labels: int, oos: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What a head is fitted on: the examples and the intents' names as rows, their targets (label indices, or
-    multi-hot rows when ``sets`` are given: a name is one-hot) and which rows are examples rather than names."""
+    multi-hot rows when ``sets`` are given: a name is one-hot) and which rows are examples rather than names.
+
+    A multi-label head decides out of scope itself, so with ``sets`` the out-of-scope examples (``oos``, messages
+    with no intent) are rows too, negatives for every intent; a single-label head leaves them to the threshold."""
     x, y = plus(examples, names)
     messages = np.arange(len(y)) < len(examples[1])
     if sets is None:
@@ -272,6 +275,10 @@ def head_rows(
     hot = np.zeros((len(y), n_labels), dtype=bool)
     hot[: len(sets)] = sets
     hot[np.arange(len(sets), len(y)), y[len(sets) :]] = True
+    if oos is not None and len(oos):
+        x = np.concatenate([x, oos])
+        hot = np.concatenate([hot, np.zeros((len(oos), n_labels), dtype=bool)])
+        messages = np.concatenate([messages, np.ones(len(oos), dtype=bool)])
     return x, hot, messages
 
 

@@ -493,6 +493,9 @@ def tune_encoder(
         texts += [text for _, text in named]
         name_y = torch.tensor([i for i, _ in named], dtype=torch.long)
         y = torch.cat([y, name_y if hot is None else nn.functional.one_hot(name_y, n).float()])
+    if hot is not None and data.oos_texts:  # messages with no intent train too: negatives for every intent
+        texts += list(data.oos_texts)
+        y = torch.cat([y, torch.zeros(len(data.oos_texts), n)])
     held_texts = [t for t, h in zip(data.texts, held.tolist()) if h]
     device = encoder.device
     y, held_y = y.to(device), held_y.to(device)
