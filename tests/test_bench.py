@@ -208,6 +208,8 @@ def test_leave_one_out_adapter_is_the_one_chosen(tmp_path):
     assert (steps.steps, steps.head, steps.oos_score, steps.tune) == (5, "prototype", "nearest", False)
     tuned = ProductMethod("frozen-linear-tune", ctx)
     assert (tuned.algorithm, tuned.head, tuned.tune, tuned.intent_names) == (None, "linear", True, True)
+    cfg.steps_episodes = 3  # --steps-episodes: the methods that train on every support set run the first N
+    assert [ProductMethod.episodes(n, ctx, 20) for n in ("fewintent-onevsrest-tune", "fewintent-linear")] == [3, 20]
     for bad in ("fewintent-linear-steps5", "fewintent-fomaml-steps5-tune", "frozen-linear-oos-nope", "bert"):
         with pytest.raises(FewIntentError):
             build_method(ctx, bad, "fullway", "hwu64")

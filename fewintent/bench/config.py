@@ -58,7 +58,7 @@ class BenchConfig:
     setfit_iterations: int | None = None
     setfit_max_support: int = 400
     setfit_episodes: int = 20
-    steps_episodes: int | None = None  # fewintent-*-stepsN on the first N episodes only (None = all)
+    steps_episodes: int | None = None  # fewintent-*-stepsN and *-tune on the first N episodes only (None = all)
     speed_queries: int = 200
     speed_batch: int = 1000
     threads: int | None = None  # torch CPU threads (None = torch's default); recorded in every row's run

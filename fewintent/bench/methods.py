@@ -224,7 +224,8 @@ class ProductMethod(Method):
     @classmethod
     def episodes(cls, name: str, ctx: BenchContext, n: int) -> int:
         budget = ctx.config.steps_episodes
-        return min(n, budget) if budget and cls._match(name)["steps"] else n
+        m = cls._match(name)
+        return min(n, budget) if budget and (m["steps"] or m["tune"]) else n
 
     @property
     def cached(self) -> bool:
