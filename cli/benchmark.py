@@ -89,7 +89,10 @@ def benchmark(
     ),
     speed_queries: int = typer.Option(200, "--speed-queries", min=2, help="Single queries timed per method."),
     steps_episodes: int = typer.Option(
-        None, "--steps-episodes", min=1, help="Episodes (or NLU++ splits) the fewintent-*-stepsN and *-tune methods run (first N; default all)."
+        None,
+        "--steps-episodes",
+        min=1,
+        help="Episodes (or NLU++ splits) the fewintent-*-stepsN and *-tune methods run (first N; default all).",
     ),
     report_only: bool = typer.Option(
         False, "--report-only", help="Only regenerate report.md, plots and the README snippet from results.json."
