@@ -139,11 +139,11 @@ def test_the_model_card_says_multi_label(multi_dir):
     assert front["multi_label"] is True and "multi-label" in front["tags"]
     assert (
         front["multi_label_decision"]["head"] == "onevsrest"
-        and "per intent" in front["multi_label_decision"]["thresholds"]
+        and "shared by every intent" in front["multi_label_decision"]["thresholds"]
     )
     assert "no intent passes" in front["multi_label_decision"]["out_of_scope"]
     text = card.split("---", 2)[2]
-    assert "**multi-label**" in text and "own threshold" in text and "when none passes" in text
+    assert "**multi-label**" in text and "one threshold chosen" in text and "when none passes" in text
 
 
 def test_data_validate_reports_labels_per_message_and_co_occurrence(tmp_path):

@@ -454,7 +454,7 @@ def _multi_label_front(settings: dict[str, Any]) -> dict[str, Any]:
         "multi_label": True,
         "multi_label_decision": {
             "head": settings["head"],
-            "thresholds": "one per intent, from cross-validation folds of the examples",
+            "thresholds": "one probability cut shared by every intent, from cross-validation folds of the examples",
             "out_of_scope": "no intent passes its threshold",
         },
     }
@@ -464,8 +464,8 @@ def _multi_label_lines(config: dict[str, Any]) -> list[str]:
     settings = config["classifier"]
     return [
         'This model is **multi-label**: a message can carry several intents at once ("I lost my card, block it" '
-        f"asks for two things). The `{settings['head']}` head makes one decision per intent, each with its "
-        "own threshold chosen by cross-validation on the examples (intents with few examples share one)"
+        f"asks for two things). The `{settings['head']}` head makes one decision per intent, over one "
+        "threshold chosen by cross-validation on the examples"
         + (", with each intent's name as one more example" if settings["intent_names"] else "")
         + ". Every intent that passes is returned, most confident first (`intents` in `predict --json` and "
         f"`/predict`); when none passes, the message is out of scope (`{settings['oos_label']}`). Confidences are "
