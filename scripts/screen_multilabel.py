@@ -44,7 +44,7 @@ def embeddings(data_dir: Path, base: str, cache: Path) -> dict[str, np.ndarray]:
         labels = sorted({x for r in rows for x in r["intents"]})
         out[domain] = clf.encode([r["text"] for r in rows])
         out[domain + "_names"] = clf.encode([name_example(x) or x for x in labels])
-    np.savez(cache, **out)
+    np.savez(cache, **out)  # type: ignore[arg-type]
     return out
 
 
