@@ -55,6 +55,18 @@ def test_bad_multi_label_rows_are_one_line(intent, message):
         IntentSet.from_pairs([("x", intent), ("y", "b"), ("z", "c")])
 
 
+def test_intents_that_only_ever_come_together_get_one_warning_line(tmp_path):
+    rows = [*ROWS, ("pin and card please", ["pin", "reset"]), ("reset my pin", ["pin", "reset"])]
+    data = IntentSet.from_pairs(rows)
+    [line] = [w for w in data.warnings if "only ever come together" in w]
+    assert "'pin', 'reset'" in line and "\n" not in line and "2 example(s)" in line
+    assert not [w for w in _data().warnings if "together" in w]  # card+block also appears apart: no warning
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "intents": i}) + "\n" for t, i in rows))
+    out = CliRunner().invoke(app, ["data", "validate", str(path), "--no-overlap"])
+    assert out.exit_code == 0 and "only ever come together" in out.output
+
+
 def test_thresholds_come_from_held_out_probabilities():
     y = np.array([[1, 0]] * 6 + [[0, 1]] * 2, dtype=float)
     probs = np.array([[0.9, 0.1]] * 5 + [[0.3, 0.1]] + [[0.1, 0.35]] * 2)

@@ -165,7 +165,7 @@ class IntentSet:
         if singles:
             shown = ", ".join(singles[:5]) + (" ..." if len(singles) > 5 else "")
             why = (
-                "each shares one threshold with the other rare intents"
+                "one example is little to learn a yes/no decision from"
                 if self.label_sets is not None
                 else "the out-of-scope threshold is calibrated less reliably"
             )
@@ -173,6 +173,9 @@ class IntentSet:
                 f"{len(singles)} intent(s) have a single example ({shown}); they work (1-shot) but {why}: add a "
                 "second example where you can"
             )
+
+        if self.label_sets is not None:
+            self.warnings += _inseparable(self.sets())
 
     def subset(self, labels: Sequence[str]) -> IntentSet:
         keep = set(labels)
@@ -182,6 +185,24 @@ class IntentSet:
         return IntentSet(
             [t for t, _ in rows], [s[0] for _, s in rows], list(self.oos_texts), self.oos_label, [], self.source, sets
         )
+
+
+def _inseparable(sets: Sequence[tuple[str, ...]]) -> list[str]:
+    """One warning per group of intents that only ever come together (the same examples carry all of them, none
+    carries one without the others): the model cannot learn one apart from the rest."""
+    rows: dict[str, list[int]] = {}
+    for k, intents in enumerate(sets):
+        for intent in intents:
+            rows.setdefault(intent, []).append(k)
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for intent, where in rows.items():
+        groups.setdefault(tuple(where), []).append(intent)
+    return [
+        f"intents {', '.join(repr(x) for x in group)} only ever come together ({len(where)} example(s), none "
+        "without the others): only their names can tell them apart; add examples that carry one without the others"
+        for where, group in groups.items()
+        if len(group) > 1
+    ]
 
 
 def _is_combination(intent: object, oos_label: str) -> bool:
