@@ -203,7 +203,11 @@ def adapt(
             f"{f' + {len(data.oos_texts)} out-of-scope' if data.oos_texts else ''} in {seconds:.2f}s "
             f"(adapter: {adapter_name}, head: {clf.config.head}, "
             f"{_training(clf.meta, steps, clf.config.multi_label)}, "
-            + ("one threshold per intent" if clf.config.multi_label else f"OOS threshold {clf.threshold:.3f}")
+            + (
+                "one threshold shared by the intents"
+                if clf.config.multi_label
+                else f"OOS threshold {clf.threshold:.3f}"
+            )
             + f") -> {output}"
         ),
         highlight=False,
