@@ -33,6 +33,15 @@ def _pct(x: float | None) -> str:
 def print_report(report: CalibrationReport, source: str) -> None:
     """The threshold before and after, and what each does on the calibration file (from logs: what each is
     expected to do under the estimated share, with the MCC)."""
+    if report.objective == "micro-f1":  # a multi-label model: its intents' decisions, not an OOS threshold
+        table = Table(
+            "", "threshold (margin)", "micro-F1 %", "exact match %", "none-of-them recall %", title=plain(source)
+        )
+        for name, row in (("before", report.before), ("after", report.after)):
+            table.add_row(name, f"{row['threshold']:.2f}", _pct(row["micro_f1"]), _pct(row["exact_match"]),
+                          _pct(row["oos_recall"]))  # fmt: skip
+        console.print(table)
+        return
     logs = isinstance(report, LogCalibrationReport)
     columns = ["", "threshold", "in-scope kept %", "OOS recall %", "OOS precision %", "OOS F1 %"]
     table = Table(*columns, *(["MCC %"] if logs else []), title=plain(source))

@@ -127,6 +127,23 @@ def test_multi_label_model_saves_loads_and_edits(tmp_path):
     assert all(isinstance(p.intents, list) for p in again.predict(texts))
 
 
+def test_calibrating_a_multi_label_model_picks_the_margin_for_micro_f1():
+    """It used to run the single-label recall rule on the margins and moved the threshold to ~6 log-odds: on
+    NLU++ banking's fold 0 its own micro-F1 fell from 99.5 to 88.5."""
+    clf = _adapt()
+    held = IntentSet.from_pairs(ROWS, for_training=False)
+    before = score_label_sets([set(g) for _, g in ROWS], [{x.name for x in p.intents} for p in clf.predict(
+        [t for t, _ in ROWS])], clf.labels).micro_f1  # fmt: skip
+    report = clf.calibrate(held)
+    assert report.objective == "micro-f1" and report.before["micro_f1"] == pytest.approx(before)
+    assert report.after["micro_f1"] >= report.before["micro_f1"] and clf.threshold == report.threshold
+    assert -4.0 <= clf.threshold <= 4.0 and clf.threshold_manual  # set by hand: it survives edits
+    with pytest.raises(FewIntentError, match="calibrated for micro-F1"):
+        clf.calibrate(held, in_scope_recall=0.9)
+    with pytest.raises(FewIntentError, match="does not know"):
+        clf.calibrate(IntentSet.from_pairs([*ROWS, ("buy a loan", ["loan"])], for_training=False))
+
+
 def test_cli_adapt_predict_evaluate_on_a_multi_label_file(tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"text": t, "intents": i}) + "\n" for t, i in ROWS))

@@ -258,6 +258,10 @@ def calibrate_classifier(
     """
     if objective not in OBJECTIVES:
         raise FewIntentError(f"unknown calibration objective '{objective}': use {', '.join(OBJECTIVES)}")
+    if clf.table.head.multi_label:
+        return calibrate_multi_label(
+            clf, data, objective=objective, in_scope_recall=in_scope_recall, oos_share=oos_share
+        )
     unknown = sorted({i for i in data.intents if i not in set(clf.labels)})
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
@@ -299,4 +303,59 @@ def calibrate_classifier(
         int(oos.size),
         oos_counts(ins, oos, before),
         oos_counts(ins, oos, threshold),
+    )
+
+
+MARGIN_GRID = np.linspace(-4.0, 4.0, 81)
+"""Margins (log-odds over every intent's cut) a multi-label calibration picks its threshold from."""
+
+
+def calibrate_multi_label(
+    clf: Classifier,
+    data: IntentSet,
+    *,
+    objective: str = "auto",
+    in_scope_recall: float | None = None,
+    oos_share: float | None = None,
+) -> CalibrationReport:
+    """A multi-label model's threshold: the margin over every intent's cut with the best micro-F1 over (message,
+    intent) pairs on held-out labelled data (ties: the margin nearest today's). A message where no intent passes is
+    out of scope, so rows with no intent count as they are. Recall targets and shares are single-label settings."""
+    if objective not in ("auto", "f1") or in_scope_recall is not None or oos_share is not None:
+        raise FewIntentError(
+            "a multi-label model is calibrated for micro-F1 on its intents (--objective f1 or auto); "
+            "--in-scope-recall, --objective recall and --oos-share are for single-label models"
+        )
+    known = set(clf.labels)
+    unknown = sorted({i for s in data.sets() for i in s if i not in known})
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise FewIntentError(
+            f"{data.source}: {len(unknown)} intent(s) the model does not know ({shown}); calibrate on the model's "
+            "own intents"
+        )
+    _check_enough_rows(data, "recall", clf.oos_label)
+    table, emb = clf.embed(data.texts + data.oos_texts)
+    margins = table.logits(emb, table.similarities(emb))
+    index = {label: i for i, label in enumerate(clf.labels)}
+    truth = np.zeros(margins.shape, dtype=bool)
+    for row, intents in enumerate(data.sets()):
+        truth[row, [index[i] for i in intents]] = True
+
+    def effect(threshold: float) -> dict[str, Any]:
+        passed = margins >= threshold
+        tp, fp, fn = (passed & truth).sum(), (passed & ~truth).sum(), (~passed & truth).sum()
+        none, gold_none = ~np.any(passed, axis=1), ~np.any(truth, axis=1)
+        return {
+            "threshold": float(threshold),
+            "micro_f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
+            "exact_match": float((passed == truth).all(axis=1).mean()),
+            "oos_recall": float(none[gold_none].mean()) if gold_none.any() else None,
+        }
+
+    before = clf.threshold
+    best = max(MARGIN_GRID, key=lambda t: (effect(t)["micro_f1"], -abs(t - before)))
+    clf.threshold = float(best)
+    return CalibrationReport(
+        "micro-f1", before, float(best), len(data.texts), len(data.oos_texts), effect(before), effect(best)
     )
