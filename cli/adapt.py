@@ -53,12 +53,14 @@ def adapt(
         help="Meta-learned LoRA adapter: shipped name, directory, 'auto' (the base's shipped default, if any) or "
         "'none' (the frozen encoder).",
     ),
-    head: str = typer.Option(
-        DEFAULT_HEAD,
+    head: str | None = typer.Option(
+        None,
         "--head",
         metavar="<" + "|".join(HEADS) + ">",
-        help="Decision head: 'linear' (logistic regression on the embeddings; the default, best on valid) or "
-        "'prototype' (cosine to each intent's mean example).",
+        help="Decision head: 'linear' (logistic regression on the embeddings; the default, best on valid), "
+        "'prototype' (cosine to each intent's mean example) or 'onevsrest' (several intents per message: the "
+        "default on multi-label data).",
+        show_default=False,
     ),
     head_c: float = typer.Option(
         None,
@@ -164,10 +166,15 @@ def adapt(
                 f"(roughly {len(data) // 150} s on 2 CPU cores). A sample of 10-50 per intent adapts in seconds."
             ]
         )
+    if head is not None and data.is_multi_label and head in HEADS and not HEADS[head].multi_label:
+        raise FewIntentError(
+            f"{data.source}: gives several intents per message; --head {head} names one per message: leave --head "
+            "out (multi-label data picks the one-vs-rest head)"
+        )
     args = AdaptArguments(
         base=base,
         adapter=adapter,
-        head=head,
+        head=head or DEFAULT_HEAD,
         head_c=head_c,
         oos_score=oos_score,
         intent_names=intent_names,

@@ -30,13 +30,17 @@ from fewintent.model.evaluation import MultiLabelResult
 
 
 def _cross_validate(
-    train_file: Path, cv: str, base: str | None, adapter: str, head: str, device: str, as_json: bool
+    train_file: Path, cv: str, base: str | None, adapter: str, head: str | None, device: str, as_json: bool
 ) -> None:
     data = read_intent_file(train_file)
     print_warnings(data.warnings)
     folds: int | str = "loo" if cv.lower() == "loo" else (int(cv) if cv.isdigit() else cv)
-    if data.is_multi_label and head == DEFAULT_HEAD:
-        head = MULTI_LABEL_HEAD
+    if data.is_multi_label and head is not None and head in HEADS and not HEADS[head].multi_label:
+        raise FewIntentError(
+            f"{data.source}: gives several intents per message; --head {head} names one per message: leave --head "
+            "out (multi-label data picks the one-vs-rest head)"
+        )
+    head = head or (MULTI_LABEL_HEAD if data.is_multi_label else DEFAULT_HEAD)
     clf = IntentClassifier.unfitted(base=base, adapter=adapter, head=head, device=device)
     with progress_bar("encoding examples", len(data)) as advance:
         result = cross_validate(clf, data, folds, progress=advance)
@@ -132,8 +136,12 @@ def evaluate(
     ),
     base: str = typer.Option(None, "--base", help="With --cv: the encoder to evaluate (as for adapt)."),
     adapter: str = typer.Option("auto", "--adapter", help="With --cv: the adapter to evaluate (as for adapt)."),
-    head: str = typer.Option(
-        DEFAULT_HEAD, "--head", metavar="<" + "|".join(HEADS) + ">", help="With --cv: the decision head."
+    head: str | None = typer.Option(
+        None,
+        "--head",
+        metavar="<" + "|".join(HEADS) + ">",
+        help="With --cv: the decision head (default: linear, or onevsrest on multi-label data).",
+        show_default=False,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every metric."),
     show_sweep: bool = typer.Option(

@@ -159,7 +159,11 @@ def test_cli_adapt_predict_evaluate_on_a_multi_label_file(tmp_path):
     result = runner.invoke(app, ["evaluate", str(out), str(train), "--json"])
     metrics = json.loads(result.output.strip().splitlines()[-1])
     assert result.exit_code == 0 and {"micro_f1", "macro_f1", "exact_match", "per_intent"} <= set(metrics)
-    result = runner.invoke(app, ["adapt", str(train), "-o", str(tmp_path / "m2"), *base, "--head", "prototype"])
+    for head in ("prototype", "linear"):  # the default head, named: refused too (it was taken as "not given")
+        result = runner.invoke(app, ["adapt", str(train), "-o", str(tmp_path / "m2"), *base, "--head", head])
+        assert result.exit_code == 1 and "several intents per message" in result.output
+        assert not (tmp_path / "m2").exists()
+    result = runner.invoke(app, ["evaluate", str(train), "--cv", "3", *base, "--head", "linear"])
     assert result.exit_code == 1 and "several intents per message" in result.output
 
 
