@@ -295,6 +295,7 @@ def test_bench_heads_match_the_classifier(name, tmp_path):
     ranked = [outcome.labels[i] for i in outcome.scores["q"].argmax(1)]
     assert ranked == [p.intent_ranking[0].name for p in clf.predict(queries)]
     assert outcome.support_threshold == pytest.approx(clf.threshold, abs=1e-6)
+    assert outcome.classifier is not None and outcome.classifier.labels == clf.labels  # for calibrate --logs
 
 
 def test_results_are_upserted_and_kept(tmp_path):
