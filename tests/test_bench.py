@@ -461,7 +461,7 @@ def test_results_json_is_read_and_written_back_unchanged(tmp_path):
     assert list(row.to_dict()) == ["protocol", "dataset", "shots", "method", "adapter", "odd"]
     again = ResultRow.of(row.to_dict())
     assert again.extra == {"odd": {"kept": 1}} and again.adapter is None and again["adapter"] is None
-    assert again.key == ("fullway", "x", 5, None, "m", None, None, "minilm")
+    assert again.key == ("fullway", "x", 5, None, "m", None, None, None, "minilm")
 
 
 class _Majority(Method):
