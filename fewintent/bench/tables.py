@@ -157,7 +157,7 @@ def episodic_table(rows: Rows) -> list[str]:
 
 
 def oos_table(rows: Rows) -> list[str]:
-    ok = ok_rows(rows, "oos")
+    ok = [r for r in ok_rows(rows, "oos") if r.oos_share is None]  # the share rows: oos_share_table
     if not ok:
         return []
     body = []
