@@ -394,7 +394,7 @@ def test_oos_rows_at_stated_shares(tmp_path, monkeypatch):
     """Each share's test subsample, the same for every method; logs only from valid; the oracle a ceiling on its own
     subsample; a method that is not the product writes skipped logs rows; each method scores its queries once."""
     from fewintent.bench.protocols import oos_settings
-    from fewintent.bench.tables import oos_table
+    from fewintent.bench.tables import oos_share_table, oos_table
 
     cfg, rows, logged, runs = _share_run(tmp_path, "", monkeypatch)
     shares = [r for r in rows if r.oos_share is not None]
@@ -449,9 +449,42 @@ def test_oos_rows_at_stated_shares(tmp_path, monkeypatch):
     for k, texts in enumerate(logged):  # settings in order, each share's logs twice (logs, logs-f1)
         share = (0.1, 0.3, 0.5)[k // 2 % 3]
         assert abs(sum(t in valid_oos for t in texts) / len(texts) - share) <= 1 / len(texts)
-    # the existing oos rows and table are as they were
+    # the existing oos rows and table are as they were: the share rows have their own table
     plain = [r for r in rows if r.oos_share is None and not r.skipped]
     assert len(oos_table(rows)) == 4 + len(plain)  # intro, blank, head, rule, one line a row
+    table = "\n".join(oos_share_table(rows))
+    assert "ceiling" in table and "| CLINC150 | `frozen-linear` | 30% |" in table
+
+
+def test_share_rows_in_the_report_and_the_headline():
+    """report.md's share table has every method; the README headline the product default's only, on every base."""
+    from fewintent.bench.report import headline
+    from fewintent.bench.shares import SHARE_SOURCES
+    from fewintent.bench.tables import oos_share_table
+
+    cell = {"protocol": "oos", "dataset": "banking77_oos:id", "shots": 10, "oos_share": 0.3}
+    rows = [
+        {
+            **cell,
+            "base": base,
+            "method": m,
+            "threshold_source": src,
+            "oos_f1": 0.5,
+            "mcc": 0.6,
+            "estimated_share": 0.25,
+        }
+        for base in ("minilm", "mpnet")
+        for m in ("fewintent-linear", "frozen-linear")
+        for src in SHARE_SOURCES
+    ]
+    rows[0] = {**rows[0], "oos_f1": 0.123}  # minilm fewintent-linear support-only
+    table = oos_share_table(rows)
+    assert len(table) == 4 + 4 and "a ceiling, not a method" in table[0]
+    line = "| BANKING77-OOS (in-domain OOS) | `fewintent-linear` | 30% | 25.0% | 12.3 / 60.0 | 50.0 / 60.0 |"
+    assert any(x.startswith(line) for x in table)
+    shown = headline(rows, "x.png")
+    assert "`fewintent-linear`" in shown and "`fewintent-linear@mpnet`" in shown and "`frozen-linear" not in shown
+    assert "Out of scope at" not in headline([r for r in rows if r["method"] == "frozen-linear"], "x.png")
 
 
 def test_share_thresholds_never_read_test(tmp_path, monkeypatch):

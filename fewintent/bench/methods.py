@@ -65,6 +65,8 @@ DEFAULT_METHODS = (
     "fewintent-fomaml",
     "fewintent-fomaml-steps5",
 )
+PRODUCT_METHOD = "fewintent-linear"
+"""The product default (``fewintent adapt``), the method the README's headline shows where it shows one."""
 MULTILABEL_METHODS = ("frozen-onevsrest", "frozen-ovr-logreg", "setfit-onevsrest", "fewintent-onevsrest")
 """The ``multilabel`` protocol's methods when ``--methods`` is not given."""
 Predict = Callable[[list[str]], Any]
