@@ -456,6 +456,28 @@ def test_oos_rows_at_stated_shares(tmp_path, monkeypatch):
     assert "ceiling" in table and "| CLINC150 | `frozen-linear` | 30% |" in table
 
 
+def test_missing_only_adds_share_rows_to_measured_settings(tmp_path, monkeypatch):
+    """results.json from before the share rows: --append --missing-only adds them and keeps the whole-test rows; once
+    both are there, nothing runs."""
+    from fewintent.bench.protocols import oos
+
+    root = make_share_corpus(tmp_path / "data")
+    kw = dict(protocols=("oos",), datasets=("clinc150",), methods=("frozen-linear",))
+    cfg = tiny_config(root, tmp_path / "out", **kw)
+    oos(tiny_context(cfg))
+    before = [r for r in load_rows(cfg.out / "results.json") if r.oos_share is None]
+    ResultStore(cfg.out, {"id": "t"}, append=True)._write(before)
+    again = tiny_config(root, cfg.out, append=True, missing_only=True, **kw)
+    oos(tiny_context(again, "second"))
+    rows = load_rows(cfg.out / "results.json")
+    assert [r.to_dict() for r in rows if r.oos_share is None] == [r.to_dict() for r in before]
+    assert len([r for r in rows if r.oos_share is not None and r.run == {"id": "second"}]) == 3 * 5
+    calls: list[str] = []
+    monkeypatch.setattr(ProductMethod, "run", lambda self, *a, **k: calls.append(self.name))
+    oos(tiny_context(again, "third"))
+    assert calls == []
+
+
 def test_share_rows_in_the_report_and_the_headline():
     """report.md's share table has every method; the README headline the product default's only, on every base."""
     from fewintent.bench.report import headline
