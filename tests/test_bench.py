@@ -259,7 +259,8 @@ def _oos_rows(tmp_path: Path, tag: str, monkeypatch) -> tuple[list[dict], list[i
     from fewintent.bench.protocols import oos
 
     oos(tiny_context(cfg))
-    return [r for r in load_rows(cfg.out / "results.json") if r.get("status") != "skipped"], sizes
+    rows = [r for r in load_rows(cfg.out / "results.json") if r.get("status") != "skipped"]
+    return [r for r in rows if r.get("oos_share") is None], sizes  # the share rows have tests of their own
 
 
 def test_no_test_row_ever_reaches_a_threshold(tmp_path, monkeypatch):
@@ -272,6 +273,250 @@ def test_no_test_row_ever_reaches_a_threshold(tmp_path, monkeypatch):
     assert a == b and len(a) == 8  # 2 methods x (support, valid, valid-f1, valid-recall)
     assert {r["threshold_source"] for r in rows_a} == {"support", "valid", "valid-f1", "valid-recall"}
     assert all(0 <= r["auroc"] <= 1 for r in rows_a)
+
+
+# --------------------------------------------------------------------------- oos at stated shares
+
+
+def make_share_corpus(root: Path, test_tag: str = "") -> Path:
+    """:func:`make_corpus` with OOS pools and ``valid`` splits large enough for every share (the product calibrates
+    from 200 logged messages or more), and a BANKING77-OOS with its in-domain and out-of-domain OOS splits."""
+    make_corpus(root, test_tag)
+    rng = random.Random(2)
+
+    def text(*parts: object) -> str:
+        return " ".join(map(str, parts)) + " " + " ".join(rng.choice(["please", "now", "my", "can you"]) for _ in "ab")
+
+    clinc = sorted({json.loads(x)["intent"] for x in (root / "clinc150" / "valid.jsonl").open()})
+    valid = [{"text": text(label, "valid", i), "intent": label} for label in clinc for i in range(12)]
+    _write(root / "clinc150" / "valid.jsonl", valid)  # 21 intents x 12 = 252
+    _write(
+        root / "clinc150" / "oos_valid.jsonl",
+        [{"text": text("elsewhere valid", i), "intent": "oos"} for i in range(150)],
+    )
+    oos_test = [{"text": text("elsewhere test", i) + test_tag, "intent": "oos"} for i in range(60)]
+    _write(root / "clinc150" / "oos_test.jsonl", oos_test)
+    labels = [f"bank_{k}" for k in range(8)]
+    splits = {"train": 12, "valid": 30, "test": 6}
+    for split, n in splits.items():
+        tag = test_tag if split == "test" else ""
+        _write(
+            root / "banking77_oos" / f"{split}.jsonl",
+            [{"text": text(label, split, i) + tag, "intent": label} for label in labels for i in range(n)],
+        )
+    for kind, n in (("id", 150), ("ood", 20)):
+        for split in ("valid", "test"):
+            tag = test_tag if split == "test" else ""
+            rows = [
+                {"text": text(kind, "oos", split, i) + tag, "intent": "oos"}
+                for i in range(n if split == "valid" else 40)
+            ]
+            _write(root / "banking77_oos" / f"{kind}_oos_{split}.jsonl", rows)
+    return root
+
+
+def test_share_counts_and_samples():
+    from fewintent.bench.shares import share_counts, share_samples
+    from fewintent.data import IntentSet
+
+    assert share_counts(4500, 1000, 0.1) == (4500, 500)  # CLINC150 test: the OOS part subsampled
+    assert share_counts(4500, 1000, 0.3) == (2333, 1000)  # too few OOS rows: the in-scope part instead
+    assert share_counts(2000, 1080, 0.5) == (1080, 1080)
+    data = IntentSet(
+        [f"in {i}" for i in range(300)], [f"i{i % 7}" for i in range(300)], [f"out {i}" for i in range(90)]
+    )
+    samples = share_samples(data, seed=3)
+    assert [s.share for s in samples] == [0.1, 0.3, 0.5]
+    for s in samples:
+        part = s.of(data)
+        n = len(part.texts) + len(part.oos_texts)
+        assert abs(len(part.oos_texts) / n - s.share) <= 1 / n
+        assert len(set(s.in_scope)) == len(s.in_scope) and len(set(s.oos)) == len(s.oos)
+        assert [data.texts[i] for i in s.in_scope] == part.texts  # rows() indexes texts + oos_texts
+        assert s.rows(300).tolist() == [*s.in_scope.tolist(), *(300 + s.oos).tolist()]
+    again, other = share_samples(data, seed=3), share_samples(data, seed=4)
+    assert all(np.array_equal(a.oos, b.oos) and np.array_equal(a.in_scope, b.in_scope) for a, b in zip(samples, again))
+    assert not np.array_equal(samples[0].oos, other[0].oos)
+
+
+def test_best_mcc_threshold_is_the_best_cut():
+    from fewintent.bench.shares import best_mcc_threshold
+    from fewintent.model.evaluation import multiclass_mcc
+
+    rng = np.random.default_rng(0)
+    gold = [rng.choice(["a", "b", "c", "oos"], p=[0.3, 0.2, 0.2, 0.3]) for _ in range(120)]
+    top1 = [g if g != "oos" and rng.random() < 0.8 else rng.choice(["a", "b", "c"]) for g in gold]
+    scores = np.array([rng.normal(0.3 if g == "oos" else 0.7, 0.2) for g in gold]).round(2)  # ties too
+
+    def mcc(cut: float) -> float:
+        return multiclass_mcc(gold, ["oos" if s < cut else t for s, t in zip(scores, top1)])
+
+    cuts = np.r_[scores.min() - 1, np.unique(scores) + 1e-9, scores.max() + 1]
+    best = best_mcc_threshold(scores, top1, gold, "oos")
+    assert mcc(best) == pytest.approx(max(mcc(c) for c in cuts), abs=1e-12)
+
+
+def _share_run(tmp_path: Path, tag: str, monkeypatch) -> tuple[BenchConfig, list[ResultRow], list[list[str]], list]:  # type: ignore[no-untyped-def]
+    import fewintent.bench.shares as shares_mod
+    from fewintent.bench.protocols import oos
+
+    logged: list[list[str]] = []
+    real = shares_mod.check_logs
+
+    def spy(texts, source="logs"):  # type: ignore[no-untyped-def]
+        logged.append(list(texts))
+        return real(texts, source)
+
+    monkeypatch.setattr(shares_mod, "check_logs", spy)
+    runs: list = []
+    original = ProductMethod.run
+
+    def counted(self, support, queries, *, want_threshold=False):  # type: ignore[no-untyped-def]
+        runs.append((self.name, len(support.labels)))
+        return original(self, support, queries, want_threshold=want_threshold)
+
+    monkeypatch.setattr(ProductMethod, "run", counted)
+    root = make_share_corpus(tmp_path / f"data{tag}", test_tag=tag)
+    methods = ("frozen-linear", "frozen-logreg")
+    cfg = tiny_config(
+        root,
+        tmp_path / f"out{tag}",
+        protocols=("oos",),
+        datasets=("clinc150", "banking77_oos"),
+        methods=methods,
+        seed=5,
+    )
+    oos(tiny_context(cfg))
+    return cfg, load_rows(cfg.out / "results.json"), logged, runs
+
+
+def test_oos_rows_at_stated_shares(tmp_path, monkeypatch):
+    """Each share's test subsample, the same for every method; logs only from valid; the oracle a ceiling on its own
+    subsample; a method that is not the product writes skipped logs rows; each method scores its queries once."""
+    from fewintent.bench.protocols import oos_settings
+    from fewintent.bench.tables import oos_share_table, oos_table
+
+    cfg, rows, logged, runs = _share_run(tmp_path, "", monkeypatch)
+    shares = [r for r in rows if r.oos_share is not None]
+    assert {r.dataset for r in shares} == {"clinc150", "banking77_oos:id"}  # not the out-of-domain OOS
+    assert sorted(runs) == [("frozen-linear", 8), ("frozen-linear", 8), ("frozen-linear", 21)]  # once per setting
+    cell = {(r.dataset, r.method, r.oos_share, r.threshold_source): r for r in shares}
+    assert len(cell) == len(shares) == 2 * 2 * 3 * 5
+    corpora = Corpora(cfg.data_dir)
+    for dataset, share in [(d, f) for d in ("clinc150", "banking77_oos:id") for f in (0.1, 0.3, 0.5)]:
+        got = {
+            (m, src): cell[(dataset, m, share, src)]
+            for m in cfg.methods
+            for src in ("support", "logs", "logs-f1", "oracle", "oracle-f1")
+        }
+        measured = [r for r in got.values() if not r.skipped]
+        # the same subsample for every method and threshold
+        assert len({(r.get("n_test"), r.get("n_test_oos")) for r in measured}) == 1
+        n, n_oos = measured[0].get("n_test"), measured[0].get("n_test_oos")
+        assert abs(n_oos / n - share) <= 1 / n
+        for m in cfg.methods:
+            oracle, oracle_f1 = got[(m, "oracle")], got[(m, "oracle-f1")]
+            assert oracle.get("ceiling") is True and oracle_f1.get("ceiling") is True
+            for src in ("support", "logs", "logs-f1"):
+                r = got[(m, src)]
+                if not r.skipped:
+                    assert oracle.mcc >= r.mcc - 1e-4 and oracle_f1.oos_f1 >= r.oos_f1 - 1e-4
+        product = got[("frozen-linear", "logs")]
+        assert not product.skipped and 0.0 <= product.get("estimated_share") <= 1.0
+        assert product.get("n_logs") >= 200 and product.get("objective") == "mcc"
+        assert got[("frozen-linear", "logs-f1")].get("objective") == "f1"
+        for src in ("logs", "logs-f1"):
+            skipped = got[("frozen-logreg", src)]
+            assert skipped.skipped and "not the product's classifier" in (skipped.note or "")
+        assert not got[("frozen-logreg", "support")].skipped  # its own support-only rule (5-fold)
+    # logs: unlabelled valid messages (+ the valid OOS split) at the share, never a test text
+    setting = {s["dataset"]: s for s in oos_settings(tiny_context(cfg))}
+    test_texts = {
+        t
+        for s in setting.values()
+        for d in [corpora.labelled(s["test"][0], *s["test"][1])]
+        for t in d.texts + d.oos_texts
+    }
+    valid_texts = {
+        t
+        for s in setting.values()
+        for d in [corpora.labelled(s["valid"][0], *s["valid"][1])]
+        for t in d.texts + d.oos_texts
+    }
+    assert len(logged) == 2 * 3 * 2  # 2 settings x 3 shares x (logs, logs-f1), frozen-linear only
+    assert all(set(texts) <= valid_texts and not set(texts) & test_texts for texts in logged)
+    valid_oos = {t for s in setting.values() for t in corpora.labelled(s["valid"][0], *s["valid"][1]).oos_texts}
+    for k, texts in enumerate(logged):  # settings in order, each share's logs twice (logs, logs-f1)
+        share = (0.1, 0.3, 0.5)[k // 2 % 3]
+        assert abs(sum(t in valid_oos for t in texts) / len(texts) - share) <= 1 / len(texts)
+    # the existing oos rows and table are as they were: the share rows have their own table
+    plain = [r for r in rows if r.oos_share is None and not r.skipped]
+    assert len(oos_table(rows)) == 4 + len(plain)  # intro, blank, head, rule, one line a row
+    table = "\n".join(oos_share_table(rows))
+    assert "ceiling" in table and "| CLINC150 | `frozen-linear` | 30% |" in table
+
+
+def test_missing_only_adds_share_rows_to_measured_settings(tmp_path, monkeypatch):
+    """results.json from before the share rows: --append --missing-only adds them and keeps the whole-test rows; once
+    both are there, nothing runs."""
+    from fewintent.bench.protocols import oos
+
+    root = make_share_corpus(tmp_path / "data")
+    kw = dict(protocols=("oos",), datasets=("clinc150",), methods=("frozen-linear",))
+    cfg = tiny_config(root, tmp_path / "out", **kw)
+    oos(tiny_context(cfg))
+    before = [r for r in load_rows(cfg.out / "results.json") if r.oos_share is None]
+    ResultStore(cfg.out, {"id": "t"}, append=True)._write(before)
+    again = tiny_config(root, cfg.out, append=True, missing_only=True, **kw)
+    oos(tiny_context(again, "second"))
+    rows = load_rows(cfg.out / "results.json")
+    assert [r.to_dict() for r in rows if r.oos_share is None] == [r.to_dict() for r in before]
+    assert len([r for r in rows if r.oos_share is not None and r.run == {"id": "second"}]) == 3 * 5
+    calls: list[str] = []
+    monkeypatch.setattr(ProductMethod, "run", lambda self, *a, **k: calls.append(self.name))
+    oos(tiny_context(again, "third"))
+    assert calls == []
+
+
+def test_share_rows_in_the_report_and_the_headline():
+    """report.md's share table has every method; the README headline the product default's only, on every base."""
+    from fewintent.bench.report import headline
+    from fewintent.bench.shares import SHARE_SOURCES
+    from fewintent.bench.tables import oos_share_table
+
+    cell = {"protocol": "oos", "dataset": "banking77_oos:id", "shots": 10, "oos_share": 0.3}
+    rows = [
+        {
+            **cell,
+            "base": base,
+            "method": m,
+            "threshold_source": src,
+            "oos_f1": 0.5,
+            "mcc": 0.6,
+            "estimated_share": 0.25,
+        }
+        for base in ("minilm", "mpnet")
+        for m in ("fewintent-linear", "frozen-linear")
+        for src in SHARE_SOURCES
+    ]
+    rows[0] = {**rows[0], "oos_f1": 0.123}  # minilm fewintent-linear support-only
+    table = oos_share_table(rows)
+    assert len(table) == 4 + 4 and "a ceiling, not a method" in table[0]
+    line = "| BANKING77-OOS (in-domain OOS) | `fewintent-linear` | 30% | 25.0% | 12.3 / 60.0 | 50.0 / 60.0 |"
+    assert any(x.startswith(line) for x in table)
+    shown = headline(rows, "x.png")
+    assert "`fewintent-linear`" in shown and "`fewintent-linear@mpnet`" in shown and "`frozen-linear" not in shown
+    assert "Out of scope at" not in headline([r for r in rows if r["method"] == "frozen-linear"], "x.png")
+
+
+def test_share_thresholds_never_read_test(tmp_path, monkeypatch):
+    """Changing every test text changes the test scores, not the support-only or logs thresholds."""
+    _, a, _, _ = _share_run(tmp_path, "", monkeypatch)
+    _, b, _, _ = _share_run(tmp_path, " changed test text", monkeypatch)
+    key = lambda r: (r.dataset, r.method, r.oos_share, r.threshold_source)  # noqa: E731
+    logs = ("support", "logs", "logs-f1")
+    pick = lambda rows: {key(r): r.get("threshold") for r in rows if r.oos_share and r.threshold_source in logs}  # noqa: E731
+    assert pick(a) == pick(b) and any(v is not None for v in pick(a).values())
 
 
 # --------------------------------------------------------------------------- the product's head, results
@@ -295,6 +540,7 @@ def test_bench_heads_match_the_classifier(name, tmp_path):
     ranked = [outcome.labels[i] for i in outcome.scores["q"].argmax(1)]
     assert ranked == [p.intent_ranking[0].name for p in clf.predict(queries)]
     assert outcome.support_threshold == pytest.approx(clf.threshold, abs=1e-6)
+    assert outcome.classifier is not None and outcome.classifier.labels == clf.labels  # for calibrate --logs
 
 
 def test_results_are_upserted_and_kept(tmp_path):
@@ -460,7 +706,7 @@ def test_results_json_is_read_and_written_back_unchanged(tmp_path):
     assert list(row.to_dict()) == ["protocol", "dataset", "shots", "method", "adapter", "odd"]
     again = ResultRow.of(row.to_dict())
     assert again.extra == {"odd": {"kept": 1}} and again.adapter is None and again["adapter"] is None
-    assert again.key == ("fullway", "x", 5, None, "m", None, None, "minilm")
+    assert again.key == ("fullway", "x", 5, None, "m", None, None, None, "minilm")
 
 
 class _Majority(Method):

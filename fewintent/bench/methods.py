@@ -65,6 +65,8 @@ DEFAULT_METHODS = (
     "fewintent-fomaml",
     "fewintent-fomaml-steps5",
 )
+PRODUCT_METHOD = "fewintent-linear"
+"""The product default (``fewintent adapt``), the method the README's headline shows where it shows one."""
 MULTILABEL_METHODS = ("frozen-onevsrest", "frozen-ovr-logreg", "setfit-onevsrest", "fewintent-onevsrest")
 """The ``multilabel`` protocol's methods when ``--methods`` is not given."""
 Predict = Callable[[list[str]], Any]
@@ -86,6 +88,9 @@ class Outcome:
     """Per query set, the score the OOS threshold applies to when it is not the best intent score."""
     intent_sets: dict[str, list[tuple[str, ...]]] | None = None
     """Multi-label methods: per query set, the intents each query is given (empty: none, out of scope)."""
+    classifier: IntentClassifier | None = None
+    """The fitted product classifier the scores came from (product methods), for what needs more than scores: its
+    support's held-out scores calibrate it from unlabelled logs. None for a method that is not the product."""
 
     def oos_score(self, key: str) -> np.ndarray:
         """Higher = more in scope; ``support_threshold`` cuts this."""
@@ -296,7 +301,7 @@ class ProductMethod(Method):
             sets_out = {k: [tuple(s.name for s in p.intents or []) for p in v] for k, v in decided.items()}
         kind = "cosine" if self.head == "prototype" else "logit"
         extra = {**fields, **self.settings}
-        return Outcome(clf.labels, scores, seconds, clf.threshold, kind, extra, oos, sets_out)
+        return Outcome(clf.labels, scores, seconds, clf.threshold, kind, extra, oos, sets_out, classifier=clf)
 
     def _trained(self, key: str, encoder: Any, support: IntentSet, queries: dict[str, list[str]]) -> tuple:
         """``--steps`` / ``--tune`` through the trainer on the pool's encoder (loaded once per run, not per support

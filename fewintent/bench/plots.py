@@ -194,7 +194,9 @@ def plot_pr_curves(rows: list[dict[str, Any]], path: Path) -> bool:
     style = styles(rows)
     datasets = sorted({r["dataset"] for r in ok})
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.9 * len(datasets), 3.9), squeeze=False)
-    points = {(r["dataset"], r["method"], r["threshold_source"]): r for r in ok_rows(rows, "oos")}
+    points = {
+        (r["dataset"], r["method"], r["threshold_source"]): r for r in ok_rows(rows, "oos") if r.oos_share is None
+    }
     for ax, d in zip(axes[0], datasets):
         for m in method_order(r["method"] for r in ok if r["dataset"] == d):
             r = next(r for r in ok if r["dataset"] == d and r["method"] == m)

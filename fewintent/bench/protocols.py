@@ -18,7 +18,20 @@ from fewintent.bench.methods import Method, Outcome, build_method, method_class
 from fewintent.bench.metrics import auroc, mean_ci95, precision_recall_curve
 from fewintent.bench.progress import Tracker
 from fewintent.bench.results import ResultRow
+from fewintent.bench.shares import (
+    LOG_OBJECTIVES,
+    OOS_SHARES,
+    ORACLE_OBJECTIVES,
+    SHARE_SOURCES,
+    Sample,
+    best_mcc_threshold,
+    logs_threshold,
+    no_classifier,
+    share_samples,
+    subsampled,
+)
 from fewintent.data.intentset import DEFAULT_OOS_LABEL, IntentSet
+from fewintent.errors import FewIntentError
 from fewintent.model.calibration import (
     best_f1_threshold,
     calibrate_threshold,
@@ -43,7 +56,8 @@ def _write(ctx: BenchContext, tracker: Tracker, row: ResultRow) -> None:
     if row.oos_f1 is not None:
         shown += f" oos-f1 {row.oos_f1:.4f}"
     where = f"{row.dataset} {row.ways or ''}{'-way ' if row.ways else ''}{row.shots}-shot"
-    source = f" ({row.threshold_source} threshold)" if row.threshold_source else ""
+    share = f", {row.oos_share:.0%} OOS" if row.oos_share is not None else ""
+    source = f" ({row.threshold_source} threshold{share})" if row.threshold_source else ""
     tracker.log(f"{where} {row.method}{source}: {shown} adapt {row.adapt_seconds or 0:.2f}s")
 
 
@@ -189,7 +203,8 @@ def episodic(ctx: BenchContext) -> None:
 
 # ------------------------------------------------------------------------------------------------ oos
 def oos_settings(ctx: BenchContext) -> list[dict[str, Any]]:
-    """Each OOS benchmark: support, validation (in scope + OOS) and test (in scope + OOS) splits."""
+    """Each OOS benchmark: support, validation (in scope + OOS) and test (in scope + OOS) splits, and whether it also
+    gets rows at stated out-of-scope shares (CLINC150, BANKING77-OOS in-domain)."""
     out = []
     if ctx.config.wants_oos("clinc150"):
         out.append(
@@ -198,6 +213,7 @@ def oos_settings(ctx: BenchContext) -> list[dict[str, Any]]:
                 "support": ("clinc150", "train_10"),
                 "valid": ("clinc150", ("valid", "oos_valid")),
                 "test": ("clinc150", ("test", "oos_test")),
+                "shares": True,
             }
         )
     if ctx.config.wants_oos("banking77_oos"):
@@ -208,6 +224,7 @@ def oos_settings(ctx: BenchContext) -> list[dict[str, Any]]:
                     "support": ("banking77_oos", "train@10"),
                     "valid": ("banking77_oos", ("valid", f"{kind}_oos_valid")),
                     "test": ("banking77_oos", ("test", f"{kind}_oos_test")),
+                    "shares": kind == "id",
                 }
             )
     return out
@@ -244,7 +261,8 @@ def choose_threshold(outcome: Outcome, valid: IntentSet, objective: str, in_scop
 
 
 def oos(ctx: BenchContext) -> None:
-    """OOS recall/precision/F1, AUROC, in-scope accuracy and MCC with thresholds from support or ``valid``."""
+    """OOS recall/precision/F1, AUROC, in-scope accuracy and MCC with thresholds from support or ``valid``; where
+    the setting asks, the same at stated out-of-scope shares of the test set (:func:`share_rows`)."""
     cfg = ctx.config
     settings = oos_settings(ctx)
     recall = ctx.base.constants.in_scope_recall
@@ -259,32 +277,49 @@ def oos(ctx: BenchContext) -> None:
             base = ResultRow(protocol="oos", dataset=s["dataset"], shots=10, ways=len(support.labels))
             base = base.but(support_split=s["support"][1], valid_splits=list(s["valid"][1]))
             base = base.but(test_splits=list(s["test"][1]))
+            # quick mode's slices are too small to subsample, and to calibrate from (the product wants 200 messages)
+            with_shares = s["shares"] and not cfg.quick
+            samples = (share_samples(test, cfg.seed), share_samples(valid, cfg.seed)) if with_shares else None
             for name in cfg.methods:
-                if ctx.already_done(base.but(method=name, threshold_source=THRESHOLD_SOURCES[-1])):
+                done = ctx.already_done(base.but(method=name, threshold_source=THRESHOLD_SOURCES[-1]))
+                last_share = base.but(method=name, threshold_source=SHARE_SOURCES[-1], oos_share=OOS_SHARES[-1])
+                shares = None if samples is None or ctx.already_done(last_share) else samples
+                if done and shares is None:
                     tracker.advance()
                     continue
                 method = _built(ctx, name, "oos", s["dataset"], support)
                 if isinstance(method, Skip):
-                    for source in THRESHOLD_SOURCES:
-                        _write(ctx, tracker, _skip_row(base.but(threshold_source=source), name, method.reason))
+                    skipped = [] if done else [base.but(threshold_source=source) for source in THRESHOLD_SOURCES]
+                    if shares is not None:
+                        skipped += [
+                            base.but(threshold_source=x, oos_share=f) for f in OOS_SHARES for x in SHARE_SOURCES
+                        ]
+                    for row in skipped:
+                        _write(ctx, tracker, _skip_row(row, name, method.reason))
                     tracker.advance()
                     continue
                 queries = {"valid": valid.texts + valid.oos_texts, "test": test.texts + test.oos_texts}
-                outcome = method.run(support, queries, want_threshold=True)
-                thresholds = {
-                    "support": outcome.support_threshold,
-                    **{
-                        src: choose_threshold(outcome, valid, objective, recall)
-                        for src, objective in VALID_OBJECTIVES.items()
-                    },
-                }
-                for source, threshold in thresholds.items():
-                    row = base.but(**_method_fields(method, outcome), threshold_source=source)
-                    if threshold is None:
-                        why = f"{name} has no support-only OOS calibration; see its valid-threshold row"
-                        _write(ctx, tracker, row.but(status="skipped", note=why))
-                        continue
-                    _write(ctx, tracker, row.but(**oos_metrics(outcome, test, threshold, curve=source == "valid")))
+                outcome = method.run(support, queries, want_threshold=True)  # scored once, for every share too
+                if not done:
+                    thresholds = {
+                        "support": outcome.support_threshold,
+                        **{
+                            src: choose_threshold(outcome, valid, objective, recall)
+                            for src, objective in VALID_OBJECTIVES.items()
+                        },
+                    }
+                    for source, threshold in thresholds.items():
+                        row = base.but(**_method_fields(method, outcome), threshold_source=source)
+                        if threshold is None:
+                            why = f"{name} has no support-only OOS calibration; see its valid-threshold row"
+                            _write(ctx, tracker, row.but(status="skipped", note=why))
+                            continue
+                        metrics = oos_metrics(outcome, test, threshold, curve=source == "valid")
+                        _write(ctx, tracker, row.but(**metrics))
+                if shares is not None:
+                    fields = _method_fields(method, outcome)
+                    for row in share_rows(base.but(**fields), outcome, valid, test, shares):
+                        _write(ctx, tracker, row)
                 tracker.advance()
 
 
@@ -313,4 +348,57 @@ def oos_metrics(outcome: Outcome, test: IntentSet, threshold: float, *, curve: b
     }
     if curve:
         out["pr_curve"] = precision_recall_curve(-top[n_in:], -top[:n_in])
+    return out
+
+
+def share_rows(
+    base: ResultRow, outcome: Outcome, valid: IntentSet, test: IntentSet, samples: tuple[list[Sample], list[Sample]]
+) -> list[ResultRow]:
+    """Rows at each out-of-scope share: ``test`` subsampled to it (``samples[0]``), scored with the support-only
+    threshold, with ``calibrate --logs`` on unlabelled messages from ``valid`` subsampled to the same share
+    (``samples[1]``: never a test text; objective MCC, the product's default, or F1), and with the oracle's cut,
+    the best MCC or OOS F1 on that test subsample itself (a ceiling, not a method: ``ceiling`` is true).
+
+    Every score comes from ``outcome`` (its ``valid`` and ``test`` query sets), indexed by the subsample."""
+    name, clf = base.method, outcome.classifier
+    texts = valid.texts + valid.oos_texts
+    out = []
+    for tested, logged in zip(*samples):
+        row = base.but(oos_share=tested.share)
+        data, rows = tested.of(test), tested.rows(len(test.texts))
+        scored = subsampled(outcome, "test", rows)
+        found: dict[str, tuple[float | None, dict[str, Any]]] = {}  # source -> threshold (None: why) and fields
+        why = f"{name} has no support-only OOS calibration"
+        found["support"] = (outcome.support_threshold, {"note": why} if outcome.support_threshold is None else {})
+        logs = logged.rows(len(valid.texts))
+        for source, objective in LOG_OBJECTIVES.items():
+            fields: dict[str, Any] = {"objective": objective, "logs_splits": base.get("valid_splits")}
+            if clf is None:
+                found[source] = (None, {**fields, "note": no_classifier(name)})
+                continue
+            where = f"{base.dataset} valid logs at {tested.share:.0%} out of scope"
+            try:
+                got = logs_threshold(clf, [texts[i] for i in logs], outcome.oos_score("valid")[logs], objective, where)
+            except FewIntentError as e:
+                found[source] = (None, {**fields, "note": str(e)})
+                continue
+            fields.update(estimated_share=_rnd(got.estimated_share), n_logs=got.n_logs)
+            found[source] = (got.threshold, fields)
+        top, n_in = scored.oos_score("test"), len(data.texts)
+        top1 = [outcome.labels[b] for b in scored.scores["test"].argmax(1)]
+        gold = data.intents + [DEFAULT_OOS_LABEL] * len(data.oos_texts)
+        for source, objective in ORACLE_OBJECTIVES.items():
+            cut = (
+                best_f1_threshold(top[:n_in], top[n_in:])
+                if objective == "f1"
+                else best_mcc_threshold(top, top1, gold, DEFAULT_OOS_LABEL)
+            )
+            found[source] = (cut, {"objective": objective, "ceiling": True})
+        for source in SHARE_SOURCES:
+            threshold, fields = found[source]
+            shown = row.but(threshold_source=source, **fields)
+            if threshold is None:
+                out.append(shown.but(status="skipped"))
+                continue
+            out.append(shown.but(**oos_metrics(scored, data, threshold)))
     return out

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = "results.json"
-KEY_FIELDS = ("protocol", "dataset", "shots", "ways", "method", "threshold_source", "device", "base")
+KEY_FIELDS = ("protocol", "dataset", "shots", "ways", "method", "threshold_source", "oos_share", "device", "base")
 DEFAULT_ROW_BASE = "minilm"
 """The base of rows written before the benchmark measured more than one."""
 
@@ -47,6 +47,8 @@ class ResultRow:
     method: str = ""
     device: str | None = None
     threshold_source: str | None = None
+    oos_share: float | None = None
+    """OOS rows scored at a stated out-of-scope share of the test set (the ``oos`` protocol's share rows)."""
     status: str | None = None
     """``skipped`` (then ``note`` says why), or None: measured."""
     note: str | None = None

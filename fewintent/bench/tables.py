@@ -20,6 +20,7 @@ from fewintent.bench.rows import (
     ok_rows,
     time_reference,
 )
+from fewintent.bench.shares import SHARE_SOURCES
 
 SERVE_LOAD = "serve_load.json"
 SPEED_HEAD = "device|method|adapt|SetFit / this|p50 ms|p99 ms|floor p50 ms|p50 / floor|texts/s|floor / texts/s|peak MB"
@@ -157,7 +158,7 @@ def episodic_table(rows: Rows) -> list[str]:
 
 
 def oos_table(rows: Rows) -> list[str]:
-    ok = ok_rows(rows, "oos")
+    ok = [r for r in ok_rows(rows, "oos") if r.oos_share is None]  # the share rows: oos_share_table
     if not ok:
         return []
     body = []
@@ -176,6 +177,63 @@ def oos_table(rows: Rows) -> list[str]:
         "with OOS rows) or keeping 95% of valid's in-scope rows (`valid-recall`, `calibrate --objective recall`). "
         "`-oos-<score>` rows use another out-of-scope score (`adapt --oos-score`). AUROC does not depend on the "
         "threshold.",
+        "",
+        *markdown_table(head, body),
+    ]
+
+
+def _f1_mcc(row: ResultRow | None, mcc: ResultRow | None = None) -> str:
+    """OOS F1 / MCC in points (the MCC from ``mcc``'s row when given: the oracle's two cuts)."""
+    mcc = mcc or row
+    if row is None or mcc is None or row.oos_f1 is None or mcc.mcc is None:
+        return "—"
+    return f"{100 * row.oos_f1:.1f} / {100 * mcc.mcc:.1f}"
+
+
+def oos_share_table(rows: Rows, methods: tuple[str, ...] = ()) -> list[str]:
+    """The ``oos`` protocol's share rows (of ``methods`` only, when given: names without ``@base``): OOS F1 / MCC per
+    corpus, method and out-of-scope share of the test set, support-only vs ``calibrate --logs`` vs the oracle."""
+    ok = [r for r in ok_rows(rows, "oos") if r.oos_share is not None]
+    ok = [r for r in ok if not methods or r.method.partition("@")[0] in methods]
+    if not ok:
+        return []
+    cell = {(r.dataset, r.method, r.oos_share, r.threshold_source): r for r in ok}
+    cells = sorted(
+        {(r.dataset, r.method, r.oos_share or 0.0) for r in ok}, key=lambda c: (c[0], method_rank(c[1]), c[2])
+    )
+    body = []
+    for dataset, method, share in cells:
+        got = {src: cell.get((dataset, method, share, src)) for src in SHARE_SOURCES}
+        logs = got["logs"]
+        estimated = logs.get("estimated_share") if logs is not None else None
+        body.append(
+            [
+                dataset_name(dataset),
+                f"`{method}`",
+                f"{100 * share:.0f}%",
+                "—" if estimated is None else f"{100 * estimated:.1f}%",
+            ]
+            + [_f1_mcc(got[src]) for src in ("support", "logs", "logs-f1")]
+            + [_f1_mcc(got["oracle-f1"], got["oracle"])]
+        )
+    head = [
+        "OOS F1 / MCC",
+        "method",
+        "OOS share",
+        "estimated",
+        "support-only",
+        "`--logs`",
+        "`--logs --objective f1`",
+        "oracle (ceiling)",
+    ]
+    return [
+        "The test set subsampled to 10%, 30% and 50% out of scope (its OOS part, or its in-scope part where the OOS "
+        "rows are too few; seeded with the run's seed, the same rows for every method and base), OOS F1 (%) / MCC "
+        "(x100, intents + OOS as `evaluate` counts it). `support-only`: the threshold `adapt` sets; `--logs`: "
+        "`fewintent calibrate --logs` on unlabelled messages made from `valid` + its OOS split at the same share "
+        "(labels dropped; never a test text), its estimated share beside it; `oracle`: the best cut on that test "
+        "subsample itself, for OOS F1 and for MCC separately: **a ceiling, not a method** (rows `oracle-f1` and "
+        "`oracle`, `ceiling: true`). Methods that are not the product's classifier have no `--logs` rows.",
         "",
         *markdown_table(head, body),
     ]
