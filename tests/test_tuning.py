@@ -439,3 +439,23 @@ def test_progress_says_time_per_epoch_time_left_and_the_held_out_score():
     assert ends[-1].remaining is not None and ends[-1].remaining < ends[0].remaining + 1e-9
     info = ends[0].info()
     assert "s/epoch" in info and "s left" in info and "held-out acc" in info
+
+
+def test_each_tuning_state_is_encoded_once_for_the_held_out_score(monkeypatch):
+    """The untuned state's pass both starts the head and scores epoch 0; each epoch then encodes once."""
+    from fewintent.encoder import cut as cut_module
+
+    passes: list[int] = []
+    upper = cut_module.LayerCut.upper
+
+    def spy(self, states):
+        if not torch.is_grad_enabled():
+            passes.append(len(states))
+        return upper(self, states)
+
+    monkeypatch.setattr(cut_module.LayerCut, "upper", spy)
+    recipe = TuneRecipe(epochs=2)
+    tune_encoder(make_tiny_encoder(), _data(), recipe, seed=0)
+    every = len(_data()) + len(INTENTS)  # the examples and the intents' names, in one batch each pass
+    assert passes.count(every) == recipe.epochs + 1
+

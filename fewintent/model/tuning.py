@@ -550,19 +550,23 @@ def tune_encoder(
                     out[rows] = np.asarray(encoder.encode([every[i] for i in rows], batch_size=len(rows)))
                 return out
 
-        def score() -> float | None:
+        def score(emb: np.ndarray | None = None, begin: float | None = None) -> float | None:
+            """The held-out fold's score with the encoder as it is now; ``emb``: every text, already encoded in this
+            state (encoding started at ``begin``)."""
             if not held_texts:
                 return None
-            begin = time.perf_counter()
-            value = _held_out_score(encode_all(), len(texts), y, held_y, n, head_c)
+            begin = time.perf_counter() if begin is None else begin
+            value = _held_out_score(encode_all() if emb is None else emb, len(texts), y, held_y, n, head_c)
             clock.eval_time += time.perf_counter() - begin
             clock.evals += 1
             return value
 
-        start_emb = torch.from_numpy(encode_all()[: len(texts)]).to(device)
+        begin = time.perf_counter()
+        untuned = encode_all()  # the head's start and epoch 0's score: one pass
+        start_emb = torch.from_numpy(untuned[: len(texts)]).to(device)
         head = _start_head(start_emb, y, n, recipe)
         bank = _Bank(start_emb, group, n)
-        best_acc = score()
+        best_acc = score(untuned, begin)
         result.held_out_accuracy.append(best_acc)
         best = (lora_state(encoder), 0)
         weights = [*params, head.weight, head.bias]
