@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.cli.main import app
+from fewintent.data.intentset import name_example
 from fewintent.encoder.lora import (
     LoraSettings,
     attach_lora,
@@ -459,3 +460,31 @@ def test_each_tuning_state_is_encoded_once_for_the_held_out_score(monkeypatch):
     every = len(_data()) + len(INTENTS)  # the examples and the intents' names, in one batch each pass
     assert passes.count(every) == recipe.epochs + 1
 
+
+def test_the_tuned_classifier_takes_the_kept_epochs_embeddings_instead_of_encoding_again(monkeypatch):
+    from fewintent.encoder.encoder import SentenceEncoder
+
+    encoded: list[str] = []
+    encode = SentenceEncoder.encode
+
+    def spy(self, texts, **kw):
+        encoded.extend(texts)
+        return encode(self, texts, **kw)
+
+    monkeypatch.setattr(SentenceEncoder, "encode", spy)
+    clf = _tuned()
+    texts = _data().texts
+    assert not set(texts) & set(encoded)  # tuning's last scoring pass embedded every example and name
+    fresh = clf.encoder.encode(texts).numpy()  # the merged encoder: the same to float rounding
+    np.testing.assert_allclose(clf.table.support, fresh, atol=1e-5, rtol=0)
+    names = clf.encoder.encode([name_example(label) for label in clf.labels]).numpy()
+    np.testing.assert_allclose(clf.table.name_support, names, atol=1e-5, rtol=0)
+
+
+def test_fit_encodes_only_the_texts_it_was_not_given():
+    enc = make_tiny_encoder()
+    data = _data()
+    given = np.full(enc.dim, 0.5, dtype=np.float32)
+    clf = IntentClassifier(enc).fit(data, embedded={data.texts[0]: given})
+    assert np.array_equal(clf.table.support[0], given)
+    np.testing.assert_allclose(clf.table.support[1:], enc.encode(data.texts[1:]).numpy(), atol=1e-6, rtol=0)

@@ -239,6 +239,10 @@ class TuneResult:
     seconds: float = 0.0
     stopped_by: str = "epochs"
     """'epochs' (the recipe's number ran) or 'time' (the time budget ran out first)."""
+    embeddings: dict[str, np.ndarray] | None = None
+    """Text -> embedding under the kept state, of every text the kept epoch's scoring encoded (the examples and the
+    intents' names; None when that epoch was not scored): the merged encoder gives the same to float rounding
+    (~1e-7), so the classifier's fit takes them instead of encoding everything again. Not recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         """What ``meta["tune"]`` records (config.json and the model card)."""
@@ -550,25 +554,27 @@ def tune_encoder(
                     out[rows] = np.asarray(encoder.encode([every[i] for i in rows], batch_size=len(rows)))
                 return out
 
-        def score(emb: np.ndarray | None = None, begin: float | None = None) -> float | None:
-            """The held-out fold's score with the encoder as it is now; ``emb``: every text, already encoded in this
-            state (encoding started at ``begin``)."""
+        def score(emb: np.ndarray | None = None, begin: float | None = None) -> tuple[float | None, np.ndarray | None]:
+            """The held-out fold's score with the encoder as it is now, and the embeddings of every text it was
+            computed on; ``emb``: those, already encoded in this state (encoding started at ``begin``). Without a
+            held-out fold nothing is scored or encoded: (None, ``emb``)."""
             if not held_texts:
-                return None
+                return None, emb
             begin = time.perf_counter() if begin is None else begin
-            value = _held_out_score(encode_all() if emb is None else emb, len(texts), y, held_y, n, head_c)
+            emb = encode_all() if emb is None else emb
+            value = _held_out_score(emb, len(texts), y, held_y, n, head_c)
             clock.eval_time += time.perf_counter() - begin
             clock.evals += 1
-            return value
+            return value, emb
 
         begin = time.perf_counter()
         untuned = encode_all()  # the head's start and epoch 0's score: one pass
         start_emb = torch.from_numpy(untuned[: len(texts)]).to(device)
         head = _start_head(start_emb, y, n, recipe)
         bank = _Bank(start_emb, group, n)
-        best_acc = score(untuned, begin)
+        best_acc, emb = score(untuned, begin)
         result.held_out_accuracy.append(best_acc)
-        best = (lora_state(encoder), 0)
+        best = (lora_state(encoder), 0, emb)
         weights = [*params, head.weight, head.bias]
         updater = Updater(weights, [recipe.lr] * len(params) + [recipe.head_lr] * 2, "adam")
         loss_value: float | None = None
@@ -591,18 +597,20 @@ def tune_encoder(
                     progress(clock.status(result.steps, epoch, loss_value, best_acc, metric=metric))
             if result.stopped_by == "time" and result.steps == (epoch - 1) * per_epoch:
                 break  # nothing trained since the last evaluation
-            acc = score()
+            acc, emb = score()
             clock.epoch_times.append(time.perf_counter() - epoch_start)
             result.held_out_accuracy.append(acc)
             result.epochs_run = epoch
             if recipe.stopping == "last" or acc is None or best_acc is None or acc >= best_acc:
-                best_acc, best = acc, (lora_state(encoder), epoch)
+                best_acc, best = acc, (lora_state(encoder), epoch, emb)
             if progress is not None:
                 progress(clock.status(result.steps, epoch, loss_value, acc, epoch_end=True, metric=metric))
             if result.stopped_by == "time":
                 break
         load_lora_state(encoder, best[0])
         result.kept_epoch = best[1]
+        if best[2] is not None:
+            result.embeddings = dict(zip(texts + held_texts, best[2]))
     result.lora = merge_stack(encoder, stack)
     result.seconds = time.perf_counter() - start
     return result
