@@ -488,3 +488,48 @@ def test_fit_encodes_only_the_texts_it_was_not_given():
     clf = IntentClassifier(enc).fit(data, embedded={data.texts[0]: given})
     assert np.array_equal(clf.table.support[0], given)
     np.testing.assert_allclose(clf.table.support[1:], enc.encode(data.texts[1:]).numpy(), atol=1e-6, rtol=0)
+
+
+def test_low_padding_runs_cover_every_row_once_and_split_only_where_padding_costs_more():
+    from fewintent.encoder.cut import low_padding_runs
+
+    lengths = [12, 60, 13, 58, 11, 61, 14, 12]
+    runs = low_padding_runs(lengths, overhead=32)
+    assert sorted(i for r in runs for i in r) == list(range(len(lengths)))
+    assert [sorted(lengths[i] for i in r) for r in runs] == [[11, 12, 12, 13, 14], [58, 60, 61]]
+    assert low_padding_runs(lengths, overhead=10**6) == [sorted(range(8), key=lambda i: lengths[i])]  # one pass
+    assert low_padding_runs([], overhead=32) == []
+
+
+def test_a_batch_run_in_several_passes_embeds_as_one_padded_pass_in_the_batchs_order():
+    from fewintent.encoder.cut import layer_cut, token_lengths
+
+    enc = make_tiny_encoder()
+    texts = ["hi", "where is my card and when will it arrive at my home address", "refund", "bye now", "a b c d e f g"]
+    cut = layer_cut(enc, 1, texts)
+    assert cut is not None
+    states, lengths = cut.lower(texts), token_lengths(enc, texts)
+    rows = [3, 1, 0, 4, 2, 1]  # any order, a row twice (R-Drop runs a batch twice)
+    with torch.no_grad():
+        one = cut.upper([states[i] for i in rows])
+        runs = tuning._in_runs(rows, lengths, lambda part: cut.upper([states[i] for i in part]), overhead=0)
+    torch.testing.assert_close(runs, one, atol=1e-5, rtol=0)
+
+
+def test_training_passes_pad_little_on_texts_of_mixed_lengths(monkeypatch):
+    from fewintent.encoder import cut as cut_module
+
+    padded, real = [], []
+    upper = cut_module.LayerCut.upper
+
+    def spy(self, states):
+        if torch.is_grad_enabled():
+            padded.append(len(states) * max(len(s) for s in states))
+            real.append(sum(len(s) for s in states))
+        return upper(self, states)
+
+    monkeypatch.setattr(cut_module.LayerCut, "upper", spy)
+    long = "my card has not arrived yet and i need it for my trip abroad next week, please send it today " * 2
+    rows = [(f"{long} {i}" if i % 2 else f"short {i}", f"intent{i % 3}") for i in range(24)]
+    tune_encoder(make_tiny_encoder(), IntentSet.from_pairs(rows), TuneRecipe(epochs=1, holdout=0.0), seed=0)
+    assert sum(padded) < 1.2 * sum(real)  # one padded pass per batch: about twice the real tokens

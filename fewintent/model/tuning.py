@@ -25,7 +25,15 @@ import torch
 from torch import nn
 
 from fewintent.data.intentset import IntentSet, name_example
-from fewintent.encoder.cut import MAX_TRAIN_TOKENS, layer_cut, layer_of, token_capped, token_lengths
+from fewintent.encoder.cut import (
+    MAX_TRAIN_TOKENS,
+    RUN_OVERHEAD_TOKENS,
+    layer_cut,
+    layer_of,
+    low_padding_runs,
+    token_capped,
+    token_lengths,
+)
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import LoraSettings, load_lora_state, lora_parameters, lora_state, merge_stack, stack_lora
 from fewintent.encoder.registry import tune_layers_for
@@ -303,6 +311,21 @@ def _batches(
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+def _in_runs(
+    rows: list[int], lengths: list[int], run: Callable[[list[int]], torch.Tensor], overhead: int = RUN_OVERHEAD_TOKENS
+) -> torch.Tensor:
+    """``run`` (embeddings of a batch of rows) on a batch as a few passes of similar lengths
+    (:func:`~fewintent.encoder.cut.low_padding_runs`), the embeddings back in the batch's order: the same as one
+    padded pass, with less padding to compute (a batch groups intents, not lengths)."""
+    runs = low_padding_runs([lengths[r] for r in rows], overhead)
+    if len(runs) == 1:
+        return run(rows)
+    out = torch.cat([run([rows[k] for k in part]) for part in runs])
+    where = torch.empty(len(rows), dtype=torch.long)
+    where[[k for part in runs for k in part]] = torch.arange(len(rows))
+    return out[where.to(out.device)]
+
+
 def supervised_contrastive(emb: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
     """SupCon (Khosla et al. 2020) on unit-norm embeddings: each example pulled toward the others of its intent;
     anchors without a positive in the batch are skipped."""
@@ -525,7 +548,7 @@ def tune_encoder(
             train_states = states[: len(texts)]
 
             def embed(rows: list[int]) -> torch.Tensor:
-                return cut.upper([train_states[i] for i in rows])
+                return _in_runs(rows, lengths, lambda part: cut.upper([train_states[i] for i in part]))
 
             @torch.no_grad()
             def encode_all() -> np.ndarray:
@@ -545,7 +568,7 @@ def tune_encoder(
             every_len = lengths + token_lengths(encoder, held_texts)
 
             def embed(rows: list[int]) -> torch.Tensor:
-                return encoder([texts[i] for i in rows])
+                return _in_runs(rows, lengths, lambda part: encoder([texts[i] for i in part]))
 
             def encode_all() -> np.ndarray:
                 every = texts + held_texts
