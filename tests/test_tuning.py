@@ -533,3 +533,21 @@ def test_training_passes_pad_little_on_texts_of_mixed_lengths(monkeypatch):
     rows = [(f"{long} {i}" if i % 2 else f"short {i}", f"intent{i % 3}") for i in range(24)]
     tune_encoder(make_tiny_encoder(), IntentSet.from_pairs(rows), TuneRecipe(epochs=1, holdout=0.0), seed=0)
     assert sum(padded) < 1.2 * sum(real)  # one padded pass per batch: about twice the real tokens
+
+
+def test_passes_without_gradients_on_a_cpu_hold_at_most_pass_tokens(monkeypatch):
+    from fewintent.encoder import cut as cut_module
+
+    sizes: list[int] = []
+    upper = cut_module.LayerCut.upper
+
+    def spy(self, states):
+        if not torch.is_grad_enabled():
+            sizes.append(len(states) * max(len(s) for s in states))
+        return upper(self, states)
+
+    monkeypatch.setattr(cut_module.LayerCut, "upper", spy)
+    # the caching and scoring passes; training passes keep max_tokens
+    monkeypatch.setattr(tuning, "PASS_TOKENS", 48, raising=False)
+    result = tune_encoder(make_tiny_encoder(), _data(), TuneRecipe(epochs=1), seed=0)
+    assert result.steps > 0 and len(sizes) > 2 and max(sizes) <= 48

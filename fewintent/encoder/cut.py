@@ -24,6 +24,10 @@ backward pass grow with a batch's tokens (attention scores with their square), s
 way ``MAX_BATCH_TOKENS`` caps inference: 32 typical chatbot messages (under 128 tokens) fit in one batch, 12 messages
 of 512 tokens run as batches of 8 and 4."""
 
+PASS_TOKENS = 1024
+"""Most padded tokens in one pass without gradients on a CPU (caching the lower layers, scoring an epoch): the size
+passes ran fastest at, as larger batches' activations spill out of the caches."""
+
 _LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")
 
 

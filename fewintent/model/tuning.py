@@ -27,6 +27,7 @@ from torch import nn
 from fewintent.data.intentset import IntentSet, name_example
 from fewintent.encoder.cut import (
     MAX_TRAIN_TOKENS,
+    PASS_TOKENS,
     RUN_OVERHEAD_TOKENS,
     layer_cut,
     layer_of,
@@ -312,12 +313,13 @@ def _batches(
 
 
 def _in_runs(
-    rows: list[int], lengths: list[int], run: Callable[[list[int]], torch.Tensor], overhead: int = RUN_OVERHEAD_TOKENS
+    rows: list[int], lengths: list[int], run: Callable[[list[int]], torch.Tensor], overhead: int | None
 ) -> torch.Tensor:
     """``run`` (embeddings of a batch of rows) on a batch as a few passes of similar lengths
-    (:func:`~fewintent.encoder.cut.low_padding_runs`), the embeddings back in the batch's order: the same as one
-    padded pass, with less padding to compute (a batch groups intents, not lengths)."""
-    runs = low_padding_runs([lengths[r] for r in rows], overhead)
+    (:func:`~fewintent.encoder.cut.low_padding_runs`, ``overhead`` tokens a pass; None: one pass), the embeddings
+    back in the batch's order: the same as one padded pass, with less padding to compute (a batch groups intents,
+    not lengths)."""
+    runs = [rows] if overhead is None else low_padding_runs([lengths[r] for r in rows], overhead)
     if len(runs) == 1:
         return run(rows)
     out = torch.cat([run([rows[k] for k in part]) for part in runs])
@@ -539,16 +541,19 @@ def tune_encoder(
     per_epoch = len(_batches(group.cpu(), lengths, recipe, torch.Generator().manual_seed(seed), max_tokens))
     clock = _Clock(recipe.epochs * per_epoch, recipe.epochs, deadline)
     metric = "micro-F1" if hot is not None else "acc"
+    on_cpu = device.type == "cpu"  # a GPU runs big batches best and pays per pass: one padded pass, max_tokens
+    pass_tokens = min(max_tokens, PASS_TOKENS) if on_cpu else max_tokens
+    overhead = RUN_OVERHEAD_TOKENS if on_cpu else None
     with trainable(encoder, dropout=recipe.dropout) as lora:
         if cut is not None:
-            states = cut.lower(texts + held_texts, max_tokens)
+            states = cut.lower(texts + held_texts, pass_tokens)
             params: list[torch.Tensor] = [
                 p for name, p in lora_parameters(encoder).items() if (layer_of(name) or 0) >= cut.start
             ]
             train_states = states[: len(texts)]
 
             def embed(rows: list[int]) -> torch.Tensor:
-                return _in_runs(rows, lengths, lambda part: cut.upper([train_states[i] for i in part]))
+                return _in_runs(rows, lengths, lambda part: cut.upper([train_states[i] for i in part]), overhead)
 
             @torch.no_grad()
             def encode_all() -> np.ndarray:
@@ -557,7 +562,7 @@ def tune_encoder(
                 try:
                     out = np.empty((len(states), encoder.dim), dtype=np.float32)
                     order = sorted(range(len(states)), key=lambda i: len(states[i]))
-                    for rows in token_capped(order, [len(s) for s in states], max_tokens):
+                    for rows in token_capped(order, [len(s) for s in states], pass_tokens):
                         out[rows] = cut.upper([states[i] for i in rows]).cpu().numpy()
                     return out
                 finally:
@@ -568,12 +573,13 @@ def tune_encoder(
             every_len = lengths + token_lengths(encoder, held_texts)
 
             def embed(rows: list[int]) -> torch.Tensor:
-                return _in_runs(rows, lengths, lambda part: encoder([texts[i] for i in part]))
+                return _in_runs(rows, lengths, lambda part: encoder([texts[i] for i in part]), overhead)
 
             def encode_all() -> np.ndarray:
                 every = texts + held_texts
                 out = np.empty((len(every), encoder.dim), dtype=np.float32)
-                for rows in token_capped(sorted(range(len(every)), key=lambda i: every_len[i]), every_len, max_tokens):
+                order = sorted(range(len(every)), key=lambda i: every_len[i])
+                for rows in token_capped(order, every_len, pass_tokens):
                     out[rows] = np.asarray(encoder.encode([every[i] for i in rows], batch_size=len(rows)))
                 return out
 
