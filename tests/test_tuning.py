@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from fewintent import FewIntentError, IntentClassifier, IntentSet
 from fewintent.cli.main import app
+from fewintent.data.intentset import name_example
 from fewintent.encoder.lora import (
     LoraSettings,
     attach_lora,
@@ -439,3 +440,114 @@ def test_progress_says_time_per_epoch_time_left_and_the_held_out_score():
     assert ends[-1].remaining is not None and ends[-1].remaining < ends[0].remaining + 1e-9
     info = ends[0].info()
     assert "s/epoch" in info and "s left" in info and "held-out acc" in info
+
+
+def test_each_tuning_state_is_encoded_once_for_the_held_out_score(monkeypatch):
+    """The untuned state's pass both starts the head and scores epoch 0; each epoch then encodes once."""
+    from fewintent.encoder import cut as cut_module
+
+    passes: list[int] = []
+    upper = cut_module.LayerCut.upper
+
+    def spy(self, states):
+        if not torch.is_grad_enabled():
+            passes.append(len(states))
+        return upper(self, states)
+
+    monkeypatch.setattr(cut_module.LayerCut, "upper", spy)
+    recipe = TuneRecipe(epochs=2)
+    tune_encoder(make_tiny_encoder(), _data(), recipe, seed=0)
+    every = len(_data()) + len(INTENTS)  # the examples and the intents' names, in one batch each pass
+    assert passes.count(every) == recipe.epochs + 1
+
+
+def test_the_tuned_classifier_takes_the_kept_epochs_embeddings_instead_of_encoding_again(monkeypatch):
+    from fewintent.encoder.encoder import SentenceEncoder
+
+    encoded: list[str] = []
+    encode = SentenceEncoder.encode
+
+    def spy(self, texts, **kw):
+        encoded.extend(texts)
+        return encode(self, texts, **kw)
+
+    monkeypatch.setattr(SentenceEncoder, "encode", spy)
+    clf = _tuned()
+    texts = _data().texts
+    assert not set(texts) & set(encoded)  # tuning's last scoring pass embedded every example and name
+    fresh = clf.encoder.encode(texts).numpy()  # the merged encoder: the same to float rounding
+    np.testing.assert_allclose(clf.table.support, fresh, atol=1e-5, rtol=0)
+    names = clf.encoder.encode([name_example(label) for label in clf.labels]).numpy()
+    np.testing.assert_allclose(clf.table.name_support, names, atol=1e-5, rtol=0)
+
+
+def test_fit_encodes_only_the_texts_it_was_not_given():
+    enc = make_tiny_encoder()
+    data = _data()
+    given = np.full(enc.dim, 0.5, dtype=np.float32)
+    clf = IntentClassifier(enc).fit(data, embedded={data.texts[0]: given})
+    assert np.array_equal(clf.table.support[0], given)
+    np.testing.assert_allclose(clf.table.support[1:], enc.encode(data.texts[1:]).numpy(), atol=1e-6, rtol=0)
+
+
+def test_low_padding_runs_cover_every_row_once_and_split_only_where_padding_costs_more():
+    from fewintent.encoder.cut import low_padding_runs
+
+    lengths = [12, 60, 13, 58, 11, 61, 14, 12]
+    runs = low_padding_runs(lengths, overhead=32)
+    assert sorted(i for r in runs for i in r) == list(range(len(lengths)))
+    assert [sorted(lengths[i] for i in r) for r in runs] == [[11, 12, 12, 13, 14], [58, 60, 61]]
+    assert low_padding_runs(lengths, overhead=10**6) == [sorted(range(8), key=lambda i: lengths[i])]  # one pass
+    assert low_padding_runs([], overhead=32) == []
+
+
+def test_a_batch_run_in_several_passes_embeds_as_one_padded_pass_in_the_batchs_order():
+    from fewintent.encoder.cut import layer_cut, token_lengths
+
+    enc = make_tiny_encoder()
+    texts = ["hi", "where is my card and when will it arrive at my home address", "refund", "bye now", "a b c d e f g"]
+    cut = layer_cut(enc, 1, texts)
+    assert cut is not None
+    states, lengths = cut.lower(texts), token_lengths(enc, texts)
+    rows = [3, 1, 0, 4, 2, 1]  # any order, a row twice (R-Drop runs a batch twice)
+    with torch.no_grad():
+        one = cut.upper([states[i] for i in rows])
+        runs = tuning._in_runs(rows, lengths, lambda part: cut.upper([states[i] for i in part]), overhead=0)
+    torch.testing.assert_close(runs, one, atol=1e-5, rtol=0)
+
+
+def test_training_passes_pad_little_on_texts_of_mixed_lengths(monkeypatch):
+    from fewintent.encoder import cut as cut_module
+
+    padded, real = [], []
+    upper = cut_module.LayerCut.upper
+
+    def spy(self, states):
+        if torch.is_grad_enabled():
+            padded.append(len(states) * max(len(s) for s in states))
+            real.append(sum(len(s) for s in states))
+        return upper(self, states)
+
+    monkeypatch.setattr(cut_module.LayerCut, "upper", spy)
+    long = "my card has not arrived yet and i need it for my trip abroad next week, please send it today " * 2
+    rows = [(f"{long} {i}" if i % 2 else f"short {i}", f"intent{i % 3}") for i in range(24)]
+    tune_encoder(make_tiny_encoder(), IntentSet.from_pairs(rows), TuneRecipe(epochs=1, holdout=0.0), seed=0)
+    assert sum(padded) < 1.2 * sum(real)  # one padded pass per batch: about twice the real tokens
+
+
+def test_passes_without_gradients_on_a_cpu_hold_at_most_pass_tokens(monkeypatch):
+    from fewintent.encoder import cut as cut_module
+
+    sizes: list[int] = []
+    upper = cut_module.LayerCut.upper
+
+    def spy(self, states):
+        if not torch.is_grad_enabled():
+            sizes.append(len(states) * max(len(s) for s in states))
+        return upper(self, states)
+
+    monkeypatch.setattr(cut_module.LayerCut, "upper", spy)
+    # the caching and scoring passes; training passes keep max_tokens
+    monkeypatch.setattr(tuning, "PASS_TOKENS", 48, raising=False)
+    result = tune_encoder(make_tiny_encoder(), _data(), TuneRecipe(epochs=1), seed=0)
+    assert result.steps > 0 and len(sizes) > 2 and max(sizes) <= 48

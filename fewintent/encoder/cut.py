@@ -24,6 +24,10 @@ backward pass grow with a batch's tokens (attention scores with their square), s
 way ``MAX_BATCH_TOKENS`` caps inference: 32 typical chatbot messages (under 128 tokens) fit in one batch, 12 messages
 of 512 tokens run as batches of 8 and 4."""
 
+PASS_TOKENS = 1024
+"""Most padded tokens in one pass without gradients on a CPU (caching the lower layers, scoring an epoch): the size
+passes ran fastest at, as larger batches' activations spill out of the caches."""
+
 _LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")
 
 
@@ -71,6 +75,29 @@ def token_capped(rows: Sequence[int], lengths: Sequence[int], max_tokens: int = 
     if current:
         out.append(current)
     return out
+
+
+RUN_OVERHEAD_TOKENS = 32
+"""What one more forward pass costs, in padded tokens (a training pass through MiniLM's top layers on a CPU):
+:func:`low_padding_runs` splits a batch only where the padding saved is worth more."""
+
+
+def low_padding_runs(lengths: Sequence[int], overhead: int = RUN_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Indices into ``lengths``, shortest first, cut into runs that minimise the padded tokens (rows x longest of
+    each run) plus ``overhead`` per run: a batch of texts of mixed lengths run as a few passes of similar lengths
+    pads little. Each embedding depends on its own text only, so the passes compute what the one padded pass would."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    cost = [0] + [0] * len(order)
+    start = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):  # cost[j]: the cheapest split of the j shortest
+        width = lengths[order[j - 1]]
+        cost[j], start[j] = min((cost[i] + (j - i) * width + overhead, i) for i in range(j))
+    runs: list[list[int]] = []
+    j = len(order)
+    while j > 0:
+        runs.append(order[start[j] : j])
+        j = start[j]
+    return runs[::-1]
 
 
 class LayerCut:

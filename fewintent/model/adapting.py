@@ -110,6 +110,7 @@ class Trainer:
         encoder = loaded.encoder
         meta: dict[str, Any] = {**loaded.meta, "steps": 0, "seed": args.seed}
         tuned: list[bool] | None = None
+        embedded: dict[str, Any] | None = None
         if args.steps > 0:
             from fewintent.model.tuning import adapt_on_support
 
@@ -135,10 +136,11 @@ class Trainer:
             )
             meta["tune"] = result.to_dict()
             tuned = [not h for h in result.held_out]
+            embedded = result.embeddings  # the kept epoch's: not encoded again
         if self.encoder is None:
             merge_lora(encoder)  # the LoRA weights are final from here on: fold them in, inference at raw cost
         clf = IntentClassifier(encoder, args.settings(), meta=meta, training=args.training())
-        return clf.fit(data, progress=self.progress, tuned=tuned)
+        return clf.fit(data, progress=self.progress, tuned=tuned, embedded=embedded)
 
     def unfitted(self) -> IntentClassifier:
         """The encoder (and adapter) :meth:`train` would use, with no intents yet: ``fit`` / ``fit_embeddings``

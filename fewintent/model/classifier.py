@@ -116,12 +116,19 @@ class IntentClassifier:
         return unfitted(args, **overrides)
 
     def fit(
-        self, data: IntentSet, *, progress: Progress | None = None, tuned: Sequence[bool] | None = None
+        self,
+        data: IntentSet,
+        *,
+        progress: Progress | None = None,
+        tuned: Sequence[bool] | None = None,
+        embedded: Mapping[str, Any] | None = None,
     ) -> IntentClassifier:
         """(Re)build prototypes and the OOS threshold from ``data``, replacing every intent.
 
         ``tuned`` says, per example, whether the encoder was trained on it (``adapt(tune=True)`` passes it): the
         OOS threshold is then calibrated on the others only, and the model says which intents tuning saw.
+        ``embedded`` maps texts (examples, intents' names) to embeddings this encoder already made of them (tuning's
+        last pass: ``adapt(tune=True)`` passes them); only the others are encoded.
         """
         if len(data.labels) < 2:
             raise FewIntentError("at least 2 intents are needed to build a classifier")
@@ -131,7 +138,7 @@ class IntentClassifier:
                 f"or --multi-label), not '{self.config.head}'"
             )
         labels = tuple(data.labels)
-        emb = self.encode(data.texts + data.oos_texts, progress)
+        emb = self._encode_new(data.texts + data.oos_texts, embedded or {}, progress)
         support, oos = emb[: len(data.texts)], emb[len(data.texts) :]
         y, sets = intent_rows(data, labels)
         mask = None
@@ -139,6 +146,9 @@ class IntentClassifier:
             if len(tuned) != len(data.texts):
                 raise FewIntentError(f"tuned has {len(tuned)} flags for {len(data.texts)} examples")
             mask = np.array([bool(t) for t in tuned], dtype=bool)
+        if embedded:
+            named = [t for label in labels if (t := name_example(label)) is not None and t in embedded]
+            self._name_cache.update({t: np.asarray(embedded[t], np.float32) for t in named})
         return self.fit_embeddings(labels, support, y, oos, tuned=mask, sets=sets if self.config.multi_label else None)
 
     def fit_embeddings(
@@ -166,6 +176,16 @@ class IntentClassifier:
         with self._write_lock:
             self._table = self._build_table(tuple(labels), support, y, oos, names, tuned, sets)
         return self
+
+    def _encode_new(self, texts: list[str], known: Mapping[str, Any], progress: Progress | None) -> np.ndarray:
+        """Embeddings of ``texts``, encoding only those ``known`` lacks (each once)."""
+        new = list(dict.fromkeys(t for t in texts if t not in known))
+        if len(new) == len(texts):
+            return self.encode(texts, progress)
+        found = dict(zip(new, self.encode(new, progress)))
+        if progress is not None:
+            progress(len(texts) - len(new))
+        return np.stack([np.asarray(known[t] if t in known else found[t], dtype=np.float32) for t in texts])
 
     def _name_rows(self, labels: Sequence[str]) -> Rows | None:
         """The intents' names as examples (``intent_names``): embeddings and label indices, or None when off or

@@ -25,7 +25,16 @@ import torch
 from torch import nn
 
 from fewintent.data.intentset import IntentSet, name_example
-from fewintent.encoder.cut import MAX_TRAIN_TOKENS, layer_cut, layer_of, token_capped, token_lengths
+from fewintent.encoder.cut import (
+    MAX_TRAIN_TOKENS,
+    PASS_TOKENS,
+    RUN_OVERHEAD_TOKENS,
+    layer_cut,
+    layer_of,
+    low_padding_runs,
+    token_capped,
+    token_lengths,
+)
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import LoraSettings, load_lora_state, lora_parameters, lora_state, merge_stack, stack_lora
 from fewintent.encoder.registry import tune_layers_for
@@ -239,6 +248,10 @@ class TuneResult:
     seconds: float = 0.0
     stopped_by: str = "epochs"
     """'epochs' (the recipe's number ran) or 'time' (the time budget ran out first)."""
+    embeddings: dict[str, np.ndarray] | None = None
+    """Text -> embedding under the kept state, of every text the kept epoch's scoring encoded (the examples and the
+    intents' names; None when that epoch was not scored): the merged encoder gives the same to float rounding
+    (~1e-7), so the classifier's fit takes them instead of encoding everything again. Not recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         """What ``meta["tune"]`` records (config.json and the model card)."""
@@ -297,6 +310,22 @@ def _batches(
     for chunk in (ordered[i : i + recipe.batch_size] for i in range(0, len(ordered), recipe.batch_size)):
         batches += token_capped(chunk, lengths, max_tokens)
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def _in_runs(
+    rows: list[int], lengths: list[int], run: Callable[[list[int]], torch.Tensor], overhead: int | None
+) -> torch.Tensor:
+    """``run`` (embeddings of a batch of rows) on a batch as a few passes of similar lengths
+    (:func:`~fewintent.encoder.cut.low_padding_runs`, ``overhead`` tokens a pass; None: one pass), the embeddings
+    back in the batch's order: the same as one padded pass, with less padding to compute (a batch groups intents,
+    not lengths)."""
+    runs = [rows] if overhead is None else low_padding_runs([lengths[r] for r in rows], overhead)
+    if len(runs) == 1:
+        return run(rows)
+    out = torch.cat([run([rows[k] for k in part]) for part in runs])
+    where = torch.empty(len(rows), dtype=torch.long)
+    where[[k for part in runs for k in part]] = torch.arange(len(rows))
+    return out[where.to(out.device)]
 
 
 def supervised_contrastive(emb: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -512,16 +541,19 @@ def tune_encoder(
     per_epoch = len(_batches(group.cpu(), lengths, recipe, torch.Generator().manual_seed(seed), max_tokens))
     clock = _Clock(recipe.epochs * per_epoch, recipe.epochs, deadline)
     metric = "micro-F1" if hot is not None else "acc"
+    on_cpu = device.type == "cpu"  # a GPU runs big batches best and pays per pass: one padded pass, max_tokens
+    pass_tokens = min(max_tokens, PASS_TOKENS) if on_cpu else max_tokens
+    overhead = RUN_OVERHEAD_TOKENS if on_cpu else None
     with trainable(encoder, dropout=recipe.dropout) as lora:
         if cut is not None:
-            states = cut.lower(texts + held_texts, max_tokens)
+            states = cut.lower(texts + held_texts, pass_tokens)
             params: list[torch.Tensor] = [
                 p for name, p in lora_parameters(encoder).items() if (layer_of(name) or 0) >= cut.start
             ]
             train_states = states[: len(texts)]
 
             def embed(rows: list[int]) -> torch.Tensor:
-                return cut.upper([train_states[i] for i in rows])
+                return _in_runs(rows, lengths, lambda part: cut.upper([train_states[i] for i in part]), overhead)
 
             @torch.no_grad()
             def encode_all() -> np.ndarray:
@@ -530,7 +562,7 @@ def tune_encoder(
                 try:
                     out = np.empty((len(states), encoder.dim), dtype=np.float32)
                     order = sorted(range(len(states)), key=lambda i: len(states[i]))
-                    for rows in token_capped(order, [len(s) for s in states], max_tokens):
+                    for rows in token_capped(order, [len(s) for s in states], pass_tokens):
                         out[rows] = cut.upper([states[i] for i in rows]).cpu().numpy()
                     return out
                 finally:
@@ -541,30 +573,37 @@ def tune_encoder(
             every_len = lengths + token_lengths(encoder, held_texts)
 
             def embed(rows: list[int]) -> torch.Tensor:
-                return encoder([texts[i] for i in rows])
+                return _in_runs(rows, lengths, lambda part: encoder([texts[i] for i in part]), overhead)
 
             def encode_all() -> np.ndarray:
                 every = texts + held_texts
                 out = np.empty((len(every), encoder.dim), dtype=np.float32)
-                for rows in token_capped(sorted(range(len(every)), key=lambda i: every_len[i]), every_len, max_tokens):
+                order = sorted(range(len(every)), key=lambda i: every_len[i])
+                for rows in token_capped(order, every_len, pass_tokens):
                     out[rows] = np.asarray(encoder.encode([every[i] for i in rows], batch_size=len(rows)))
                 return out
 
-        def score() -> float | None:
+        def score(emb: np.ndarray | None = None, begin: float | None = None) -> tuple[float | None, np.ndarray | None]:
+            """The held-out fold's score with the encoder as it is now, and the embeddings of every text it was
+            computed on; ``emb``: those, already encoded in this state (encoding started at ``begin``). Without a
+            held-out fold nothing is scored or encoded: (None, ``emb``)."""
             if not held_texts:
-                return None
-            begin = time.perf_counter()
-            value = _held_out_score(encode_all(), len(texts), y, held_y, n, head_c)
+                return None, emb
+            begin = time.perf_counter() if begin is None else begin
+            emb = encode_all() if emb is None else emb
+            value = _held_out_score(emb, len(texts), y, held_y, n, head_c)
             clock.eval_time += time.perf_counter() - begin
             clock.evals += 1
-            return value
+            return value, emb
 
-        start_emb = torch.from_numpy(encode_all()[: len(texts)]).to(device)
+        begin = time.perf_counter()
+        untuned = encode_all()  # the head's start and epoch 0's score: one pass
+        start_emb = torch.from_numpy(untuned[: len(texts)]).to(device)
         head = _start_head(start_emb, y, n, recipe)
         bank = _Bank(start_emb, group, n)
-        best_acc = score()
+        best_acc, emb = score(untuned, begin)
         result.held_out_accuracy.append(best_acc)
-        best = (lora_state(encoder), 0)
+        best = (lora_state(encoder), 0, emb)
         weights = [*params, head.weight, head.bias]
         updater = Updater(weights, [recipe.lr] * len(params) + [recipe.head_lr] * 2, "adam")
         loss_value: float | None = None
@@ -587,18 +626,20 @@ def tune_encoder(
                     progress(clock.status(result.steps, epoch, loss_value, best_acc, metric=metric))
             if result.stopped_by == "time" and result.steps == (epoch - 1) * per_epoch:
                 break  # nothing trained since the last evaluation
-            acc = score()
+            acc, emb = score()
             clock.epoch_times.append(time.perf_counter() - epoch_start)
             result.held_out_accuracy.append(acc)
             result.epochs_run = epoch
             if recipe.stopping == "last" or acc is None or best_acc is None or acc >= best_acc:
-                best_acc, best = acc, (lora_state(encoder), epoch)
+                best_acc, best = acc, (lora_state(encoder), epoch, emb)
             if progress is not None:
                 progress(clock.status(result.steps, epoch, loss_value, acc, epoch_end=True, metric=metric))
             if result.stopped_by == "time":
                 break
         load_lora_state(encoder, best[0])
         result.kept_epoch = best[1]
+        if best[2] is not None:
+            result.embeddings = dict(zip(texts + held_texts, best[2]))
     result.lora = merge_stack(encoder, stack)
     result.seconds = time.perf_counter() - start
     return result
