@@ -12,6 +12,7 @@ import numpy as np
 
 from fewintent.errors import FewIntentError, FewIntentWarning
 from fewintent.heads.prototypes import class_means, l2_normalize
+from fewintent.model.rows import intent_rows
 
 if TYPE_CHECKING:
     from fewintent.data.intentset import IntentSet
@@ -258,17 +259,22 @@ def calibrate_classifier(
     """
     if objective not in OBJECTIVES:
         raise FewIntentError(f"unknown calibration objective '{objective}': use {', '.join(OBJECTIVES)}")
-    if clf.table.head.multi_label:
-        return calibrate_multi_label(
-            clf, data, objective=objective, in_scope_recall=in_scope_recall, oos_share=oos_share
+    multi_label = clf.table.head.multi_label
+    if multi_label and (objective not in ("auto", "f1") or in_scope_recall is not None or oos_share is not None):
+        raise FewIntentError(
+            "a multi-label model is calibrated for micro-F1 on its intents (--objective f1 or auto); "
+            "--in-scope-recall, --objective recall and --oos-share are for single-label models"
         )
-    unknown = sorted({i for i in data.intents if i not in set(clf.labels)})
+    known = set(clf.labels)
+    unknown = sorted({i for intents in data.sets() for i in intents if i not in known})
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise FewIntentError(
             f"{data.source}: {len(unknown)} intent(s) the model does not know ({shown}); calibrate on the model's "
             f"own intents, with out-of-scope rows labelled '{clf.oos_label}'"
         )
+    if multi_label:
+        return calibrate_multi_label(clf, data)
     if not data.texts:
         raise FewIntentError(f"{data.source}: no in-scope rows to calibrate on (only '{clf.oos_label}' rows)")
     _check_enough_rows(data, objective, clf.oos_label)
@@ -310,37 +316,16 @@ MARGIN_GRID = np.linspace(-4.0, 4.0, 81)
 """Margins (log-odds over every intent's cut) a multi-label calibration picks its threshold from."""
 
 
-def calibrate_multi_label(
-    clf: Classifier,
-    data: IntentSet,
-    *,
-    objective: str = "auto",
-    in_scope_recall: float | None = None,
-    oos_share: float | None = None,
-) -> CalibrationReport:
-    """A multi-label model's threshold: the margin over every intent's cut with the best micro-F1 over (message,
-    intent) pairs on held-out labelled data (ties: the margin nearest today's). A message where no intent passes is
-    out of scope, so rows with no intent count as they are. Recall targets and shares are single-label settings."""
-    if objective not in ("auto", "f1") or in_scope_recall is not None or oos_share is not None:
-        raise FewIntentError(
-            "a multi-label model is calibrated for micro-F1 on its intents (--objective f1 or auto); "
-            "--in-scope-recall, --objective recall and --oos-share are for single-label models"
-        )
-    known = set(clf.labels)
-    unknown = sorted({i for s in data.sets() for i in s if i not in known})
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise FewIntentError(
-            f"{data.source}: {len(unknown)} intent(s) the model does not know ({shown}); calibrate on the model's "
-            "own intents"
-        )
+def calibrate_multi_label(clf: Classifier, data: IntentSet) -> CalibrationReport:
+    """A multi-label model's threshold (what :func:`calibrate_classifier` does for one, after checking its options
+    and intents): the margin over every intent's cut with the best micro-F1 over (message, intent) pairs on held-out
+    labelled data (ties: the margin nearest today's). A message where no intent passes is out of scope, so rows with
+    no intent count as they are."""
     _check_enough_rows(data, "recall", clf.oos_label)
     table, emb = clf.embed(data.texts + data.oos_texts)
     margins = table.logits(emb, table.similarities(emb))
-    index = {label: i for i, label in enumerate(clf.labels)}
-    truth = np.zeros(margins.shape, dtype=bool)
-    for row, intents in enumerate(data.sets()):
-        truth[row, [index[i] for i in intents]] = True
+    truth = np.zeros(margins.shape, dtype=bool)  # the out-of-scope rows, last, carry no intent
+    truth[: len(data.texts)] = intent_rows(data, clf.labels)[1]
 
     def effect(threshold: float) -> dict[str, Any]:
         passed = margins >= threshold
