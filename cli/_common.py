@@ -130,6 +130,19 @@ def refuse_model_directory(output: Path, what: str) -> None:
         )
 
 
+def head_for(data: IntentSet, head: str | None) -> str:
+    """The decision head for ``data``: the one named, else the default for its kind (one-vs-rest on multi-label
+    data); a single-label head named for multi-label data is refused in one line (adapt, evaluate --cv)."""
+    from fewintent.heads.registry import DEFAULT_HEAD, HEADS, MULTI_LABEL_HEAD
+
+    if head is not None and data.is_multi_label and head in HEADS and not HEADS[head].multi_label:
+        raise FewIntentError(
+            f"{data.source}: gives several intents per message; --head {head} names one per message: leave --head "
+            "out (multi-label data picks the one-vs-rest head)"
+        )
+    return head or (MULTI_LABEL_HEAD if data.is_multi_label else DEFAULT_HEAD)
+
+
 def guarded(fn: F) -> F:
     """User mistakes print one line on stderr and exit 1, with no traceback; Ctrl-C exits 130."""
 

@@ -12,6 +12,7 @@ from fewintent.cli._common import (
     THREADS_HELP,
     console,
     guarded,
+    head_for,
     plain,
     print_warnings,
     progress_bar,
@@ -22,7 +23,7 @@ from fewintent.cli.calibrate import print_report, print_share
 from fewintent.data import read_intent_file, read_intent_files
 from fewintent.data.io import read_messages
 from fewintent.errors import FewIntentError
-from fewintent.heads.registry import DEFAULT_HEAD, HEADS
+from fewintent.heads.registry import HEADS
 from fewintent.model import AdaptArguments, IntentClassifier
 from fewintent.model.oos import DEFAULT_OOS_SCORE, OOS_SCORES
 from fewintent.model.persistence import check_model_path
@@ -166,15 +167,10 @@ def adapt(
                 f"(roughly {len(data) // 150} s on 2 CPU cores). A sample of 10-50 per intent adapts in seconds."
             ]
         )
-    if head is not None and data.is_multi_label and head in HEADS and not HEADS[head].multi_label:
-        raise FewIntentError(
-            f"{data.source}: gives several intents per message; --head {head} names one per message: leave --head "
-            "out (multi-label data picks the one-vs-rest head)"
-        )
     args = AdaptArguments(
         base=base,
         adapter=adapter,
-        head=head or DEFAULT_HEAD,
+        head=head_for(data, head),
         head_c=head_c,
         oos_score=oos_score,
         intent_names=intent_names,

@@ -12,6 +12,7 @@ from fewintent.cli._common import (
     THREADS_HELP,
     console,
     guarded,
+    head_for,
     load_classifier,
     plain,
     print_warnings,
@@ -22,7 +23,7 @@ from fewintent.cli._common import (
 from fewintent.cli.discover import check_output, write_jsonl
 from fewintent.data import read_intent_file
 from fewintent.errors import FewIntentError
-from fewintent.heads.registry import DEFAULT_HEAD, HEADS, MULTI_LABEL_HEAD
+from fewintent.heads.registry import HEADS
 from fewintent.model import IntentClassifier
 from fewintent.model import evaluate as run_evaluation
 from fewintent.model.crossval import cross_validate
@@ -35,13 +36,7 @@ def _cross_validate(
     data = read_intent_file(train_file)
     print_warnings(data.warnings)
     folds: int | str = "loo" if cv.lower() == "loo" else (int(cv) if cv.isdigit() else cv)
-    if data.is_multi_label and head is not None and head in HEADS and not HEADS[head].multi_label:
-        raise FewIntentError(
-            f"{data.source}: gives several intents per message; --head {head} names one per message: leave --head "
-            "out (multi-label data picks the one-vs-rest head)"
-        )
-    head = head or (MULTI_LABEL_HEAD if data.is_multi_label else DEFAULT_HEAD)
-    clf = IntentClassifier.unfitted(base=base, adapter=adapter, head=head, device=device)
+    clf = IntentClassifier.unfitted(base=base, adapter=adapter, head=head_for(data, head), device=device)
     with progress_bar("encoding examples", len(data)) as advance:
         result = cross_validate(clf, data, folds, progress=advance)
     print_warnings(result.warnings)  # stderr: --json output stays one object (which lists them too)
