@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from fewintent.bench.data import Corpora
+from fewintent.bench.shares import share_counts
 from fewintent.data.intentset import DEFAULT_OOS_LABEL
 from fewintent.encoder.registry import registered
 from fewintent.errors import FewIntentWarning
@@ -72,14 +73,6 @@ class Embeddings:
             np.save(path, emb)
         rows = {t: i for i, t in enumerate(unique)}
         return emb[[rows[t] for t in texts]]
-
-
-def _take(rng: np.random.Generator, n_in: int, n_oos: int, share: float) -> tuple[int, int]:
-    """How many in-scope and OOS rows give ``share`` out of scope from pools of these sizes (OOS subsampled first)."""
-    want = round(share / (1 - share) * n_in)
-    if want <= n_oos:
-        return n_in, want
-    return round(n_oos * (1 - share) / share), n_oos
 
 
 def _metrics(gold: list[str], top1: list[str], scores: np.ndarray, threshold: float) -> dict[str, float]:
@@ -140,7 +133,7 @@ def run_corpus(name: str, base: str, corpora: Corpora, seeds: list[int], cache: 
         for share in SHARES:
             picked = []
             for h_in, h_oos in zip(halves_in, halves_oos):
-                n_in, n_oos = _take(rng, len(h_in), len(h_oos), share)
+                n_in, n_oos = share_counts(len(h_in), len(h_oos), share)
                 picked.append((h_in[:n_in], h_oos[:n_oos]))
             (e_in, e_oos), (l_in, l_oos) = picked  # evaluation half, logs half
             gold = [in_gold[i] for i in e_in] + [DEFAULT_OOS_LABEL] * len(e_oos)

@@ -31,7 +31,8 @@ SHARE_SOURCES = ("support", *LOG_OBJECTIVES, *ORACLE_OBJECTIVES)
 
 def share_counts(n_in: int, n_oos: int, share: float) -> tuple[int, int]:
     """How many in-scope and OOS rows make ``share`` out of scope from pools of these sizes: the OOS part is
-    subsampled, or the in-scope part where the OOS pool is too small (as ``scripts/valid_oos_logs.py`` does)."""
+    subsampled, or the in-scope part where the OOS pool is too small (``scripts/valid_oos_logs.py`` cuts ``valid``
+    with it too)."""
     want = round(share / (1 - share) * n_in)
     if want <= n_oos:
         return n_in, want
