@@ -200,7 +200,10 @@ def evaluate(
     if isinstance(result, MultiLabelResult):
         if show_sweep:
             print_warnings(
-                ["--sweep is for single-label models (one OOS threshold); a multi-label model has one per intent"]
+                [
+                    "--sweep is for single-label models (one OOS threshold); a multi-label model's intents pass "
+                    "their own probability cut (`fewintent calibrate MODEL FILE` moves it for micro-F1)"
+                ]
             )
         per = Table("intent", "precision", "recall", "F1", "support", title="per intent")
         for name, m in sorted(result.per_intent.items(), key=lambda kv: kv[1]["f1"]):
