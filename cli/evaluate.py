@@ -201,8 +201,8 @@ def evaluate(
         if show_sweep:
             print_warnings(
                 [
-                    "--sweep is for single-label models (one OOS threshold); a multi-label model's intents pass "
-                    "their own probability cut (`fewintent calibrate MODEL FILE` moves it for micro-F1)"
+                    "--sweep is for single-label models (one OOS threshold); a multi-label model's intents pass one "
+                    "shared probability cut (`fewintent calibrate MODEL FILE` moves it for micro-F1)"
                 ]
             )
         per = Table("intent", "precision", "recall", "F1", "support", title="per intent")
