@@ -22,7 +22,7 @@ import torch
 
 from fewintent.bench.context import BenchContext, Skip
 from fewintent.bench.markdown import markdown_table
-from fewintent.bench.methods import build_method
+from fewintent.bench.methods import PRODUCT_METHOD, build_method
 from fewintent.bench.metrics import percentile_ms
 from fewintent.bench.progress import Tracker
 from fewintent.bench.results import DEFAULT_ROW_BASE
@@ -50,7 +50,7 @@ def _build(ctx: BenchContext, dataset: str, split: str, work: Path) -> tuple[dic
     """Adapt on ``dataset``'s ``split`` as the product does on this base (its leave-one-out adapter; the frozen
     encoder where the base ships none for ``dataset``, as ``--adapter auto`` does for it); export fp32 and int8
     next to it. Also returns the adapter's name ("none": frozen)."""
-    method = build_method(ctx, "fewintent-linear", "fullway", dataset)
+    method = build_method(ctx, PRODUCT_METHOD, "fullway", dataset)
     adapter_dir = getattr(method, "adapter_dir", None)
     if isinstance(method, Skip) and not method.no_adapter:
         return method  # an adapter exists but must not be used here (it saw this dataset)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fewintent.bench.context import BenchContext, Skip
-from fewintent.bench.methods import ProductMethod, build_method
+from fewintent.bench.methods import PRODUCT_METHOD, ProductMethod, build_method
 from fewintent.bench.metrics import mean_ci95
 from fewintent.bench.progress import Tracker
 from fewintent.bench.rows import Rows, ok_rows
@@ -33,7 +33,7 @@ SEEDS = 5
 
 def _classifier(ctx: BenchContext, dataset: str) -> IntentClassifier | Skip:
     """The product default (linear head, the leave-one-out adapter) on the run's shared encoder."""
-    method = build_method(ctx, "fewintent-linear", "fullway", dataset)
+    method = build_method(ctx, PRODUCT_METHOD, "fullway", dataset)
     if not isinstance(method, ProductMethod):
         return method if isinstance(method, Skip) else Skip(f"{method.name} is not the product")
     return IntentClassifier(ctx.pool.get(method.adapter_dir)[1], **method.settings)
