@@ -36,7 +36,7 @@ import torch
 from fewintent.bench.data import Corpora
 from fewintent.data import IntentSet
 from fewintent.encoder.encoder import SentenceEncoder
-from fewintent.encoder.lora import LoraSettings, load_adapter, resolve_adapter
+from fewintent.encoder.lora import LoraSettings, load_adapter, resolve_adapter, shipped_adapters
 from fewintent.encoder.registry import constants_for, registered
 from fewintent.model import IntentClassifier
 from fewintent.model.evaluation import auroc
@@ -52,6 +52,8 @@ def _encoder(base: str, adapter: str, dataset: str) -> tuple[SentenceEncoder, Lo
         spec = registered(base)
         template = spec.leave_out_adapter if spec is not None else None
         adapter = template.format(dataset=dataset) if template else "none"
+        if adapter not in shipped_adapters():  # none ships with this corpus left out: frozen, as the benchmark does
+            adapter = "none"
     path = resolve_adapter(adapter, encoder.name, encoder.sha256)
     if path is None:
         return encoder, None, "none"

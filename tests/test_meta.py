@@ -4,6 +4,7 @@ arguments, the CLI, deployment steps, 2-process DDP, and a few episodes on the r
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -148,6 +149,35 @@ def test_protonet_with_unknown_intents_learns_a_rejection_similarity(data_dir: P
     assert ProtoNet(enc).learned_reject_at is None and not any(p is algo.reject_at for p in ProtoNet(enc).parameters())
     with pytest.raises(ValueError, match="unknown_fraction"):
         ProtoNet(enc, unknown_fraction=1.0)
+
+
+def test_protonet_rank_loss_puts_unknown_queries_below_known_ones(data_dir: Path) -> None:
+    enc = lora_encoder()
+    ep = episode(data_dir, ways=3)
+    algo = ProtoNet(enc, learn_temperature=False, unknown_fraction=0.34, unknown_loss="rank", rank_weight=0.5)
+    assert algo.learned_reject_at is None and not any(p is algo.reject_at for p in algo.parameters())
+    loss, acc = algo.loss(ep)
+    loss.backward()
+    assert all(p.grad is not None for p in lora_parameters(enc).values())
+    # by hand: cross-entropy of the 2 known intents' queries, plus the pairwise logistic loss of every unknown
+    # query's best logit against every known query's own-prototype logit
+    with torch.no_grad():
+        emb = enc(ep.support + ep.query).float()
+        s, q = emb[: len(ep.support)], emb[len(ep.support) :]
+        s_y, q_y = torch.tensor(ep.support_labels), torch.tensor(ep.query_labels)
+        logits = algo.head.fit(s[s_y < 2], s_y[s_y < 2], 2)(q)
+        k = q_y < 2
+        ce = nn.functional.cross_entropy(logits[k], q_y[k])
+        own = [float(logits[i, q_y[i]]) for i in range(len(q)) if k[i]]
+        best = [float(logits[i].max()) for i in range(len(q)) if not k[i]]
+        pairs = [math.log1p(math.exp(b - o)) for b in best for o in own]
+        expected = float(ce) + 0.5 * sum(pairs) / len(pairs)
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    assert acc == pytest.approx(float((logits[k].argmax(-1) == q_y[k]).float().mean()))
+    with pytest.raises(ValueError, match="unknown_loss"):
+        ProtoNet(enc, unknown_fraction=0.3, unknown_loss="push")
+    with pytest.raises(FewIntentError, match="unknown_fraction"):
+        MetaTrainingArguments(unknown_loss="rank")
 
 
 def test_fomaml_update_is_the_query_gradient_at_the_adapted_weights(data_dir: Path) -> None:

@@ -17,6 +17,7 @@ from fewintent.encoder.lora import LoraSettings
 from fewintent.errors import FewIntentError
 from fewintent.heads.proto import Distance
 from fewintent.meta.inner import InnerLoopSettings, InnerOptimizer
+from fewintent.meta.protonet import UNKNOWN_LOSSES
 
 
 class Algorithm(str, Enum):
@@ -81,6 +82,12 @@ class MetaTrainingArguments:
     unknown_fraction: float = 0.0
     """protonet: share of each episode's intents held out as "unknown" (no support examples); their queries
     must fall below a learned similarity (meta-learned rejection). 0 = off."""
+    unknown_loss: str = "reject"
+    """protonet, with ``unknown_fraction``: 'reject' (the unknown queries pick an extra logit at a learned
+    similarity) or 'rank' (a pairwise loss ranks every known query's own-prototype similarity above every unknown
+    query's best one: the deployed out-of-scope score)."""
+    unknown_weight: float = 1.0
+    """protonet, ``unknown_loss: rank``: the ranking loss's weight beside the known queries' cross-entropy."""
     dropout: bool = True
     """Train with dropout on (LoRA and encoder); evaluation and deployment always run without."""
     # inner loop (fomaml; also the default of ``adapt --steps`` through the adapter's ``inner_lr``)
@@ -123,6 +130,8 @@ class MetaTrainingArguments:
             if check is not None and not (value is None and f.default is None):
                 setattr(self, f.name, check(value))
         parse_domain_list(self.exclude_domains)  # validates dataset:domain syntax early
+        if self.unknown_loss != "reject" and not self.unknown_fraction:
+            raise FewIntentError("unknown_loss needs unknown_fraction > 0 (the share of intents held out as unknown)")
         if self.unknown_fraction and self.algorithm is not Algorithm.PROTONET:
             raise FewIntentError("unknown_fraction (meta-learned rejection) is implemented for protonet only")
 
@@ -252,6 +261,15 @@ def _enum(kind: type[Enum], name: str) -> Callable[[Any], Any]:
     return check
 
 
+def _choice(name: str, options: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in options:
+            raise FewIntentError(f"unknown {name} {v!r:.30}: use {', '.join(options)}")
+        return str(v)
+
+    return check
+
+
 def _text(name: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if not isinstance(v, str) or not v.strip():
@@ -332,6 +350,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "temperature_lr": _number("temperature_lr", lambda x: x >= 0, "0 or more"),
     "ridge_lambda": _number("ridge_lambda", lambda x: x > 0, "positive"),
     "unknown_fraction": _number("unknown_fraction", lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
+    "unknown_loss": _choice("unknown_loss", UNKNOWN_LOSSES),
+    "unknown_weight": _number("unknown_weight", lambda x: x >= 0, "0 or more"),
     "dropout": _flag("dropout"),
     "inner_steps": _whole("inner_steps", 0),
     "inner_lr": _number("inner_lr", lambda x: x > 0, "a positive number"),

@@ -46,6 +46,8 @@ BUILDERS: dict[Algorithm, Builder] = {
         temperature=args.temperature,
         learn_temperature=args.learn_temperature,
         unknown_fraction=args.unknown_fraction,
+        unknown_loss=args.unknown_loss,
+        rank_weight=args.unknown_weight,
         autocast=autocast,
     ),
     Algorithm.FOMAML: lambda encoder, args, autocast: FOMAML(encoder, args.inner_settings(), autocast=autocast),
