@@ -105,14 +105,14 @@ def adapt(
         False,
         "--tune",
         help="Accurate mode: train LoRA layers and the head on your examples and intent names (minutes on a CPU). "
-        "A fold of your examples is held out of training: it picks the epoch to keep and sets the out-of-scope "
-        "threshold.",
+        "A fold of your examples is held out of training: it sets the out-of-scope threshold and, on MiniLM, "
+        "picks the epoch to keep (mpnet keeps its last).",
     ),
     tune_time: float = typer.Option(
         None,
         "--tune-time",
         min=1,
-        help="With --tune: stop training after this many seconds, keeping the best state so far.",
+        help="With --tune: stop training after this many seconds, keeping the state the stopping rule picks so far.",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),

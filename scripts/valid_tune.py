@@ -183,6 +183,10 @@ def _baselines(args: argparse.Namespace) -> dict[str, Any]:
     return args.cache  # type: ignore[no-any-return]
 
 
+SCREEN_EPOCHS = 4
+"""Epochs a screen runs unless its recipe names a number."""
+
+
 def summarise(path: Path) -> None:
     """Per recipe: the six-cell mean of valid top-1 for each fixed epoch count and for best-held-out stopping."""
     runs: dict[str, dict[tuple[str, int], dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
@@ -252,7 +256,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = json.loads(args.recipe)
-    recipe = TuneRecipe(**{**DEFAULT_RECIPE.to_dict(), **overrides, "stopping": "last"})
+    # every epoch up to 4 (or the recipe's) is scored: the curves give each fixed count and the held-out rule
+    recipe = TuneRecipe(**{**DEFAULT_RECIPE.to_dict(), "epochs": SCREEN_EPOCHS, **overrides, "stopping": "last"})
     args.name = args.name or json.dumps(overrides, sort_keys=True)
     corpora = Corpora(args.data_dir)
     for shots in [int(k) for k in args.shots.split(",")]:

@@ -26,6 +26,7 @@ from fewintent.encoder.lora import (
     save_adapter,
     stack_lora,
 )
+from fewintent.encoder.registry import MPNET, tune_defaults_for
 from fewintent.model import tuning
 from fewintent.model.calibration import calibrate_threshold, leave_one_out_scores
 from fewintent.model.config import AdaptArguments
@@ -46,6 +47,8 @@ INTENTS = {
     "refund": ["i want my money back", "refund my purchase", "how do i get a refund", "can i be reimbursed", "refund"],
     "bye": ["bye", "see you later", "goodbye for now"],
 }
+UNREGISTERED = tune_defaults_for(None)
+"""How --tune trains an unregistered base (the tiny test encoders): MiniLM's epochs and stopping rule."""
 QUERIES = ["hello friend", "card still missing", "money back please", "see you", "what is the weather"]
 
 
@@ -74,14 +77,15 @@ def test_tune_records_how_it_tuned_and_which_intents_it_saw():
     statuses: list[TrainingStatus] = []
     clf = _tuned(training=statuses.append)
     tune = clf.meta["tune"]
-    assert tune["recipe"] == {**DEFAULT_RECIPE.to_dict(), "layers": 0}  # the tiny base: its 2 layers, all tuned
-    assert tune["epochs_run"] == DEFAULT_RECIPE.epochs and tune["stopped_by"] == "epochs"
+    # the tiny base is unregistered: MiniLM's epochs and stopping rule; its 2 layers, all tuned
+    assert tune["recipe"] == {**DEFAULT_RECIPE.to_dict(), **UNREGISTERED, "layers": 0}
+    assert tune["epochs_run"] == UNREGISTERED["epochs"] and tune["stopped_by"] == "epochs"
     assert len(tune["held_out_accuracy"]) == tune["epochs_run"] + 1  # epoch 0 = before training
     assert tune["held_out_examples"] == 4 and tune["trained_examples"] == len(_data()) - 4  # one per intent
     assert clf.tuned_intents == list(INTENTS)
     assert lora_settings(clf) is not None and lora_settings(clf).r == DEFAULT_RECIPE.rank
     ends = [s for s in statuses if s.epoch_end]
-    assert [s.epoch for s in ends] == list(range(1, DEFAULT_RECIPE.epochs + 1))
+    assert [s.epoch for s in ends] == list(range(1, UNREGISTERED["epochs"] + 1))
     assert statuses[-1].step == statuses[-1].total and "held-out acc" in ends[-1].info()
 
 
@@ -205,8 +209,21 @@ def test_every_objective_trains_the_lora_layers(recipe):
     enc = make_tiny_encoder()
     before = enc.encode(QUERIES)
     result = tune_encoder(enc, _data(), replace(recipe, lr=1e-2, stopping="last"), seed=0)
-    assert result.steps > 0 and result.kept_epoch == recipe.epochs
+    assert result.steps > 0 and result.kept_epoch == result.epochs_run == UNREGISTERED["epochs"]
     assert not torch.allclose(enc.encode(QUERIES), before, atol=1e-4)
+
+
+def test_a_recipe_without_epochs_or_stopping_rule_takes_the_bases_and_an_explicit_one_wins():
+    enc = make_tiny_encoder()
+    enc.name = MPNET.name  # the tiny weights under a registered name: that base's --tune settings apply
+    result = tune_encoder(enc, _data(), TuneRecipe(lr=1e-2), seed=0)
+    assert (result.recipe.epochs, result.recipe.stopping) == (MPNET.tune_epochs, MPNET.tune_stopping)
+    assert result.epochs_run == MPNET.tune_epochs
+    assert MPNET.tune_stopping != "last" or result.kept_epoch == MPNET.tune_epochs
+    enc = make_tiny_encoder()
+    enc.name = MPNET.name
+    result = tune_encoder(enc, _data(), TuneRecipe(lr=1e-2, epochs=1, stopping="best"), seed=0)
+    assert (result.recipe.epochs, result.recipe.stopping, result.epochs_run) == (1, "best", 1)
 
 
 def test_supervised_contrastive_prefers_clustered_intents():
@@ -406,7 +423,7 @@ def test_multi_label_tune_trains_a_sigmoid_per_intent_and_scores_micro_f1():
         data, base=str(tiny_model_dir()), adapter="none", device="cpu", tune=True, seed=0, training=statuses.append
     )
     tune = clf.meta["tune"]
-    assert tune["recipe"]["objective"] == "bce" and tune["epochs_run"] == DEFAULT_RECIPE.epochs
+    assert tune["recipe"]["objective"] == "bce" and tune["epochs_run"] == UNREGISTERED["epochs"]
     assert all(0.0 <= a <= 1.0 for a in tune["held_out_accuracy"])
     assert tune["held_out_examples"] > 0
     ends = [s for s in statuses if s.epoch_end]
@@ -435,7 +452,7 @@ def test_progress_says_time_per_epoch_time_left_and_the_held_out_score():
     statuses: list[TrainingStatus] = []
     _tuned(training=statuses.append)
     ends = [s for s in statuses if s.epoch_end]
-    assert len(ends) == DEFAULT_RECIPE.epochs
+    assert len(ends) == UNREGISTERED["epochs"]
     assert all(s.epoch_seconds is not None and s.epoch_seconds > 0 and s.remaining is not None for s in ends)
     assert ends[-1].remaining is not None and ends[-1].remaining < ends[0].remaining + 1e-9
     info = ends[0].info()

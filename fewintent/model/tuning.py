@@ -37,7 +37,7 @@ from fewintent.encoder.cut import (
 )
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import LoraSettings, load_lora_state, lora_parameters, lora_state, merge_stack, stack_lora
-from fewintent.encoder.registry import tune_layers_for
+from fewintent.encoder.registry import tune_defaults_for
 from fewintent.errors import FewIntentError
 from fewintent.heads.linear import PrototypeLinearHead
 from fewintent.heads.logistic import fit_logistic
@@ -171,11 +171,13 @@ class TuneRecipe:
 
     # The defaults are the recipe chosen on valid (MiniLM, leave-one-out adapters, six cells, 10 valid messages per
     # intent; scripts/valid_tune.py): ProtoNet loss on the examples, lr 1e-3, rank 16, 4 epochs, the epoch the
-    # held-out fold likes best: 87.96 against 87.21 untuned (+0.75), no cell below untuned by more than 0.14.
+    # held-out fold likes best: 87.96 against 87.21 untuned (+0.75), no cell below untuned by more than 0.14. The
+    # epochs, the stopping rule and the layer cut are the base's (BaseSpec.tune_*: mpnet keeps its last epoch).
     # Cross-entropy (lr 3e-4 / 1e-3 / 3e-3), supervised contrastive (alone or with CE), label smoothing 0.1, R-Drop,
     # rank 8, no dropout, a linear decay and 6-8 epochs all did worse there (README, "Accurate mode").
     objective: Objective = Objective.PROTO
-    epochs: int = 4
+    epochs: int | None = None
+    """Epochs to run. None: the base's (``BaseSpec.tune_epochs``)."""
     lr: float = 1e-3
     """Learning rate of the LoRA parameters (Adam)."""
     head_lr: float = 1e-2
@@ -200,15 +202,15 @@ class TuneRecipe:
     """Examples of one intent kept next to each other in a batch (positives for the contrastive loss)."""
     holdout: float = 0.2
     """Share of each intent's examples held out of training (at least one where an intent has two or more)."""
-    stopping: str = "best"
+    stopping: str | None = None
     """'best': keep the epoch with the best held-out accuracy (0 = untuned; ties: the later one); 'last': the
-    last epoch."""
+    last epoch. None: the base's (``BaseSpec.tune_stopping``)."""
     schedule: str = "constant"
     """Learning rates: 'constant', or 'linear' (decayed to zero over the recipe's epochs)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objective", Objective(self.objective))
-        if self.stopping not in ("best", "last"):
+        if self.stopping not in (None, "best", "last"):
             raise FewIntentError(f"unknown stopping rule '{self.stopping}': use best or last")
         if self.schedule not in ("constant", "linear"):
             raise FewIntentError(f"unknown schedule '{self.schedule}': use constant or linear")
@@ -216,6 +218,10 @@ class TuneRecipe:
             raise FewIntentError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.layers is not None and (isinstance(self.layers, bool) or not isinstance(self.layers, int)):
             raise FewIntentError(f"layers must be a whole number (0: every layer), got {self.layers!r:.30}")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)):
+            raise FewIntentError(f"epochs must be a whole number, got {self.epochs!r:.30}")
+        if self.epochs is not None and self.epochs < 1:
+            raise FewIntentError(f"epochs must be 1 or more, got {self.epochs}")
         if self.layers is not None and self.layers < 0:
             raise FewIntentError(f"layers must be 0 (every layer) or more, got {self.layers}")
 
@@ -489,12 +495,13 @@ def tune_encoder(
     max_tokens: int = MAX_TRAIN_TOKENS,
 ) -> TuneResult:
     """``--tune``: train fresh LoRA layers (on top of the encoder's adapter, described by ``below``) and a linear
-    head on ``data`` and, with ``names``, each intent's name; keep the epoch the held-out fold likes best; leave
-    the encoder merged (inference form). Only the top ``recipe.layers`` layers train (the base's registered cut when
-    None): the lower layers' output is computed once per example and cached. Multi-label data trains a sigmoid per
-    intent (:attr:`Objective.BCE`) and scores the held-out fold by micro-F1. ``head_c`` is the deployed linear
-    head's (the held-out fold is scored with it). ``time_budget`` (seconds) stops training early with the best state
-    so far. No forward pass holds more than ``max_tokens`` padded tokens.
+    head on ``data`` and, with ``names``, each intent's name; keep the epoch the stopping rule picks (the base's
+    unless the recipe names one: the held-out fold's best, or the last); leave the encoder merged (inference form).
+    Only the top ``recipe.layers`` layers train (the base's registered cut when None): the lower layers' output is
+    computed once per example and cached. Multi-label data trains a sigmoid per intent (:attr:`Objective.BCE`) and
+    scores the held-out fold by micro-F1. ``head_c`` is the deployed linear head's (the held-out fold is scored with
+    it). ``time_budget`` (seconds) stops training early with the state the stopping rule keeps so far. No forward
+    pass holds more than ``max_tokens`` padded tokens.
 
     Example:
         >>> result = tune_encoder(encoder, read_intent_file("train_10.jsonl"))  # doctest: +SKIP
@@ -504,8 +511,8 @@ def tune_encoder(
         raise FewIntentError("tuning needs at least 2 intents")
     start = time.perf_counter()
     deadline = None if time_budget is None else start + time_budget
-    if recipe.layers is None:
-        recipe = replace(recipe, layers=tune_layers_for(encoder.name, encoder.sha256))
+    defaults = tune_defaults_for(encoder.name, encoder.sha256)
+    recipe = replace(recipe, **{k: v for k, v in defaults.items() if getattr(recipe, k) is None})
     if data.is_multi_label:
         recipe = replace(recipe, objective=Objective.BCE)
     torch.manual_seed(seed)  # dropout
@@ -539,7 +546,8 @@ def tune_encoder(
     result = TuneResult(stack.top, held.tolist(), recipe)
     lengths = token_lengths(encoder, texts)
     per_epoch = len(_batches(group.cpu(), lengths, recipe, torch.Generator().manual_seed(seed), max_tokens))
-    clock = _Clock(recipe.epochs * per_epoch, recipe.epochs, deadline)
+    epochs = int(recipe.epochs or 1)  # resolved above: the base's when the recipe names none
+    clock = _Clock(epochs * per_epoch, epochs, deadline)
     metric = "micro-F1" if hot is not None else "acc"
     on_cpu = device.type == "cpu"  # a GPU runs big batches best and pays per pass: one padded pass, max_tokens
     pass_tokens = min(max_tokens, PASS_TOKENS) if on_cpu else max_tokens
@@ -607,7 +615,7 @@ def tune_encoder(
         weights = [*params, head.weight, head.bias]
         updater = Updater(weights, [recipe.lr] * len(params) + [recipe.head_lr] * 2, "adam")
         loss_value: float | None = None
-        for epoch in range(1, recipe.epochs + 1):
+        for epoch in range(1, epochs + 1):
             epoch_start = time.perf_counter()
             for batch in _batches(group.cpu(), lengths, recipe, generator, max_tokens):
                 if deadline is not None and time.perf_counter() >= deadline:
