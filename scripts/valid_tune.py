@@ -194,7 +194,8 @@ def summarise(path: Path) -> None:
         if line.strip():
             r = json.loads(line)
             screen = f" (valid {r['valid_per_intent']}/intent)" if r.get("valid_per_intent") else ""
-            runs[r["recipe"] + screen][(r["dataset"], r["shots"])][r["epoch"]] = r
+            seed = f" (seed {r['seed']})" if "seed" in r else ""  # rows before the seed was written: one run
+            runs[r["recipe"] + screen + seed][(r["dataset"], r["shots"])][r["epoch"]] = r
     all_cells = [(d, k) for k in (5, 10) for d in DATASETS]
     head = "| recipe | " + " | ".join(f"{d[:5]}-{k}" for d, k in all_cells) + " | mean | stopping |"
     print(head)
@@ -266,7 +267,8 @@ def main() -> None:
             if args.out:
                 with args.out.open("a") as f:
                     for row in rows:
-                        f.write(json.dumps({"recipe": args.name, "overrides": overrides, **row}) + "\n")
+                        line = {"recipe": args.name, "seed": args.seed, "overrides": overrides, **row}
+                        f.write(json.dumps(line) + "\n")
 
 
 if __name__ == "__main__":
