@@ -271,15 +271,20 @@ def lora_targets(spec: BaseSpec | None, module_names: list[str]) -> tuple[str, .
     )
 
 
+def spec_for(name: str | None, sha256: str | None = None) -> BaseSpec | None:
+    """The registered base a model is on: by name, or by its weights for a copy at another path; None when neither
+    is registered."""
+    return (registered(name) if name else None) or spec_for_weights(sha256)
+
+
 def tune_defaults_for(name: str | None, sha256: str | None = None) -> dict[str, Any]:
-    """How ``--tune`` trains on a base (by name, or by its weights for a copy at another path): the top ``layers``
-    it trains, its ``epochs`` and ``stopping`` rule. An unregistered base gets MiniLM's (the first base measured)."""
-    spec = (registered(name) if name else None) or spec_for_weights(sha256) or MINILM
+    """How ``--tune`` trains on a base (:func:`spec_for`): the top ``layers`` it trains, its ``epochs`` and
+    ``stopping`` rule. An unregistered base gets MiniLM's (the first base measured)."""
+    spec = spec_for(name, sha256) or MINILM
     return {"layers": spec.tune_layers, "epochs": spec.tune_epochs, "stopping": spec.tune_stopping}
 
 
 def constants_for(name: str | None, sha256: str | None = None) -> BaseConstants:
-    """The constants tuned on a base (by name, or by its weights for a copy at another path)."""
-    spec = registered(name) if name else None
-    spec = spec or spec_for_weights(sha256)
+    """The constants tuned on a base (:func:`spec_for`)."""
+    spec = spec_for(name, sha256)
     return spec.constants if spec is not None else GENERIC_CONSTANTS

@@ -546,7 +546,8 @@ def tune_encoder(
     result = TuneResult(stack.top, held.tolist(), recipe)
     lengths = token_lengths(encoder, texts)
     per_epoch = len(_batches(group.cpu(), lengths, recipe, torch.Generator().manual_seed(seed), max_tokens))
-    epochs = int(recipe.epochs or 1)  # resolved above: the base's when the recipe names none
+    epochs = recipe.epochs
+    assert epochs is not None  # resolved above: the base's when the recipe names none
     clock = _Clock(epochs * per_epoch, epochs, deadline)
     metric = "micro-F1" if hot is not None else "acc"
     on_cpu = device.type == "cpu"  # a GPU runs big batches best and pays per pass: one padded pass, max_tokens
