@@ -16,6 +16,9 @@ The top-layer cut (``TuneRecipe.layers``; the registered default is ``BaseSpec.t
 
     python scripts/valid_tune.py --name layers=3 --recipe '{"layers": 3}' --out tune_valid.jsonl --threads 2
 
+``--ensemble W`` also scores, after each epoch, the average of the untuned head's and the tuned head's
+probabilities (the untuned one weighted ``W``): an ensemble that needs both encoders at inference.
+
 The cross-corpus rule picks a recipe: the best mean over the six cells (BANKING77 / CLINC150 / HWU64 x 5 / 10 shots).
 """
 
@@ -62,9 +65,14 @@ def _encoder(base: str, adapter: str, dataset: str) -> tuple[SentenceEncoder, Lo
 
 
 def _score(
-    encoder: SentenceEncoder, support: IntentSet, valid: IntentSet, tuned: torch.Tensor | None
+    encoder: SentenceEncoder,
+    support: IntentSet,
+    valid: IntentSet,
+    tuned: torch.Tensor | None,
+    probs: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """The product's head on the encoder as it is now: valid top-1, and OOS numbers when valid has OOS rows."""
+    """The product's head on the encoder as it is now: valid top-1, and OOS numbers when valid has OOS rows.
+    With ``probs``, the head's softmax over the in-scope valid rows is stored there under "last"."""
     clf = IntentClassifier(encoder, head="linear", intent_names=True)  # fresh: no name embeddings from before
     labels = tuple(support.labels)
     index = {label: i for i, label in enumerate(labels)}
@@ -75,7 +83,11 @@ def _score(
     sims = table.similarities(emb)
     n_in = len(valid.texts)
     gold = np.array([index[i] for i in valid.intents])
-    pred = table.logits(emb, sims).argmax(-1)
+    logits = table.logits(emb, sims)
+    pred = logits.argmax(-1)
+    if probs is not None:
+        z = np.exp(logits[:n_in] - logits[:n_in].max(-1, keepdims=True))
+        probs["last"] = z / z.sum(-1, keepdims=True)
     out: dict[str, Any] = {"valid_top1": round(100 * float((pred[:n_in] == gold).mean()), 2)}
     if valid.oos_texts:
         scores = table.oos_scores(emb, sims)
@@ -131,8 +143,11 @@ def run_cell(
         cell["valid_per_intent"] = args.valid_per_intent
     cache = _baselines(args)
     key = json.dumps(cell, sort_keys=True)
+    untuned: dict[str, np.ndarray] = {}  # with --ensemble: the untuned head's probabilities, for every epoch
+    if key not in cache or args.ensemble:
+        first = _score(encoder, support, valid, None, untuned if args.ensemble else None)
     if key not in cache:  # the untuned model: the same for every recipe
-        cache[key] = _score(encoder, support, valid, None)
+        cache[key] = first
         if args.out:
             _baseline_file(args).write_text(json.dumps(cache, indent=1) + "\n")
     rows = [{**cell, "epoch": 0, "held_out_acc": None, "train_seconds": 0.0, **cache[key]}]
@@ -146,7 +161,12 @@ def run_cell(
         if not status.epoch_end:
             return
         begin = time.perf_counter()
-        scored = _score(encoder, support, valid, tuned)
+        now: dict[str, np.ndarray] = {}
+        scored = _score(encoder, support, valid, tuned, now if args.ensemble else None)
+        gold = np.array([index[i] for i in valid.intents])
+        for w in args.ensemble:  # untuned head's weight in a probability average with the tuned head's
+            mixed = w * untuned["last"] + (1 - w) * now["last"]
+            scored[f"valid_top1_ens@{w:g}"] = round(100 * float((mixed.argmax(-1) == gold).mean()), 2)
         for alpha in args.scaled:  # the tuned layers' update shrunk (weight-space interpolation with the untuned)
             with _scaled_lora(encoder, alpha):
                 scaled = _score(encoder, support, valid, tuned)
@@ -211,9 +231,11 @@ def summarise(path: Path) -> None:
 
         for e in range(0, epochs + 1):
             print(line({c: by_cell[c][e]["valid_top1"] for c in cells}, f"epoch {e}"))
-            for key in sorted(k for k in by_cell[cells[0]][e] if k.startswith("valid_top1@")):
-                vals = {c: by_cell[c][e][key] for c in cells if key in by_cell[c][e]}
-                print(line(vals, f"epoch {e}, update x{key.split('@')[1]}"))
+            variants = (("valid_top1@", "update x{}"), ("valid_top1_ens@", "untuned head x{} in the average"))
+            for prefix, shown in variants:
+                for key in sorted(k for k in by_cell[cells[0]][e] if k.startswith(prefix)):
+                    vals = {c: by_cell[c][e][key] for c in cells if key in by_cell[c][e]}
+                    print(line(vals, f"epoch {e}, " + shown.format(key.split("@")[1])))
         for limit in sorted({epochs, *range(2, epochs, 2)}):
             vals, picked = {}, []
             for c in cells:
@@ -245,6 +267,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--scaled", type=float, action="append", default=[], help="also score the tuned update times this factor"
+    )
+    parser.add_argument(
+        "--ensemble",
+        type=float,
+        action="append",
+        default=[],
+        help="also score the average of the untuned and tuned heads' probabilities, the untuned one weighted this",
     )
     parser.add_argument("--valid-per-intent", type=int, default=None, help="score the first N valid rows per intent")
     parser.add_argument("--threads", type=int, default=None)
