@@ -156,6 +156,7 @@ def run_cell(
     labels = torch.tensor([index[i] for i in support.intents])
     tuned = ~held_out_fold(labels, recipe.holdout, torch.Generator().manual_seed(args.seed))
     clock = {"start": time.perf_counter(), "eval": 0.0}
+    gold = np.array([index[i] for i in valid.intents])
 
     def on_status(status: TrainingStatus) -> None:
         if not status.epoch_end:
@@ -163,7 +164,6 @@ def run_cell(
         begin = time.perf_counter()
         now: dict[str, np.ndarray] = {}
         scored = _score(encoder, support, valid, tuned, now if args.ensemble else None)
-        gold = np.array([index[i] for i in valid.intents])
         for w in args.ensemble:  # untuned head's weight in a probability average with the tuned head's
             mixed = w * untuned["last"] + (1 - w) * now["last"]
             scored[f"valid_top1_ens@{w:g}"] = round(100 * float((mixed.argmax(-1) == gold).mean()), 2)
