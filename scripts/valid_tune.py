@@ -38,6 +38,7 @@ import torch
 
 from fewintent.bench.data import Corpora
 from fewintent.data import IntentSet
+from fewintent.data.intentset import name_example
 from fewintent.encoder.encoder import SentenceEncoder
 from fewintent.encoder.lora import LoraSettings, load_adapter, resolve_adapter, shipped_adapters
 from fewintent.encoder.registry import constants_for, registered
@@ -64,22 +65,42 @@ def _encoder(base: str, adapter: str, dataset: str) -> tuple[SentenceEncoder, Lo
     return encoder, LoraSettings.from_dict(config.get("lora", {})), adapter
 
 
+def _embeddings(encoder: SentenceEncoder, support: IntentSet, valid: IntentSet) -> dict[str, np.ndarray]:
+    """The encoder's embeddings, as it is now, of the support, the valid rows and the intents' names."""
+    named = [t for label in support.labels if (t := name_example(label)) is not None]
+    return {
+        "support": encoder.encode(support.texts).numpy(),
+        "valid": encoder.encode(valid.texts + valid.oos_texts).numpy(),
+        "names": encoder.encode(named).numpy() if named else np.empty((0, encoder.dim), np.float32),
+        "named": np.array(named, dtype=object),
+    }
+
+
 def _score(
     encoder: SentenceEncoder,
     support: IntentSet,
     valid: IntentSet,
     tuned: torch.Tensor | None,
     probs: dict[str, np.ndarray] | None = None,
+    beside: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The product's head on the encoder as it is now: valid top-1, and OOS numbers when valid has OOS rows.
-    With ``probs``, the head's softmax over the in-scope valid rows is stored there under "last"."""
+    With ``probs``, the head's softmax over the in-scope valid rows is stored there under "last". With ``beside``
+    (another encoder's :func:`_embeddings`), every embedding is the concatenation of this encoder's and that one's
+    (each unit-length; the pair divided by sqrt 2): one head over both encoders."""
     clf = IntentClassifier(encoder, head="linear", intent_names=True)  # fresh: no name embeddings from before
     labels = tuple(support.labels)
     index = {label: i for i, label in enumerate(labels)}
     y = torch.tensor([index[i] for i in support.intents])
-    clf.fit_embeddings(labels, encoder.encode(support.texts), y, tuned=tuned)
+    if beside is None:
+        support_emb, emb = encoder.encode(support.texts).numpy(), encoder.encode(valid.texts + valid.oos_texts).numpy()
+    else:
+        now = _embeddings(encoder, support, valid)
+        joined = {k: np.concatenate([now[k], beside[k]], axis=1) / np.sqrt(2) for k in ("support", "valid", "names")}
+        clf._name_cache.update(zip(now["named"].tolist(), joined["names"]))  # names embedded as both encoders do
+        support_emb, emb = joined["support"], joined["valid"]
+    clf.fit_embeddings(labels, support_emb, y, tuned=tuned)
     table = clf.table
-    emb = encoder.encode(valid.texts + valid.oos_texts).numpy()
     sims = table.similarities(emb)
     n_in = len(valid.texts)
     gold = np.array([index[i] for i in valid.intents])
@@ -146,6 +167,7 @@ def run_cell(
     untuned: dict[str, np.ndarray] = {}  # with --ensemble: the untuned head's probabilities, for every epoch
     if key not in cache or args.ensemble:
         first = _score(encoder, support, valid, None, untuned if args.ensemble else None)
+    before = _embeddings(encoder, support, valid) if args.concat else None  # the untuned encoder's
     if key not in cache:  # the untuned model: the same for every recipe
         cache[key] = first
         if args.out:
@@ -167,6 +189,8 @@ def run_cell(
         for w in args.ensemble:  # untuned head's weight in a probability average with the tuned head's
             mixed = w * untuned["last"] + (1 - w) * now["last"]
             scored[f"valid_top1_ens@{w:g}"] = round(100 * float((mixed.argmax(-1) == gold).mean()), 2)
+        if args.concat:  # one head over the tuned and untuned encoders' embeddings, side by side
+            scored.update({f"{k}_concat": v for k, v in _score(encoder, support, valid, tuned, beside=before).items()})
         for alpha in args.scaled:  # the tuned layers' update shrunk (weight-space interpolation with the untuned)
             with _scaled_lora(encoder, alpha):
                 scaled = _score(encoder, support, valid, tuned)
@@ -231,11 +255,15 @@ def summarise(path: Path) -> None:
 
         for e in range(0, epochs + 1):
             print(line({c: by_cell[c][e]["valid_top1"] for c in cells}, f"epoch {e}"))
-            variants = (("valid_top1@", "update x{}"), ("valid_top1_ens@", "untuned head x{} in the average"))
+            variants = (
+                ("valid_top1@", "update x{}"),
+                ("valid_top1_ens@", "untuned head x{} in the average"),
+                ("valid_top1_concat", "one head over [tuned; untuned]{}"),
+            )
             for prefix, shown in variants:
                 for key in sorted(k for k in by_cell[cells[0]][e] if k.startswith(prefix)):
                     vals = {c: by_cell[c][e][key] for c in cells if key in by_cell[c][e]}
-                    print(line(vals, f"epoch {e}, " + shown.format(key.split("@")[1])))
+                    print(line(vals, f"epoch {e}, " + shown.format(key.partition("@")[2])))
         for limit in sorted({epochs, *range(2, epochs, 2)}):
             vals, picked = {}, []
             for c in cells:
@@ -274,6 +302,11 @@ def main() -> None:
         action="append",
         default=[],
         help="also score the average of the untuned and tuned heads' probabilities, the untuned one weighted this",
+    )
+    parser.add_argument(
+        "--concat",
+        action="store_true",
+        help="also score one head over the tuned and untuned encoders' embeddings concatenated",
     )
     parser.add_argument("--valid-per-intent", type=int, default=None, help="score the first N valid rows per intent")
     parser.add_argument("--threads", type=int, default=None)
