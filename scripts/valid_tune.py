@@ -76,31 +76,32 @@ def _embeddings(encoder: SentenceEncoder, support: IntentSet, valid: IntentSet) 
     }
 
 
+def _joined(now: dict[str, np.ndarray], beside: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Two encoders' :func:`_embeddings` side by side (each unit-length; the pair divided by sqrt 2)."""
+    joined = {k: np.concatenate([now[k], beside[k]], axis=1) / np.sqrt(2) for k in ("support", "valid", "names")}
+    return {**joined, "named": now["named"]}
+
+
 def _score(
     encoder: SentenceEncoder,
     support: IntentSet,
     valid: IntentSet,
     tuned: torch.Tensor | None,
+    embedded: dict[str, np.ndarray] | None = None,
     probs: dict[str, np.ndarray] | None = None,
-    beside: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The product's head on the encoder as it is now: valid top-1, and OOS numbers when valid has OOS rows.
-    With ``probs``, the head's softmax over the in-scope valid rows is stored there under "last". With ``beside``
-    (another encoder's :func:`_embeddings`), every embedding is the concatenation of this encoder's and that one's
-    (each unit-length; the pair divided by sqrt 2): one head over both encoders."""
+    ``embedded``: the :func:`_embeddings` to score (the encoder's own when None; :func:`_joined` for one head over
+    two encoders). With ``probs``, the head's softmax over the in-scope valid rows is stored there under "last"."""
+    embedded = embedded if embedded is not None else _embeddings(encoder, support, valid)
     clf = IntentClassifier(encoder, head="linear", intent_names=True)  # fresh: no name embeddings from before
+    clf._name_cache.update(zip(embedded["named"].tolist(), embedded["names"]))  # the names as ``embedded`` has them
     labels = tuple(support.labels)
     index = {label: i for i, label in enumerate(labels)}
     y = torch.tensor([index[i] for i in support.intents])
-    if beside is None:
-        support_emb, emb = encoder.encode(support.texts).numpy(), encoder.encode(valid.texts + valid.oos_texts).numpy()
-    else:
-        now = _embeddings(encoder, support, valid)
-        joined = {k: np.concatenate([now[k], beside[k]], axis=1) / np.sqrt(2) for k in ("support", "valid", "names")}
-        clf._name_cache.update(zip(now["named"].tolist(), joined["names"]))  # names embedded as both encoders do
-        support_emb, emb = joined["support"], joined["valid"]
-    clf.fit_embeddings(labels, support_emb, y, tuned=tuned)
+    clf.fit_embeddings(labels, embedded["support"], y, tuned=tuned)
     table = clf.table
+    emb = embedded["valid"]
     sims = table.similarities(emb)
     n_in = len(valid.texts)
     gold = np.array([index[i] for i in valid.intents])
@@ -164,12 +165,13 @@ def run_cell(
         cell["valid_per_intent"] = args.valid_per_intent
     cache = _baselines(args)
     key = json.dumps(cell, sort_keys=True)
-    untuned: dict[str, np.ndarray] = {}  # with --ensemble: the untuned head's probabilities, for every epoch
-    if key not in cache or args.ensemble:
-        first = _score(encoder, support, valid, None, untuned if args.ensemble else None)
-    before = _embeddings(encoder, support, valid) if args.concat else None  # the untuned encoder's
+    before: dict[str, np.ndarray] = {}  # the untuned encoder's embeddings, where the cell needs them
+    untuned: dict[str, np.ndarray] = {}  # and its head's probabilities (--ensemble), for every epoch
+    if key not in cache or args.ensemble or args.concat:
+        before = _embeddings(encoder, support, valid)
+        untuned_scores = _score(encoder, support, valid, None, before, untuned)
     if key not in cache:  # the untuned model: the same for every recipe
-        cache[key] = first
+        cache[key] = untuned_scores
         if args.out:
             _baseline_file(args).write_text(json.dumps(cache, indent=1) + "\n")
     rows = [{**cell, "epoch": 0, "held_out_acc": None, "train_seconds": 0.0, **cache[key]}]
@@ -184,13 +186,14 @@ def run_cell(
         if not status.epoch_end:
             return
         begin = time.perf_counter()
-        now: dict[str, np.ndarray] = {}
-        scored = _score(encoder, support, valid, tuned, now if args.ensemble else None)
+        now, probs = _embeddings(encoder, support, valid), {}  # encoded once, for every variant below
+        scored = _score(encoder, support, valid, tuned, now, probs)
         for w in args.ensemble:  # untuned head's weight in a probability average with the tuned head's
-            mixed = w * untuned["last"] + (1 - w) * now["last"]
+            mixed = w * untuned["last"] + (1 - w) * probs["last"]
             scored[f"valid_top1_ens@{w:g}"] = round(100 * float((mixed.argmax(-1) == gold).mean()), 2)
         if args.concat:  # one head over the tuned and untuned encoders' embeddings, side by side
-            scored.update({f"{k}_concat": v for k, v in _score(encoder, support, valid, tuned, beside=before).items()})
+            joined = _joined(now, before)
+            scored.update({f"{k}_concat": v for k, v in _score(encoder, support, valid, tuned, joined).items()})
         for alpha in args.scaled:  # the tuned layers' update shrunk (weight-space interpolation with the untuned)
             with _scaled_lora(encoder, alpha):
                 scaled = _score(encoder, support, valid, tuned)
@@ -231,6 +234,14 @@ SCREEN_EPOCHS = 4
 """Epochs a screen runs unless its recipe names a number."""
 
 
+VARIANTS = (
+    ("valid_top1@", "update x{}"),
+    ("valid_top1_ens@", "untuned head x{} in the average"),
+    ("valid_top1_concat", "one head over [tuned; untuned]{}"),
+)
+"""Scored variants of an epoch in the rows (key prefix) and how the summary names them ({}: what follows @)."""
+
+
 def summarise(path: Path) -> None:
     """Per recipe: the six-cell mean of valid top-1 for each fixed epoch count and for best-held-out stopping."""
     runs: dict[str, dict[tuple[str, int], dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
@@ -255,12 +266,7 @@ def summarise(path: Path) -> None:
 
         for e in range(0, epochs + 1):
             print(line({c: by_cell[c][e]["valid_top1"] for c in cells}, f"epoch {e}"))
-            variants = (
-                ("valid_top1@", "update x{}"),
-                ("valid_top1_ens@", "untuned head x{} in the average"),
-                ("valid_top1_concat", "one head over [tuned; untuned]{}"),
-            )
-            for prefix, shown in variants:
+            for prefix, shown in VARIANTS:
                 for key in sorted(k for k in by_cell[cells[0]][e] if k.startswith(prefix)):
                     vals = {c: by_cell[c][e][key] for c in cells if key in by_cell[c][e]}
                     print(line(vals, f"epoch {e}, " + shown.format(key.partition("@")[2])))
